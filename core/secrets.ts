@@ -1,0 +1,25 @@
+// Generated secrets, stored 0600 in the state folder; never printed or logged.
+import { randomBytes } from 'node:crypto';
+import type { SecretStore } from './types.ts';
+import { ensureStateDir, readJson, writeFileAtomic } from './state.ts';
+
+export class FileSecretStore implements SecretStore {
+  private readonly path: string;
+  private cache: Record<string, string>;
+
+  constructor(clusterDir: string) {
+    this.path = ensureStateDir(clusterDir).secrets;
+    this.cache = readJson<Record<string, string>>(this.path, {});
+  }
+
+  get(name: string): string {
+    let value = this.cache[name];
+    if (!value) {
+      // base64url: no quoting problems in option files, env files or SQL literals
+      value = randomBytes(24).toString('base64url');
+      this.cache = { ...readJson<Record<string, string>>(this.path, {}), [name]: value };
+      writeFileAtomic(this.path, JSON.stringify(this.cache, null, 2) + '\n', 0o600);
+    }
+    return value;
+  }
+}

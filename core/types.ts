@@ -1,0 +1,272 @@
+// The shapes every layer shares: the validated cluster, the hosts a provider
+// hands to the engine, and the role/task contract the engine runs.
+
+export type ProxyMode = 'direct' | 'random' | 'customized';
+export type DbRole = 'manager' | 'worker';
+export type ServiceName = 'gatekeeper' | 'trustedhost' | 'proxy';
+export type DbEngine = 'auto' | 'mariadb' | 'mysql';
+export type RoleName = 'base' | 'mysql' | 'sakila' | 'sysbench' | 'replication' | 'iptables' | 'service';
+
+export interface NodeSpec {
+  name: string;
+  /** Instance type (EC2 type; informational sizing for local nodes). */
+  type: string;
+  roles: RoleName[];
+  /** Database role, for nodes that run MySQL/MariaDB. */
+  db?: DbRole;
+  /** The HTTP service this node runs (with the `service` role). */
+  service?: ServiceName;
+  /** Gets a public address / is reachable from outside (gatekeeper). */
+  public?: boolean;
+  /** Local provider only: fixed address on the bridge subnet (default: .10 + index). */
+  address?: string;
+}
+
+/** An inbound flow: `from` may open TCP connections to `to` on `port`. */
+export interface FlowSpec {
+  from: string[]; // node names, or 'internet' / 'controller'
+  to: string[];   // node names
+  port: number;
+}
+
+export interface EgressSpec {
+  /** Node whose OUTPUT is restricted to its declared outbound flows. */
+  node: string;
+  /** Also allow HTTP(S) to the package mirror. */
+  mirror: boolean;
+}
+
+export interface LocalProviderSpec {
+  subnet: string;   // e.g. 10.77.0.0/24; host (controller) is .1
+  bridge: string;   // Linux bridge name (<= 15 chars)
+  mirror: string;   // Debian mirror host name
+  suite: string;    // Debian suite for the base image
+}
+
+export interface AwsProviderSpec {
+  region?: string;
+  profile?: string;
+  ami?: string;
+  vpcId?: string;
+  subnetId?: string;
+  /** CIDR allowed to SSH; default: the controller's public address /32, detected at apply time. */
+  sshCidr?: string;
+  /** Reach non-public nodes over SSH through the gatekeeper (ProxyJump). */
+  jump: boolean;
+  keyName?: string;
+}
+
+export interface ProviderSpec {
+  type: 'local' | 'aws';
+  local: LocalProviderSpec;
+  aws: AwsProviderSpec;
+}
+
+export interface SakilaSpec {
+  url: string;
+  sha256: string;
+  /** Local tarball used instead of downloading (offline); env RAMPART_SAKILA overrides. */
+  path?: string;
+}
+
+export interface DatabaseSpec {
+  engine: DbEngine;
+  schema: string;
+  sakila: SakilaSpec;
+  sysbench: { tables: number; tableSize: number; threads: number; time: number };
+}
+
+export interface GatekeeperSpec {
+  port: number;
+  statements: string[];     // allowed statement types, e.g. SELECT/INSERT/UPDATE/DELETE
+  schemas: string[];        // allowed schemas
+  maxBodyBytes: number;
+  rateLimit: { requests: number; perSeconds: number };
+}
+
+export interface ProxySpec {
+  port: number;
+  defaultMode: ProxyMode;
+  modes: ProxyMode[];
+  probeIntervalMs: number;
+  maxLagSeconds: number;
+}
+
+export interface ServicesSpec {
+  gatekeeper: GatekeeperSpec;
+  trustedhost: { port: number };
+  proxy: ProxySpec;
+}
+
+export interface BenchSpec {
+  writes: number;
+  reads: number;
+  concurrency: number;
+  firstName: string;
+  lastName: string;
+}
+
+export interface Cluster {
+  /** Absolute path of the cluster.yaml it came from. */
+  file: string;
+  /** Folder the cluster.yaml lives in (state lives in <dir>/.rampart). */
+  dir: string;
+  name: string;
+  timezone: string;
+  adminUser: string;
+  provider: ProviderSpec;
+  nodes: NodeSpec[];
+  security: { flows: FlowSpec[]; egress: EgressSpec[] };
+  database: DatabaseSpec;
+  services: ServicesSpec;
+  bench: BenchSpec;
+}
+
+/** A machine the engine can reach, as a provider describes it. */
+export interface Host {
+  name: string;
+  /** Where SSH connects (public or bridge address). */
+  address: string;
+  /** Address other nodes use to reach it. */
+  privateAddress: string;
+  port: number;
+  user: string;
+  /** SSH through this host first (bastion), if set. */
+  jump?: { address: string; port: number; user: string };
+  node: NodeSpec;
+}
+
+// ---------------------------------------------------------------- provider
+
+export interface ProviderEvents {
+  /** Progress lines for long steps ("building base image", "starting worker1"). */
+  progress?(message: string): void;
+}
+
+export interface PlanItem {
+  action: 'create' | 'change' | 'delete' | 'ok';
+  resource: string;
+  detail?: string;
+}
+
+export interface Provider {
+  readonly name: 'local' | 'aws';
+  /** What up() would do, changing nothing. */
+  plan(events?: ProviderEvents): Promise<PlanItem[]>;
+  /** Create/repair everything needed, wait until every node answers SSH, return the hosts. */
+  up(events?: ProviderEvents): Promise<{ hosts: Host[]; changes: PlanItem[] }>;
+  /** The hosts that exist now (no changes); missing nodes are absent. */
+  describe(): Promise<Host[]>;
+  /** Remove everything up() created; safe to rerun. */
+  down(events?: ProviderEvents): Promise<PlanItem[]>;
+}
+
+// ---------------------------------------------------------------- engine
+
+export type TaskStatus = 'ok' | 'changed' | 'failed' | 'skipped';
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+export interface ExecOptions {
+  /** Fed to the command's stdin (use for secrets: never put them on a command line). */
+  stdin?: string;
+  /** Run as root through sudo (default true). */
+  sudo?: boolean;
+  /** Throw SshError when the exit code is not 0 (default true). */
+  check?: boolean;
+}
+
+/** One open connection to a host; every task of the host reuses it. */
+export interface Connection {
+  readonly host: Host;
+  /** Run a shell script (bash) on the host. */
+  exec(script: string, opts?: ExecOptions): Promise<ExecResult>;
+  /** Write a file if its content/mode/owner differ; true when it changed. In check mode, report only. */
+  putIfChanged(path: string, content: string | Buffer, opts?: { mode?: string; owner?: string }): Promise<boolean>;
+  /** Upload a local file to a remote path (no diff). */
+  putFile(localPath: string, remotePath: string): Promise<void>;
+  close(): void;
+}
+
+/** What a task sees. Facts are gathered for every task of a host in one round trip. */
+export interface TaskContext {
+  host: Host;
+  conn: Connection;
+  cluster: Cluster;
+  /** Every host of the run (e.g. the manager's address for replication). */
+  hosts: Host[];
+  /** Output of this task's fact commands, by key. */
+  facts: Record<string, Fact>;
+  check: boolean;
+  secrets: SecretStore;
+  /** Notify a handler of the current role (runs once per host at the end). */
+  notify(handler: string): void;
+}
+
+export interface Fact {
+  stdout: string;
+  code: number;
+}
+
+/** A difference a task found: a one-line message, plus anything apply() needs. */
+export interface Diff {
+  message: string;
+  data?: unknown;
+}
+
+export interface Task {
+  name: string;
+  /** Shell commands (run as root) whose output this task's check needs, by key. */
+  facts?: (ctx: Omit<TaskContext, 'facts'>) => Record<string, string>;
+  /** Return null when the host is as desired, a Diff when not. Reads only; never changes. */
+  check(ctx: TaskContext): Promise<Diff | null> | Diff | null;
+  /** Make it so. Return an optional message for the result line. */
+  apply(ctx: TaskContext, diff: Diff): Promise<string | void>;
+  /** Skip this task on this host (e.g. not a DB node). Return the reason, or null to run. */
+  when?(ctx: Omit<TaskContext, 'facts'>): string | null;
+}
+
+export interface Handler {
+  name: string;
+  run(ctx: Omit<TaskContext, 'facts'>): Promise<void>;
+}
+
+export interface Role {
+  name: RoleName;
+  tasks: Task[];
+  handlers?: Handler[];
+}
+
+export interface TaskResult {
+  host: string;
+  role: string;
+  task: string;
+  status: TaskStatus;
+  message: string;
+  durationMs: number;
+}
+
+export interface HostRecap {
+  ok: number;
+  changed: number;
+  failed: number;
+  skipped: number;
+  unreachable: boolean;
+}
+
+export interface RunReport {
+  check: boolean;
+  durationMs: number;
+  hosts: Record<string, HostRecap>;
+  results: TaskResult[];
+  provider?: PlanItem[];
+}
+
+export interface SecretStore {
+  /** Get a named secret, generating (and storing 0600) it on first use. */
+  get(name: string): string;
+}
