@@ -131,6 +131,8 @@ export interface Host {
   privateAddress: string;
   port: number;
   user: string;
+  /** Source CIDR the controller's SSH comes from, as this node sees it (iptables/security groups allow 22 only from it). */
+  sshFrom: string;
   /** SSH through this host first (bastion), if set. */
   jump?: { address: string; port: number; user: string };
   node: NodeSpec;
