@@ -1,0 +1,46 @@
+// Shared command-line handling for the playbooks: flags, exit codes, errors.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { resolve } from 'node:path';
+import { RampartError, SpecError } from './errors.ts';
+
+/** Exit codes (documented in the README). */
+export const EXIT = { ok: 0, failed: 1, usage: 2, spec: 3, provider: 4 } as const;
+
+export class UsageError extends RampartError {}
+
+export const COMMON_OPTIONS = {
+  file: { type: 'string', short: 'f' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const satisfies ParseArgsConfig['options'];
+
+export function parseFlags<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options: { ...COMMON_OPTIONS, ...options }, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** cluster.yaml path: --file, else $RAMPART_CLUSTER, else ./cluster.yaml. */
+export function clusterFile(flag: string | undefined): string {
+  return resolve(flag ?? process.env.RAMPART_CLUSTER ?? 'cluster.yaml');
+}
+
+/** Run a command's main: typed errors become a clear message (or JSON) and an exit code; never a stack trace. */
+export async function runMain(json: () => boolean, main: () => Promise<number>): Promise<never> {
+  let code: number;
+  try {
+    code = await main();
+  } catch (e) {
+    code = e instanceof UsageError ? EXIT.usage : e instanceof SpecError ? EXIT.spec : e instanceof RampartError ? EXIT.provider : EXIT.failed;
+    const err = e as Error & { hint?: string; problems?: string[] };
+    if (json()) {
+      process.stdout.write(JSON.stringify({ error: { type: err.name, message: err.message, hint: err.hint, problems: err.problems } }) + '\n');
+    } else {
+      process.stderr.write(`error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ''}`);
+      if (!(e instanceof RampartError) && process.env.RAMPART_DEBUG) process.stderr.write(`${err.stack}\n`);
+    }
+  }
+  process.exit(code);
+}

@@ -1,0 +1,33 @@
+// Human output: the recap per host, like Ansible's PLAY RECAP.
+import type { PlanItem, RunReport } from './types.ts';
+
+const color = (code: number, s: string) => (process.stderr.isTTY && !process.env.NO_COLOR ? `\x1b[${code}m${s}\x1b[0m` : s);
+
+export function formatRecap(report: RunReport): string {
+  const names = Object.keys(report.hosts);
+  const width = Math.max(...names.map((n) => n.length), 4);
+  const lines = [`PLAY RECAP${report.check ? ' (check mode: nothing was changed)' : ''} ${'*'.repeat(40)}`];
+  for (const name of names) {
+    const c = report.hosts[name];
+    const col = c.failed || c.unreachable ? 31 : c.changed ? 33 : 32;
+    lines.push(
+      `${color(col, name.padEnd(width))} : ok=${String(c.ok).padEnd(3)} changed=${String(c.changed).padEnd(3)} ` +
+        `unreachable=${c.unreachable ? 1 : 0}  failed=${String(c.failed).padEnd(3)} skipped=${c.skipped}`,
+    );
+  }
+  const changedOrFailed = report.results.filter((r) => r.status === 'changed' || r.status === 'failed');
+  if (changedOrFailed.length) {
+    lines.push('', report.check ? 'would change:' : 'changes and failures:');
+    for (const r of changedOrFailed) {
+      lines.push(`  ${r.status === 'failed' ? color(31, 'FAILED ') : ''}${r.host} | ${r.role} | ${r.task}${r.message ? `: ${r.message}` : ''}`);
+    }
+  }
+  lines.push('', `${(report.durationMs / 1000).toFixed(2)} s`);
+  return lines.join('\n') + '\n';
+}
+
+export function formatPlan(items: PlanItem[]): string {
+  const todo = items.filter((i) => i.action !== 'ok');
+  if (!todo.length) return 'provider: nothing to do\n';
+  return todo.map((i) => `provider: ${i.action} ${i.resource}${i.detail ? ` (${i.detail})` : ''}`).join('\n') + '\n';
+}

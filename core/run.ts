@@ -1,0 +1,254 @@
+// The engine: connect to every host once, gather the facts of all their tasks
+// in one round trip, then run the roles in order (each role on all its hosts
+// in parallel), apply only what differs, run handlers, and count the results.
+import { randomBytes } from 'node:crypto';
+import { Listr, PRESET_TIMER, ProcessOutput, type ListrTask } from 'listr2';
+import { connect, type KnownHosts } from './ssh.ts';
+import type {
+  Cluster, Connection, Fact, Host, HostRecap, Role, RunReport, SecretStore, Task, TaskContext, TaskResult, TaskStatus,
+} from './types.ts';
+
+export interface RunOptions {
+  cluster: Cluster;
+  /** Every host of the cluster (tasks see them all, e.g. for addresses). */
+  hosts: Host[];
+  /** Run on these hosts only (--limit); default all. */
+  limit?: string[];
+  roles: Role[];
+  check: boolean;
+  privateKey: string;
+  knownHosts: KnownHosts;
+  secrets: SecretStore;
+  /** How long to keep retrying SSH connects (booting nodes). */
+  connectRetryMs?: number;
+  /** Print progress (stderr). */
+  progress: boolean;
+}
+
+type BaseCtx = Omit<TaskContext, 'facts'>;
+/** The part of a listr2 task wrapper the engine writes to. */
+type Out = { title: string; output: string };
+
+interface HostState {
+  host: Host;
+  conn?: Connection;
+  failed: boolean;
+  unreachable: boolean;
+  /** Facts gathered up front, by `${role}\0${task}\0${key}`. */
+  facts: Map<string, Fact>;
+}
+
+const roleApplies = (role: Role, host: Host) => host.node.roles.includes(role.name);
+const factId = (role: Role, task: Task, key: string) => `${role.name}\u0000${task.name}\u0000${key}`;
+
+/** Run several fact commands in one round trip; each output is framed by nonce markers. */
+export async function gatherFacts(conn: Connection, commands: Map<string, string>): Promise<Map<string, Fact>> {
+  const out = new Map<string, Fact>();
+  if (commands.size === 0) return out;
+  const nonce = randomBytes(6).toString('hex');
+  const ids = [...commands.keys()];
+  const script = ids
+    .map((id, i) => `printf '@@${nonce}:B:${i}\\n'; ( ${commands.get(id)}\n) 2>/dev/null </dev/null; printf '\\n@@${nonce}:E:${i}:%s\\n' "$?"`)
+    .join('\n');
+  const res = await conn.exec(script, { check: false });
+  const text = res.stdout;
+  ids.forEach((id, i) => {
+    const begin = `@@${nonce}:B:${i}\n`;
+    const b = text.indexOf(begin);
+    const e = text.indexOf(`\n@@${nonce}:E:${i}:`, b);
+    if (b < 0 || e < 0) {
+      out.set(id, { stdout: '', code: 255 });
+      return;
+    }
+    const codeStr = text.slice(e + `\n@@${nonce}:E:${i}:`.length).split('\n', 1)[0];
+    out.set(id, { stdout: text.slice(b + begin.length, e), code: Number(codeStr) });
+  });
+  return out;
+}
+
+export async function run(opts: RunOptions): Promise<RunReport> {
+  const started = Date.now();
+  const { cluster, hosts, roles, check } = opts;
+  const selected = opts.limit?.length ? hosts.filter((h) => opts.limit!.includes(h.name)) : hosts;
+  const states = new Map<string, HostState>(
+    selected.map((h) => [h.name, { host: h, failed: false, unreachable: false, facts: new Map() }]),
+  );
+  const results: TaskResult[] = [];
+  // Facts gathered up front stay valid until something changes somewhere (a change on
+  // the manager can alter a worker's facts); after that each role gathers its own.
+  let changesSinceGather = 0;
+
+  const baseCtx = (st: HostState): BaseCtx => ({
+    host: st.host, conn: st.conn!, cluster, hosts, check, secrets: opts.secrets, notify: () => {},
+  });
+
+  const record = (r: TaskResult, out?: Out) => {
+    results.push(r);
+    if (r.status === 'changed' && !check) changesSinceGather++;
+    if (out && r.status !== 'ok') out.output = `${r.role} | ${r.task}: ${r.status}${r.message ? ` (${r.message})` : ''}`;
+  };
+
+  const factCommands = (st: HostState, role: Role): Map<string, string> => {
+    const cmds = new Map<string, string>();
+    const ctx = baseCtx(st);
+    for (const task of role.tasks) {
+      if (task.when?.(ctx) || !task.facts) continue;
+      for (const [k, cmd] of Object.entries(task.facts(ctx))) cmds.set(factId(role, task, k), cmd);
+    }
+    return cmds;
+  };
+
+  const runRole = async (st: HostState, role: Role, out: Out) => {
+    let facts = changesSinceGather === 0 ? st.facts : await gatherFacts(st.conn!, factCommands(st, role));
+    const notified = new Set<string>();
+    let dirty = false;
+    for (const task of role.tasks) {
+      if (st.failed) break;
+      const t0 = Date.now();
+      const ctx0: BaseCtx = { ...baseCtx(st), notify: (h) => notified.add(h) };
+      const res = (status: TaskStatus, message = ''): TaskResult => ({
+        host: st.host.name, role: role.name, task: task.name, status, message, durationMs: Date.now() - t0,
+      });
+      const skip = task.when?.(ctx0);
+      if (skip) {
+        record(res('skipped', skip), out);
+        continue;
+      }
+      out.title = `${st.host.name}: ${task.name}`;
+      try {
+        if (dirty && task.facts) {
+          // Something this role changed may have changed this task's facts: read them again.
+          const cmds = new Map(Object.entries(task.facts(ctx0)).map(([k, c]) => [factId(role, task, k), c]));
+          facts = new Map([...facts, ...(await gatherFacts(st.conn!, cmds))]);
+        }
+        const own: Record<string, Fact> = {};
+        for (const k of Object.keys(task.facts?.(ctx0) ?? {})) {
+          own[k] = facts.get(factId(role, task, k)) ?? { stdout: '', code: 255 };
+        }
+        const ctx: TaskContext = { ...ctx0, facts: own };
+        const diff = await task.check(ctx);
+        if (!diff) {
+          record(res('ok'), out);
+        } else if (check) {
+          record(res('changed', `would: ${diff.message}`), out);
+        } else {
+          const msg = await task.apply(ctx, diff);
+          dirty = true;
+          record(res('changed', msg || diff.message), out);
+        }
+      } catch (e) {
+        st.failed = true;
+        record(res('failed', errorMessage(e)), out);
+      }
+    }
+    for (const handler of role.handlers ?? []) {
+      if (!notified.has(handler.name) || st.failed) continue;
+      const t0 = Date.now();
+      const r = (status: TaskStatus, message = ''): TaskResult => ({
+        host: st.host.name, role: role.name, task: `handler: ${handler.name}`, status, message, durationMs: Date.now() - t0,
+      });
+      if (check) {
+        record(r('changed', 'would run'), out);
+        continue;
+      }
+      try {
+        out.title = `${st.host.name}: handler ${handler.name}`;
+        await handler.run(baseCtx(st));
+        record(r('changed'), out);
+      } catch (e) {
+        st.failed = true;
+        record(r('failed', errorMessage(e)), out);
+      }
+    }
+  };
+
+  const hostTitle = (st: HostState) => {
+    const c = recapOf(st.host.name, results, st.unreachable);
+    return `${st.host.name}: ok=${c.ok} changed=${c.changed} failed=${c.failed} skipped=${c.skipped}`;
+  };
+
+  const all = [...states.values()];
+  const list = new Listr(
+    [
+      {
+        title: `connect and gather facts (${all.length} hosts)`,
+        task: (_, t) =>
+          t.newListr(
+            all.map((st) => ({
+              title: st.host.name,
+              task: async (_c, out) => {
+                try {
+                  st.conn = await connect(st.host, {
+                    privateKey: opts.privateKey, knownHosts: opts.knownHosts, check, retryForMs: opts.connectRetryMs,
+                  });
+                } catch (e) {
+                  st.unreachable = true;
+                  st.failed = true;
+                  results.push({ host: st.host.name, role: 'connect', task: 'ssh', status: 'failed', message: errorMessage(e), durationMs: 0 });
+                  throw e;
+                }
+                const cmds = new Map<string, string>();
+                for (const role of roles.filter((r) => roleApplies(r, st.host))) {
+                  for (const [k, v] of factCommands(st, role)) cmds.set(k, v);
+                }
+                st.facts = await gatherFacts(st.conn, cmds);
+                out.title = `${st.host.name}: ${cmds.size} facts`;
+              },
+            })),
+            { concurrent: true, exitOnError: false },
+          ),
+      },
+      ...roles.map((role) => ({
+        title: `role ${role.name}`,
+        skip: () => !all.some((st) => roleApplies(role, st.host)),
+        task: (_: unknown, t: { newListr: (tasks: ListrTask[], o: object) => Listr }) =>
+          t.newListr(
+            all
+              .filter((st) => roleApplies(role, st.host))
+              .map((st) => ({
+                title: st.host.name,
+                skip: () => (st.failed ? `${st.host.name}: skipped after an earlier failure` : false),
+                task: async (_c: unknown, out: Out) => {
+                  await runRole(st, role, out);
+                  out.title = hostTitle(st);
+                  if (st.failed) throw new Error(`${st.host.name}: ${results.filter((r) => r.host === st.host.name && r.status === 'failed').map((r) => `${r.task}: ${r.message}`).join('; ')}`);
+                },
+              })),
+            { concurrent: true, exitOnError: false },
+          ),
+      })),
+    ],
+    {
+      concurrent: false,
+      exitOnError: false,
+      renderer: opts.progress ? (process.stderr.isTTY ? 'default' : 'simple') : 'silent',
+      fallbackRenderer: 'simple',
+      rendererOptions: { collapseSubtasks: false, timer: PRESET_TIMER },
+      fallbackRendererOptions: { timer: PRESET_TIMER },
+      processOutput: new ProcessOutput(process.stderr, process.stderr),
+    } as ConstructorParameters<typeof Listr>[1],
+  );
+  try {
+    await list.run();
+  } finally {
+    for (const st of all) st.conn?.close();
+  }
+
+  const report: RunReport = { check, durationMs: Date.now() - started, hosts: {}, results };
+  for (const st of all) report.hosts[st.host.name] = recapOf(st.host.name, results, st.unreachable);
+  return report;
+}
+
+export function recapOf(host: string, results: TaskResult[], unreachable: boolean): HostRecap {
+  const c: HostRecap = { ok: 0, changed: 0, failed: 0, skipped: 0, unreachable };
+  for (const r of results) if (r.host === host) c[r.status]++;
+  return c;
+}
+
+function errorMessage(e: unknown): string {
+  if (e instanceof Error) {
+    const hint = (e as { hint?: string }).hint;
+    return hint ? `${e.message} (${hint})` : e.message;
+  }
+  return String(e);
+}

@@ -1,0 +1,81 @@
+// base: what every node needs — its packages (one apt transaction), hostname,
+// timezone, and an SSH daemon that takes keys only.
+import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
+import type { Role, Task } from '../core/types.ts';
+import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
+
+export const BASE_PACKAGES = ['tzdata', 'ca-certificates', 'iproute2', 'iptables', 'curl', 'procps'];
+
+const SSHD_CONFIG_PATH = '/etc/ssh/sshd_config.d/50-rampart.conf';
+const SSHD_CONFIG = `# managed by rampart: keys only, no root login
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+X11Forwarding no
+`;
+
+const packages: Task = {
+  name: 'packages',
+  facts: () => ({ pkgs: packagesFact(BASE_PACKAGES) }),
+  check: ({ facts }) => {
+    const missing = missingPackages(BASE_PACKAGES, facts.pkgs.stdout);
+    return missing.length ? { message: `install ${missing.join(' ')}`, data: missing } : null;
+  },
+  apply: async ({ conn }, diff) => {
+    await aptInstall(conn, diff.data as string[]);
+  },
+};
+
+const hostname: Task = {
+  name: 'hostname',
+  facts: () => ({ name: 'hostname; cat /etc/hostname' }),
+  check: ({ facts, host }) => {
+    const [live, file] = facts.name.stdout.split('\n');
+    return live === host.node.name && file === host.node.name ? null : { message: `${live} -> ${host.node.name}` };
+  },
+  apply: async ({ conn, host }) => {
+    const n = shq(host.node.name);
+    await conn.exec(`echo ${n} > /etc/hostname && hostname ${n} && (grep -q "\\s${host.node.name}$" /etc/hosts || echo "127.0.1.1 ${host.node.name}" >> /etc/hosts)`);
+  },
+};
+
+const zonePath = (tz: string) => (tz === 'UTC' ? '/usr/share/zoneinfo/Etc/UTC' : `/usr/share/zoneinfo/${tz}`);
+
+const timezone: Task = {
+  name: 'timezone',
+  facts: ({ cluster }) => ({
+    tz: `readlink -f /etc/localtime; readlink -f ${shq(zonePath(cluster.timezone))}; cat /etc/timezone 2>/dev/null`,
+  }),
+  check: ({ facts, cluster }) => {
+    const [link, want, file] = facts.tz.stdout.split('\n');
+    return link === want && file?.trim() === cluster.timezone ? null : { message: `${file?.trim() || link} -> ${cluster.timezone}` };
+  },
+  apply: async ({ conn, cluster }) => {
+    const zone = shq(zonePath(cluster.timezone));
+    await conn.exec(`test -e ${zone} || { echo "unknown timezone ${cluster.timezone}" >&2; exit 1; }; ln -sfn ${zone} /etc/localtime && echo ${shq(cluster.timezone)} > /etc/timezone`);
+  },
+};
+
+const sshd: Task = {
+  name: 'sshd keys only',
+  facts: () => ({ file: fileFactCommand(SSHD_CONFIG_PATH) }),
+  check: ({ facts }) => (facts.file.stdout === fileState(SSHD_CONFIG, '0644', 'root:root') ? null : { message: `write ${SSHD_CONFIG_PATH}` }),
+  apply: async (ctx) => {
+    await ctx.conn.writeFile(SSHD_CONFIG_PATH, SSHD_CONFIG, { mode: '0644' });
+    ctx.notify('reload sshd');
+  },
+};
+
+export const baseRole: Role = {
+  name: 'base',
+  tasks: [packages, hostname, timezone, sshd],
+  handlers: [
+    {
+      name: 'reload sshd',
+      // sshd -t first: a broken config must never lock the controller out
+      run: async ({ conn }) => {
+        await conn.exec('sshd -t && (systemctl reload ssh 2>/dev/null || systemctl reload sshd)');
+      },
+    },
+  ],
+};

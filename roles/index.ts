@@ -1,0 +1,22 @@
+// The roles, in the order the engine applies them. Each role runs on all the
+// nodes that list it (in parallel) before the next role starts: the manager's
+// users exist before workers replicate, replication runs before sakila is
+// loaded on the manager (so it reaches the workers), and the firewall closes
+// only after every service it must let through is configured.
+import type { Role, RoleName } from '../core/types.ts';
+import { baseRole } from './base.ts';
+
+export const ROLE_ORDER: RoleName[] = ['base', 'mysql', 'replication', 'sakila', 'sysbench', 'iptables', 'service'];
+
+const ROLES: Partial<Record<RoleName, Role>> = {
+  base: baseRole,
+};
+
+/** The roles the cluster's nodes use, in engine order. */
+export function rolesInOrder(used: Set<RoleName>): Role[] {
+  return ROLE_ORDER.filter((n) => used.has(n)).map((n) => {
+    const role = ROLES[n];
+    if (!role) throw new Error(`role ${n} is not implemented yet`);
+    return role;
+  });
+}

@@ -1,0 +1,29 @@
+// Debian/Ubuntu packages: read what is installed in one command, install what
+// is missing in one apt transaction.
+import { shq } from '../../core/ssh.ts';
+import type { Connection } from '../../core/types.ts';
+
+/** Shell command printing `name status` for each package (installed ones say "install ok installed"). */
+export function packagesFact(pkgs: string[]): string {
+  return `dpkg-query -W -f='\${Package} \${Status}\\n' ${pkgs.map(shq).join(' ')} 2>/dev/null; true`;
+}
+
+export function missingPackages(pkgs: string[], factOutput: string): string[] {
+  const installed = new Set(
+    factOutput.split('\n').filter((l) => l.endsWith(' install ok installed')).map((l) => l.split(' ')[0]),
+  );
+  return pkgs.filter((p) => !installed.has(p));
+}
+
+/** One non-interactive apt transaction; refreshes the package lists when they are missing or stale. */
+export async function aptInstall(conn: Connection, pkgs: string[]): Promise<void> {
+  if (pkgs.length === 0) return;
+  const list = pkgs.map(shq).join(' ');
+  const env = 'export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a;';
+  const install = `apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold ${list}`;
+  await conn.exec(
+    `${env} set -e
+if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -q; fi
+${install} || { apt-get update -q && ${install}; }`,
+  );
+}
