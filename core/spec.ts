@@ -1,0 +1,637 @@
+// cluster.yaml -> Cluster: parse YAML keeping positions, validate against
+// schema/cluster.schema.json (ajv), run the checks a schema cannot express,
+// then normalise (defaults, lists, absolute paths). Every problem is reported
+// at once as `file:line:col: path problem`, before anything is created.
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Ajv, type ErrorObject } from 'ajv';
+import ajvFormats from 'ajv-formats';
+import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document } from 'yaml';
+import { SpecError } from './errors.ts';
+import type {
+  Cluster, DbEngine, DbRole, FlowSpec, NodeSpec, ProxyMode, RoleName, ServiceName,
+} from './types.ts';
+
+// ------------------------------------------------------------------ schema
+
+const SCHEMA_FILE = new URL('../schema/cluster.schema.json', import.meta.url);
+const schema = JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as Record<string, unknown>;
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: true });
+ajvFormats.default(ajv, ['ipv4', 'uri']);
+// Editor hints (VS Code / yaml-language-server) that we reuse for our own messages.
+ajv.addVocabulary(['patternErrorMessage', 'errorMessage']);
+const validate = ajv.compile(schema);
+
+/** Where the schema lives (for editors / docs). */
+export const schemaPath = path.resolve(new URL('.', SCHEMA_FILE).pathname, 'cluster.schema.json');
+
+// ------------------------------------------------------------------ raw input (after schema + defaults)
+
+type Names = string | string[];
+interface RawNode {
+  name: string; type: string; roles: RoleName[]; db?: DbRole; service?: ServiceName;
+  public: boolean; address?: string;
+}
+interface RawCluster {
+  name: string; timezone: string; adminUser: string;
+  provider: Cluster['provider'];
+  nodes: RawNode[];
+  security: { flows: { from: Names; to: Names; port: number }[]; egress: { node: string; mirror: boolean }[] };
+  database: Cluster['database'];
+  services: Cluster['services'];
+  bench: Cluster['bench'];
+}
+
+// ------------------------------------------------------------------ public API
+
+/** Read, validate and normalise a cluster.yaml. Throws SpecError listing every problem. */
+export function loadCluster(file: string): Cluster {
+  let source: string;
+  try {
+    source = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
+    throw new SpecError([`${displayName(file)}: ${why}`]);
+  }
+  return parseCluster(source, file);
+}
+
+/** Same as loadCluster, from text; `file` names it in messages and sets Cluster.file/dir. */
+export function parseCluster(source: string, file: string): Cluster {
+  const abs = path.resolve(file);
+  const ctx = new Context(source, displayName(file));
+  if (ctx.problems.length) throw ctx.error();
+
+  let data: unknown;
+  try {
+    data = ctx.doc.toJS({ maxAliasCount: 1000 });
+  } catch (err) {
+    throw new SpecError([`${ctx.label}:1:1: yaml: ${(err as Error).message}`]);
+  }
+  if (data === null || data === undefined) {
+    throw new SpecError([`${ctx.label}:1:1: file is empty (expected name, nodes, security, ...)`]);
+  }
+
+  // Semantic checks only once the shape is right: on a broken shape they would
+  // mostly repeat the schema's complaints in vaguer words (`db: boss` is not
+  // also "no manager").
+  if (!validate(data)) {
+    ctx.schemaProblems(validate.errors ?? []);
+    throw ctx.error();
+  }
+  semanticChecks(data as Record<string, unknown>, ctx);
+  if (ctx.problems.length) throw ctx.error();
+
+  return normalise(data as unknown as RawCluster, abs);
+}
+
+/** Multi-line text for the CLI: a headline, then one problem per line. */
+export function formatSpecError(e: SpecError): string {
+  const n = e.problems.length;
+  return `invalid cluster spec (${n} problem${n === 1 ? '' : 's'}):\n` + e.problems.map((p) => `  ${p}`).join('\n');
+}
+
+// ------------------------------------------------------------------ positions
+
+type Seg = string | number;
+
+class Context {
+  readonly lines = new LineCounter();
+  readonly doc: Document;
+  private readonly found: { line: number; col: number; text: string }[] = [];
+
+  constructor(source: string, readonly label: string) {
+    this.doc = parseDocument(source, { lineCounter: this.lines, uniqueKeys: true });
+    // Only the first syntax error: the parser's later ones are mostly echoes of it.
+    const err = [...this.doc.errors].sort((a, b) => a.pos[0] - b.pos[0])[0];
+    if (err) {
+      const pos = err.linePos?.[0] ?? { line: 1, col: 1 };
+      const msg = err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+      this.add(pos.line, pos.col, `yaml: ${msg}`);
+    }
+  }
+
+  get problems(): string[] {
+    return this.found.map((p) => p.text);
+  }
+
+  add(line: number, col: number, message: string): void {
+    const text = `${this.label}:${line}:${col}: ${message}`;
+    if (!this.found.some((p) => p.text === text)) this.found.push({ line, col, text });
+  }
+
+  /** Report at the value found at `at` (or its closest existing parent). */
+  report(at: Seg[], message: string, opts: { key?: boolean } = {}): void {
+    const { line, col } = this.position(at, opts.key ?? false);
+    this.add(line, col, message);
+  }
+
+  /** Turn ajv's errors into one human line each. */
+  schemaProblems(raw: AjvError[]): void {
+    let errors = collapseOneOf(raw);
+    // `type` + `enum` on one value: the enum message already says what is allowed.
+    const enumAt = new Set(errors.filter((e) => e.keyword === 'enum').map((e) => e.instancePath));
+    errors = errors.filter((e) => !(e.keyword === 'type' && enumAt.has(e.instancePath)));
+    for (const e of errors) {
+      const p = messageFor(e);
+      this.report(p.at, p.message, { key: p.key });
+    }
+  }
+
+  error(): SpecError {
+    const sorted = [...this.found].sort((a, b) => a.line - b.line || a.col - b.col);
+    return new SpecError(sorted.map((p) => p.text));
+  }
+
+  /** Line/col of the node at a path: the value (or, with key, the key), walking up until something has a range. */
+  position(at: Seg[], key: boolean): { line: number; col: number } {
+    let cur: unknown = this.doc.contents;
+    let best: number | undefined = rangeStart(cur);
+    for (let i = 0; i < at.length; i++) {
+      const seg = at[i];
+      if (isAlias(cur)) cur = cur.resolve(this.doc);
+      if (isMap(cur)) {
+        const pair = cur.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+        if (!pair) break;
+        const last = i === at.length - 1;
+        const keyStart = rangeStart(pair.key);
+        const valueStart = rangeStart(pair.value);
+        if (last && key) { best = keyStart ?? best; break; }
+        // an empty value (`db:`) has no useful position: point at its key
+        best = valueStart !== undefined && !isEmptyScalar(pair.value) ? valueStart : keyStart ?? best;
+        cur = pair.value;
+      } else if (isSeq(cur)) {
+        const item = cur.items[Number(seg)];
+        if (item === undefined) break;
+        best = rangeStart(item) ?? best;
+        cur = item;
+      } else {
+        break;
+      }
+    }
+    if (best === undefined) return { line: 1, col: 1 };
+    return this.lines.linePos(best);
+  }
+}
+
+function rangeStart(node: unknown): number | undefined {
+  if (node && typeof node === 'object' && 'range' in node) {
+    const r = (node as { range?: [number, number, number] | null }).range;
+    if (r) return r[0];
+  }
+  return undefined;
+}
+
+function isEmptyScalar(node: unknown): boolean {
+  return isScalar(node) && node.value === null && node.source === '';
+}
+
+function displayName(file: string): string {
+  const abs = path.resolve(file);
+  const rel = path.relative(process.cwd(), abs);
+  if (rel && !rel.startsWith('..') && !path.isAbsolute(rel)) return rel;
+  return path.isAbsolute(file) ? file : abs;
+}
+
+/** `nodes[3].db` from ['nodes', 3, 'db']. */
+function label(at: Seg[]): string {
+  if (at.length === 0) return 'top level';
+  let out = '';
+  for (const seg of at) {
+    if (typeof seg === 'number' || /^\d+$/.test(seg)) out += `[${seg}]`;
+    else out += out ? `.${seg}` : seg;
+  }
+  return out;
+}
+
+function pointer(instancePath: string): Seg[] {
+  if (!instancePath) return [];
+  return instancePath
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+}
+
+// ------------------------------------------------------------------ schema errors -> human lines
+
+type AjvError = ErrorObject<string, Record<string, unknown>, unknown>;
+
+interface Problem { at: Seg[]; key?: boolean; message: string }
+
+function describeValue(v: unknown): string {
+  if (v === null || v === undefined) return 'an empty value';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  if (typeof v === 'string') {
+    const s = v.length > 40 ? `${v.slice(0, 37)}...` : v;
+    return JSON.stringify(s);
+  }
+  return String(v);
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  string: 'a string', integer: 'a whole number', number: 'a number', boolean: 'true or false',
+  array: 'a list', object: 'a mapping', null: 'empty',
+};
+
+const FORMAT_HINTS: Record<string, string> = {
+  ipv4: 'must be an IPv4 address like 10.77.0.20',
+  uri: 'must be a URL like https://example.com/file.tar.gz',
+};
+
+/** The closest candidate within a small edit distance (typos), if any. */
+function suggest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = c.toLowerCase() === word.toLowerCase() ? 0 : distance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) { bestD = d; best = c; }
+  }
+  const limit = word.length <= 4 ? 1 : 2;
+  return bestD <= limit ? best : undefined;
+}
+
+/** Edit distance counting a swap of two neighbours as one edit (`nmae` -> `name`). */
+function distance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
+function typesOf(e: AjvError): string[] {
+  const t = e.params.type;
+  return Array.isArray(t) ? (t as string[]) : String(t).split(',');
+}
+
+function messageFor(e: AjvError): Problem {
+  const at = pointer(e.instancePath);
+  const where = label(at);
+  const ps = (e.parentSchema ?? {}) as Record<string, unknown>;
+  const got = describeValue(e.data);
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const name = String(e.params.additionalProperty);
+      const known = Object.keys((ps.properties ?? {}) as object);
+      const hint = suggest(name, known);
+      const tail = hint ? ` (did you mean "${hint}"?)` : known.length ? ` (known fields: ${known.join(', ')})` : '';
+      return { at: [...at, name], key: true, message: `${where} has unknown field "${name}"${tail}` };
+    }
+    case 'required':
+      return { at, message: `${where} is missing required field "${String(e.params.missingProperty)}"` };
+    case 'type':
+      return { at, message: `${where} must be ${typesOf(e).map((t) => TYPE_NAMES[t] ?? t).join(' or ')} (got ${got})` };
+    case 'enum': {
+      const allowed = (e.params.allowedValues as unknown[]).map(String);
+      const hint = typeof e.data === 'string' ? suggest(e.data, allowed) : undefined;
+      return { at, message: `${where} must be one of ${allowed.join(', ')} (got ${got}${hint ? `; did you mean "${hint}"?` : ''})` };
+    }
+    case 'pattern': {
+      const hint = typeof ps.patternErrorMessage === 'string' ? ps.patternErrorMessage : `must match ${String(e.params.pattern)}`;
+      return { at, message: `${where} ${hint} (got ${got})` };
+    }
+    case 'format': {
+      const f = String(e.params.format);
+      return { at, message: `${where} ${FORMAT_HINTS[f] ?? `must be a valid ${f}`} (got ${got})` };
+    }
+    case 'minimum': case 'maximum': case 'exclusiveMinimum': case 'exclusiveMaximum': {
+      if (typeof ps.minimum === 'number' && typeof ps.maximum === 'number') {
+        return { at, message: `${where} must be between ${ps.minimum} and ${ps.maximum} (got ${got})` };
+      }
+      const words: Record<string, string> = { minimum: 'at least', maximum: 'at most', exclusiveMinimum: 'more than', exclusiveMaximum: 'less than' };
+      return { at, message: `${where} must be ${words[e.keyword]} ${String(e.params.limit)} (got ${got})` };
+    }
+    case 'minLength':
+      return { at, message: `${where} must be at least ${String(e.params.limit)} characters long` };
+    case 'maxLength':
+      return { at, message: `${where} must be at most ${String(e.params.limit)} characters long (got ${String((e.data as string).length)})` };
+    case 'minItems':
+      return { at, message: e.params.limit === 1 ? `${where} must not be empty` : `${where} must list at least ${String(e.params.limit)} items` };
+    case 'maxItems':
+      return { at, message: `${where} must list at most ${String(e.params.limit)} items` };
+    case 'uniqueItems': {
+      const i = Number(e.params.i);
+      const item = Array.isArray(e.data) ? e.data[i] : undefined;
+      return { at: [...at, i], message: `${where} lists ${describeValue(item)} more than once` };
+    }
+    case 'oneOf': case 'anyOf': {
+      if (typeof ps.errorMessage === 'string') return { at, message: `${where} ${ps.errorMessage} (got ${got})` };
+      const alts = (e.schema as { type?: string }[]).map((s) => TYPE_NAMES[s.type ?? ''] ?? 'another form');
+      return { at, message: `${where} must be ${alts.join(' or ')} (got ${got})` };
+    }
+    default:
+      return { at, message: `${where} ${e.message ?? 'is invalid'}` };
+  }
+}
+
+/**
+ * ajv reports a failed oneOf with every branch's errors. Keep the errors of the
+ * one branch whose type fits the value (`from: []` -> "must not be empty"), or a
+ * single message when no branch fits (`from: 5`).
+ */
+function collapseOneOf(errors: AjvError[]): AjvError[] {
+  const removed = new Set<AjvError>();
+  for (const o of errors) {
+    if (o.keyword !== 'oneOf' && o.keyword !== 'anyOf') continue;
+    if (removed.has(o)) continue;
+    const prefix = `${o.schemaPath}/`;
+    const subs = errors.filter((e) => e !== o && !removed.has(e) && e.schemaPath.startsWith(prefix)
+      && (e.instancePath === o.instancePath || e.instancePath.startsWith(`${o.instancePath}/`)));
+    if (subs.length === 0) continue; // "matches more than one": keep o alone
+    const branchOf = (e: AjvError) => Number(e.schemaPath.slice(prefix.length).split('/')[0]);
+    const branches = Array.isArray(o.schema) ? o.schema.length : 0;
+    const fitting: number[] = [];
+    for (let b = 0; b < branches; b++) {
+      const typeMiss = subs.some((e) => branchOf(e) === b && e.keyword === 'type' && e.instancePath === o.instancePath);
+      if (!typeMiss) fitting.push(b);
+    }
+    for (const e of subs) removed.add(e);
+    if (fitting.length === 1) {
+      for (const e of subs) if (branchOf(e) === fitting[0]) removed.delete(e);
+      removed.add(o);
+    }
+  }
+  return errors.filter((e) => !removed.has(e));
+}
+
+
+// ------------------------------------------------------------------ semantic checks
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const RESERVED_SOURCES = ['internet', 'controller'];
+const SERVICES: ServiceName[] = ['gatekeeper', 'trustedhost', 'proxy'];
+
+function parseIPv4(s: string): number[] | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (!m) return null;
+  const parts = m.slice(1).map(Number);
+  return parts.every((p) => p <= 255) ? parts : null;
+}
+
+function isPrivate(o: number[]): boolean {
+  return o[0] === 10 || (o[0] === 172 && o[1] >= 16 && o[1] <= 31) || (o[0] === 192 && o[1] === 168);
+}
+
+function semanticChecks(data: Record<string, unknown>, ctx: Context): void {
+  const nodes = Array.isArray(data.nodes) ? data.nodes : [];
+  const nodeObjs = nodes.map((n) => (isObject(n) ? n : {}));
+  const names = new Map<string, number>(); // first index of each name
+
+  // --- node names
+  nodeObjs.forEach((n, i) => {
+    if (typeof n.name !== 'string') return;
+    if (RESERVED_SOURCES.includes(n.name)) {
+      ctx.report(['nodes', i, 'name'], `nodes[${i}].name "${n.name}" is reserved (it names a flow source); pick another name`);
+    }
+    const first = names.get(n.name);
+    if (first !== undefined) {
+      ctx.report(['nodes', i, 'name'], `nodes[${i}].name "${n.name}" is already used by nodes[${first}]`);
+    } else {
+      names.set(n.name, i);
+    }
+  });
+  const known = [...names.keys()];
+  const roles = (n: Record<string, unknown>): string[] => (Array.isArray(n.roles) ? n.roles.filter((r): r is string => typeof r === 'string') : []);
+
+  // --- database roles
+  const managers = nodeObjs.map((n, i) => [n, i] as const).filter(([n]) => n.db === 'manager');
+  const workers = nodeObjs.filter((n) => n.db === 'worker');
+  if (nodes.length > 0) {
+    if (managers.length === 0) ctx.report(['nodes'], 'nodes has no node with "db: manager" (exactly one is needed: it receives every write)');
+    for (const [, i] of managers.slice(1)) {
+      ctx.report(['nodes', i, 'db'], `nodes[${i}].db: only one manager is allowed (nodes[${managers[0][1]}] is already the manager)`);
+    }
+    if (workers.length === 0) ctx.report(['nodes'], 'nodes has no node with "db: worker" (at least one is needed: workers serve reads)');
+  }
+  nodeObjs.forEach((n, i) => {
+    const r = roles(n);
+    const hasDb = n.db === 'manager' || n.db === 'worker';
+    if (hasDb && !r.includes('mysql')) ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles must include mysql (the node has db: ${String(n.db)})`);
+    if (!hasDb && r.includes('mysql')) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the mysql role but no "db: manager" or "db: worker"`);
+    for (const needsDb of ['replication', 'sakila', 'sysbench']) {
+      if (r.includes(needsDb) && !r.includes('mysql')) {
+        ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles: ${needsDb} needs the mysql role on the same node`);
+      }
+    }
+  });
+
+  // --- services
+  const anyService = nodeObjs.some((n) => roles(n).includes('service') || typeof n.service === 'string');
+  const serviceNode = new Map<string, number>();
+  nodeObjs.forEach((n, i) => {
+    const r = roles(n);
+    const svc = typeof n.service === 'string' ? n.service : undefined;
+    if (r.includes('service') && !svc) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the service role but no "service:" (one of ${SERVICES.join(', ')})`);
+    if (svc && !r.includes('service')) ctx.report(['nodes', i, 'service'], `nodes[${i}].service is set but roles lacks "service"`);
+    if (svc && SERVICES.includes(svc as ServiceName)) {
+      const first = serviceNode.get(svc);
+      if (first !== undefined) ctx.report(['nodes', i, 'service'], `nodes[${i}].service: ${svc} already runs on nodes[${first}] (each service runs on one node)`);
+      else serviceNode.set(svc, i);
+    }
+  });
+  if (anyService) {
+    for (const svc of SERVICES) {
+      if (!serviceNode.has(svc)) ctx.report(['nodes'], `nodes has no node with "service: ${svc}" (the SQL path needs gatekeeper, trustedhost and proxy)`);
+    }
+  }
+
+  // --- public
+  const publics = nodeObjs.map((n, i) => [n, i] as const).filter(([n]) => n.public === true);
+  for (const [, i] of publics.slice(1)) {
+    ctx.report(['nodes', i, 'public'], `nodes[${i}].public: only one node may be public (nodes[${publics[0][1]}] already is)`);
+  }
+  const provider = isObject(data.provider) ? data.provider : {};
+  const aws = isObject(provider.aws) ? provider.aws : {};
+  if (provider.type === 'aws' && aws.jump === true && publics.length === 0 && nodes.length > 0) {
+    ctx.report(['provider', 'aws', 'jump'], 'provider.aws.jump needs one node with "public: true" to jump through');
+  }
+
+  // --- addresses (local provider)
+  const local = isObject(provider.local) ? provider.local : {};
+  let base: number[] | null = null;
+  if (typeof local.subnet === 'string' && /^(\d{1,3}\.){3}0\/24$/.test(local.subnet)) {
+    base = parseIPv4(local.subnet.slice(0, -3));
+    if (!base) ctx.report(['provider', 'local', 'subnet'], `provider.local.subnet ${local.subnet} is not a valid IPv4 subnet (each number must be 0-255)`);
+    else if (!isPrivate(base)) {
+      ctx.report(['provider', 'local', 'subnet'], `provider.local.subnet ${local.subnet} is not a private range (use 10.x.x.0/24, 172.16-31.x.0/24 or 192.168.x.0/24)`);
+      base = null;
+    }
+  }
+  if (base) {
+    const prefix = base.slice(0, 3).join('.');
+    const used = new Map<string, string>(); // address -> who
+    // explicit addresses first, so a default that collides points at the explicit one
+    const explicit: [number, string][] = [];
+    nodeObjs.forEach((n, i) => {
+      if (typeof n.address !== 'string') return;
+      const o = parseIPv4(n.address);
+      if (!o) return; // format error already reported
+      const at: Seg[] = ['nodes', i, 'address'];
+      if (o.slice(0, 3).join('.') !== prefix) {
+        ctx.report(at, `nodes[${i}].address ${n.address} is outside provider.local.subnet ${String(local.subnet)}`);
+      } else if (o[3] === 0 || o[3] === 1 || o[3] === 255) {
+        const why = o[3] === 0 ? 'the network address' : o[3] === 1 ? 'the host (controller)' : 'the broadcast address';
+        ctx.report(at, `nodes[${i}].address ${n.address} is ${why}; use .2-.254`);
+      } else if (used.has(n.address)) {
+        ctx.report(at, `nodes[${i}].address ${n.address} is already used by ${used.get(n.address)}`);
+      } else {
+        used.set(n.address, `nodes[${i}]`);
+        explicit.push([i, n.address]);
+      }
+    });
+    nodeObjs.forEach((n, i) => {
+      if (n.address !== undefined) return;
+      const last = 10 + i;
+      if (last > 254) {
+        ctx.report(['nodes', i], `nodes[${i}] has no address and its default (.${last}) is past .254; set "address"`);
+        return;
+      }
+      const addr = `${prefix}.${last}`;
+      const owner = used.get(addr);
+      if (owner) {
+        const j = Number(/\d+/.exec(owner)?.[0]);
+        ctx.report(['nodes', j, 'address'], `${owner}.address ${addr} is the default address of nodes[${i}] (.10 + its index); pick another or set nodes[${i}].address`);
+      }
+    });
+  }
+
+  // --- flows
+  const security = isObject(data.security) ? data.security : {};
+  const flows = Array.isArray(security.flows) ? security.flows : [];
+  const nameCheck = (at: Seg[], where: string, name: string, allowReserved: boolean) => {
+    if (names.has(name)) return;
+    if (RESERVED_SOURCES.includes(name)) {
+      if (!allowReserved) ctx.report(at, `${where}: "${name}" may only be used in "from" (flows go to nodes)`);
+      return;
+    }
+    const hint = suggest(name, allowReserved ? [...known, ...RESERVED_SOURCES] : known);
+    ctx.report(at, `${where} names unknown node "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}`);
+  };
+  flows.forEach((f, i) => {
+    if (!isObject(f)) return;
+    for (const side of ['from', 'to'] as const) {
+      const v = f[side];
+      const where = `security.flows[${i}].${side}`;
+      if (typeof v === 'string') nameCheck(['security', 'flows', i, side], where, v, side === 'from');
+      else if (Array.isArray(v)) {
+        v.forEach((name, j) => {
+          if (typeof name === 'string') nameCheck(['security', 'flows', i, side, j], where, name, side === 'from');
+        });
+      }
+    }
+  });
+
+  // --- egress
+  const egress = Array.isArray(security.egress) ? security.egress : [];
+  const egressSeen = new Map<string, number>();
+  egress.forEach((e, i) => {
+    if (!isObject(e) || typeof e.node !== 'string') return;
+    const at: Seg[] = ['security', 'egress', i, 'node'];
+    const where = `security.egress[${i}].node`;
+    if (!names.has(e.node)) {
+      const hint = suggest(e.node, known);
+      ctx.report(at, `${where} names unknown node "${e.node}"${hint ? ` (did you mean "${hint}"?)` : ''}`);
+    }
+    const first = egressSeen.get(e.node);
+    if (first !== undefined) ctx.report(at, `${where}: "${e.node}" is already listed in security.egress[${first}]`);
+    else egressSeen.set(e.node, i);
+  });
+
+  // --- services: each service's port must be reachable through a flow
+  const services = isObject(data.services) ? data.services : {};
+  for (const svc of SERVICES) {
+    const cfg = isObject(services[svc]) ? services[svc] : {};
+    const port = cfg.port;
+    const idx = serviceNode.get(svc);
+    if (typeof port !== 'number' || idx === undefined) continue;
+    const node = nodeObjs[idx];
+    if (!roles(node).includes('iptables') || typeof node.name !== 'string') continue;
+    const nodeName = node.name;
+    const reached = flows.some((f) => isObject(f) && f.port === port
+      && (f.to === nodeName || (Array.isArray(f.to) && f.to.includes(nodeName))));
+    if (!reached) {
+      ctx.report(['services', svc, 'port'], `services.${svc}.port ${port}: no flow in security.flows lets anything reach node "${nodeName}" on port ${port} (its iptables would drop every request)`);
+    }
+  }
+
+  // --- proxy modes
+  const proxy = isObject(services.proxy) ? services.proxy : {};
+  if (typeof proxy.defaultMode === 'string' && Array.isArray(proxy.modes) && proxy.modes.length > 0
+    && !proxy.modes.includes(proxy.defaultMode)) {
+    ctx.report(['services', 'proxy', 'defaultMode'], `services.proxy.defaultMode "${proxy.defaultMode}" must be one of services.proxy.modes (${proxy.modes.join(', ')})`);
+  }
+
+  // --- the app schema must be one the gatekeeper lets through
+  const database = isObject(data.database) ? data.database : {};
+  const gk = isObject(services.gatekeeper) ? services.gatekeeper : {};
+  if (typeof database.schema === 'string' && Array.isArray(gk.schemas) && gk.schemas.length > 0
+    && !gk.schemas.includes(database.schema)) {
+    ctx.report(['services', 'gatekeeper', 'schemas'], `services.gatekeeper.schemas must include database.schema "${database.schema}" (the app user can only use that schema)`);
+  }
+}
+
+// ------------------------------------------------------------------ normalise
+
+const asList = (v: Names): string[] => (Array.isArray(v) ? [...v] : [v]);
+
+function normalise(raw: RawCluster, file: string): Cluster {
+  const dir = path.dirname(file);
+  const prefix = raw.provider.local.subnet.split('.').slice(0, 3).join('.');
+  const nodes: NodeSpec[] = raw.nodes.map((n, i) => ({
+    name: n.name,
+    type: n.type,
+    roles: [...n.roles],
+    ...(n.db ? { db: n.db } : {}),
+    ...(n.service ? { service: n.service } : {}),
+    public: n.public,
+    address: n.address ?? `${prefix}.${10 + i}`,
+  }));
+  const flows: FlowSpec[] = raw.security.flows.map((f) => ({ from: asList(f.from), to: asList(f.to), port: f.port }));
+  const { sakila } = raw.database;
+  return {
+    file,
+    dir,
+    name: raw.name,
+    timezone: raw.timezone,
+    adminUser: raw.adminUser,
+    provider: {
+      type: raw.provider.type,
+      local: { ...raw.provider.local },
+      aws: { ...raw.provider.aws, keyName: raw.provider.aws.keyName ?? `rampart-${raw.name}` },
+    },
+    nodes,
+    security: {
+      flows,
+      egress: raw.security.egress.map((e) => ({ node: e.node, mirror: e.mirror })),
+    },
+    database: {
+      engine: raw.database.engine as DbEngine,
+      schema: raw.database.schema,
+      sakila: { url: sakila.url, sha256: sakila.sha256, ...(sakila.path ? { path: path.resolve(dir, sakila.path) } : {}) },
+      sysbench: { ...raw.database.sysbench },
+    },
+    services: {
+      gatekeeper: {
+        ...raw.services.gatekeeper,
+        statements: [...raw.services.gatekeeper.statements],
+        schemas: [...raw.services.gatekeeper.schemas],
+        rateLimit: { ...raw.services.gatekeeper.rateLimit },
+      },
+      trustedhost: { port: raw.services.trustedhost.port },
+      proxy: { ...raw.services.proxy, defaultMode: raw.services.proxy.defaultMode as ProxyMode, modes: [...raw.services.proxy.modes] },
+    },
+    bench: { ...raw.bench },
+  };
+}
