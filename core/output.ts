@@ -1,4 +1,5 @@
 // Human output: the recap per host, like Ansible's PLAY RECAP.
+import { ListrLogger, PRESET_TIMER, ProcessOutput } from 'listr2';
 import type { PlanItem, RunReport } from './types.ts';
 
 const color = (code: number, s: string) => (process.stderr.isTTY && !process.env.NO_COLOR ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -30,4 +31,19 @@ export function formatPlan(items: PlanItem[]): string {
   const todo = items.filter((i) => i.action !== 'ok');
   if (!todo.length) return 'provider: nothing to do\n';
   return todo.map((i) => `provider: ${i.action} ${i.resource}${i.detail ? ` (${i.detail})` : ''}`).join('\n') + '\n';
+}
+
+/**
+ * listr2 options shared by every command: progress on stderr (stdout is for
+ * results and --json), a tree in a TTY, plain lines elsewhere (CI), none with --json.
+ */
+export function listrOptions(show: boolean) {
+  const processOutput = new ProcessOutput(process.stderr, process.stderr);
+  const logger = new ListrLogger({ processOutput });
+  return {
+    renderer: show ? (process.stderr.isTTY ? 'default' : 'simple') : 'silent',
+    fallbackRenderer: 'simple',
+    rendererOptions: { processOutput, logger, collapseSubtasks: false, timer: PRESET_TIMER },
+    fallbackRendererOptions: { logger, timer: PRESET_TIMER },
+  } as const;
 }

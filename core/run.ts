@@ -2,7 +2,8 @@
 // in one round trip, then run the roles in order (each role on all its hosts
 // in parallel), apply only what differs, run handlers, and count the results.
 import { randomBytes } from 'node:crypto';
-import { Listr, PRESET_TIMER, ProcessOutput, type ListrTask } from 'listr2';
+import { Listr, type ListrTask } from 'listr2';
+import { listrOptions } from './output.ts';
 import { connect, type KnownHosts } from './ssh.ts';
 import type {
   Cluster, Connection, Fact, Host, HostRecap, Role, RunReport, SecretStore, Task, TaskContext, TaskResult, TaskStatus,
@@ -218,15 +219,7 @@ export async function run(opts: RunOptions): Promise<RunReport> {
           ),
       })),
     ],
-    {
-      concurrent: false,
-      exitOnError: false,
-      renderer: opts.progress ? (process.stderr.isTTY ? 'default' : 'simple') : 'silent',
-      fallbackRenderer: 'simple',
-      rendererOptions: { collapseSubtasks: false, timer: PRESET_TIMER },
-      fallbackRendererOptions: { timer: PRESET_TIMER },
-      processOutput: new ProcessOutput(process.stderr, process.stderr),
-    } as ConstructorParameters<typeof Listr>[1],
+    { ...listrOptions(opts.progress), concurrent: false, exitOnError: false } as never,
   );
   try {
     await list.run();

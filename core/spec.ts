@@ -146,6 +146,11 @@ class Context {
     return new SpecError(sorted.map((p) => p.text));
   }
 
+  /** Whether the path is written in the file (not filled in by a default). */
+  has(at: Seg[]): boolean {
+    return this.doc.hasIn(at);
+  }
+
   /** Line/col of the node at a path: the value (or, with key, the key), walking up until something has a range. */
   position(at: Seg[], key: boolean): { line: number; col: number } {
     let cur: unknown = this.doc.contents;
@@ -562,7 +567,9 @@ function semanticChecks(data: Record<string, unknown>, ctx: Context): void {
     const reached = flows.some((f) => isObject(f) && f.port === port
       && (f.to === nodeName || (Array.isArray(f.to) && f.to.includes(nodeName))));
     if (!reached) {
-      ctx.report(['services', svc, 'port'], `services.${svc}.port ${port}: no flow in security.flows lets anything reach node "${nodeName}" on port ${port} (its iptables would drop every request)`);
+      const why = `no flow in security.flows reaches node "${nodeName}" on port ${port} (its iptables would drop every request)`;
+      if (ctx.has(['services', svc, 'port'])) ctx.report(['services', svc, 'port'], `services.${svc}.port ${port}: ${why}`);
+      else ctx.report(['nodes', idx, 'service'], `nodes[${idx}].service ${svc} listens on port ${port} (services.${svc}.port default) but ${why}`);
     }
   }
 

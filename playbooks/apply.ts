@@ -1,7 +1,7 @@
 // `npx zx apply`: create the nodes (provider.up), then converge every role.
-import { Listr, ProcessOutput } from 'listr2';
+import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain } from '../core/cli.ts';
-import { formatPlan, formatRecap } from '../core/output.ts';
+import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { run } from '../core/run.ts';
 import { FileSecretStore } from '../core/secrets.ts';
 import { loadCluster } from '../core/spec.ts';
@@ -60,12 +60,7 @@ export async function main(args: string[]): Promise<never> {
           },
         },
       ],
-      {
-        renderer: json ? 'silent' : process.stderr.isTTY ? 'default' : 'simple',
-        fallbackRenderer: 'simple',
-        exitOnError: true,
-        processOutput: new ProcessOutput(process.stderr, process.stderr),
-      },
+      { ...listrOptions(!json), exitOnError: true } as never,
     ).run();
 
     // A node created in this run is a new machine with a new host key: pin it afresh.

@@ -1,8 +1,9 @@
 // `npx zx teardown`: remove everything apply created (provider.down) and the
 // pinned host keys of the removed nodes. The SSH key and secrets stay unless --purge.
 import { rmSync } from 'node:fs';
-import { Listr, ProcessOutput } from 'listr2';
+import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain } from '../core/cli.ts';
+import { listrOptions } from '../core/output.ts';
 import { loadCluster } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
 import { statePaths } from '../core/state.ts';
@@ -43,11 +44,7 @@ export async function main(args: string[]): Promise<never> {
           },
         },
       ],
-      {
-        renderer: json ? 'silent' : process.stderr.isTTY ? 'default' : 'simple',
-        fallbackRenderer: 'simple',
-        processOutput: new ProcessOutput(process.stderr, process.stderr),
-      },
+      { ...listrOptions(!json), exitOnError: true } as never,
     ).run();
     const paths = statePaths(cluster.dir);
     new KnownHosts(paths.knownHosts).forget(hosts.map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port)));

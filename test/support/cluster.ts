@@ -1,0 +1,78 @@
+// e2e helpers: run the real commands (`zx apply|teardown|bench`) on a cluster
+// file, and run shell commands on its nodes over SSH with the project's key.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { shq } from '../../core/ssh.ts';
+
+export const ROOT = resolve(import.meta.dir, '../..');
+
+/** LXC e2e tests need Linux + root. They skip elsewhere, but never in CI. */
+export function e2eAvailable(): boolean {
+  const ok = process.platform === 'linux' && process.getuid?.() === 0;
+  if (!ok && process.env.CI === 'true') throw new Error('e2e tests need root on Linux (CI=true: refusing to skip)');
+  return ok;
+}
+
+export interface CommandResult<T = unknown> {
+  code: number;
+  json: T;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run `zx <command> -f <file> --json ...args` from the repo root; parse stdout as JSON. */
+export async function zx<T = unknown>(command: 'apply' | 'teardown' | 'bench', file: string, args: string[] = [], opts: { signalAfterMs?: number; env?: Record<string, string> } = {}): Promise<CommandResult<T>> {
+  return new Promise((resolveP) => {
+    const child = spawn(join(ROOT, 'node_modules/.bin/zx'), [command, '-f', file, '--json', ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = opts.signalAfterMs ? setTimeout(() => child.kill('SIGKILL'), opts.signalAfterMs) : undefined;
+    child.on('close', (code) => {
+      if (timer) clearTimeout(timer);
+      let json = undefined as T;
+      try {
+        json = JSON.parse(stdout.trim().split('\n').pop() ?? '') as T;
+      } catch {
+        /* killed or crashed: no JSON */
+      }
+      resolveP({ code: code ?? -1, json, stdout, stderr });
+    });
+  });
+}
+
+/**
+ * Write a test cluster file derived from the repo's cluster.yaml, with its own
+ * name, subnet and bridge so it never collides with a user's cluster. `edit`
+ * may change anything else (e.g. drop nodes). Returns the file path.
+ */
+export function testClusterFile(dir: string, name: string, subnet: string, edit?: (doc: ReturnType<typeof parseDocument>) => void): string {
+  mkdirSync(dir, { recursive: true });
+  const doc = parseDocument(readFileSync(join(ROOT, 'cluster.yaml'), 'utf8'));
+  doc.set('name', name);
+  doc.setIn(['provider', 'local', 'subnet'], subnet);
+  doc.setIn(['provider', 'local', 'bridge'], `${name}0`.slice(0, 15));
+  // the offline Sakila tarball, by absolute path (never copied into the repo)
+  doc.setIn(['database', 'sakila', 'path'], resolve(ROOT, '../shared/sakila/sakila-db.tar.gz'));
+  edit?.(doc);
+  const file = join(dir, 'cluster.yaml');
+  writeFileSync(file, doc.toString());
+  return file;
+}
+
+/** Run a shell command on a node as root over SSH with the cluster's key (state in <dir>/.rampart). */
+export function onNode(clusterFile: string, address: string, command: string, user = 'ubuntu'): { code: number; stdout: string; stderr: string } {
+  const key = join(dirname(clusterFile), '.rampart', 'id_ed25519');
+  const r = spawnSync('ssh', [
+    '-i', key, '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+    '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=5', `${user}@${address}`, `sudo -n bash -c ${shq(command)}`,
+  ], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
