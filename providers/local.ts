@@ -1,0 +1,301 @@
+// The local provider: one LXC container per node on this machine, on the
+// cluster's own bridge, fenced to its subnet and the package mirror.
+//   host.ts     prerequisites (Linux, root, apt packages)
+//   image.ts    the cached debootstrap base image
+//   network.ts  bridge, nftables fence, ip_forward
+//   lxc.ts      containers and SSH readiness
+import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
+import { ProviderError } from '../core/errors.ts';
+import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } from '../core/state.ts';
+import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
+import { checkPlatform, ensureHostPackages, missingHostPackages } from './local/host.ts';
+import { ensureBaseImage, imageExists, imagePath } from './local/image.ts';
+import {
+  applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
+  fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type Subnet,
+} from './local/network.ts';
+import {
+  createContainer, destroyContainer, listContainers, pinMirror, sshBanner, sshLogin, startContainer, waitForSsh,
+  type ContainerInfo,
+} from './local/lxc.ts';
+
+/** What the provider remembers about the host between runs (.rampart/local.json, 0600). */
+export interface LocalState {
+  cluster: string;
+  bridge: string;
+  subnet: string;
+  table: string;
+  /** net.ipv4.ip_forward as found before this cluster's first up. */
+  ipForwardFound?: string;
+  mirrorAddrs?: string[];
+}
+
+const DEFAULT_SUITE = 'bookworm';
+const SSH_TIMEOUT_MS = Number(process.env.RAMPART_SSH_TIMEOUT_MS ?? 90_000);
+
+interface NodeTarget {
+  node: NodeSpec;
+  container: string;
+  address: string;
+}
+
+export class LocalProvider implements Provider {
+  readonly name = 'local' as const;
+  private readonly subnet: Subnet;
+  private readonly suite: string;
+  private readonly table: string;
+
+  constructor(private readonly cluster: Cluster) {
+    const spec = cluster.provider.local;
+    this.subnet = parseSubnet(spec.subnet);
+    this.suite = spec.suite || DEFAULT_SUITE;
+    this.table = fenceTable(cluster.name);
+  }
+
+  private get spec() {
+    return this.cluster.provider.local;
+  }
+
+  private get user(): string {
+    return this.cluster.adminUser || 'ubuntu';
+  }
+
+  private get statePath(): string {
+    return join(statePaths(this.cluster.dir).dir, 'local.json');
+  }
+
+  containerName(node: NodeSpec): string {
+    return `${this.cluster.name}-${node.name}`;
+  }
+
+  /** Every node's container name and address (explicit `address` or .10 + index). */
+  targets(): NodeTarget[] {
+    const seen = new Map<string, string>();
+    return this.cluster.nodes.map((node, i) => {
+      const address = node.address ?? this.subnet.nodeAddress(i);
+      if (!this.subnet.contains(address) || address === this.subnet.gateway) {
+        throw new ProviderError(`node ${node.name}: address ${address} is not a node address in ${this.subnet.cidr}`,
+          `use an address in ${this.subnet.cidr} other than ${this.subnet.gateway} (the host)`);
+      }
+      const other = seen.get(address);
+      if (other) throw new ProviderError(`nodes ${other} and ${node.name} both get address ${address}`, 'give one of them another `address`');
+      seen.set(address, node.name);
+      return { node, container: this.containerName(node), address };
+    });
+  }
+
+  private host(t: NodeTarget): Host {
+    return {
+      name: t.node.name,
+      address: t.address,
+      privateAddress: t.address,
+      port: 22,
+      user: this.user,
+      sshFrom: `${this.subnet.gateway}/32`,
+      node: t.node,
+    };
+  }
+
+  private async containers(targets: NodeTarget[], lxcInstalled = true): Promise<Map<string, ContainerInfo>> {
+    if (!lxcInstalled) return new Map();
+    return listContainers(this.cluster.name, targets.map((t) => t.container));
+  }
+
+  /** A container is ours when its marker names this cluster; a same-named foreign one is an error. */
+  private ours(info: ContainerInfo | undefined, t: NodeTarget): ContainerInfo | undefined {
+    if (!info) return undefined;
+    if (!info.marker || info.marker.cluster !== this.cluster.name) {
+      throw new ProviderError(`a container named ${t.container} exists but was not created by rampart for cluster ${this.cluster.name}`,
+        `remove it (lxc-destroy -f -n ${t.container}) or rename the cluster/node`);
+    }
+    return info;
+  }
+
+  private extras(found: Map<string, ContainerInfo>, targets: NodeTarget[]): string[] {
+    const wanted = new Set(targets.map((t) => t.container));
+    return [...found.values()].filter((c) => c.marker?.cluster === this.cluster.name && !wanted.has(c.name)).map((c) => c.name).sort();
+  }
+
+  // ---------------------------------------------------------------- plan
+
+  async plan(_events?: ProviderEvents): Promise<PlanItem[]> {
+    checkPlatform();
+    const targets = this.targets();
+    const items: PlanItem[] = [];
+    const missing = await missingHostPackages();
+    const installed = missing.length === 0;
+    items.push(installed ? { action: 'ok', resource: 'host packages' } : { action: 'create', resource: 'host packages', detail: `apt-get install ${missing.join(' ')}` });
+    items.push(imageExists(this.suite)
+      ? { action: 'ok', resource: 'base image', detail: imagePath(this.suite) }
+      : { action: 'create', resource: 'base image', detail: `debootstrap ${this.suite} -> ${imagePath(this.suite)} (about 70 s)` });
+
+    const bridge = await bridgeState(this.spec.bridge, this.subnet);
+    items.push({ action: bridge === 'ok' ? 'ok' : bridge === 'missing' ? 'create' : 'change', resource: `bridge ${this.spec.bridge}`, detail: `${this.subnet.gateway}/${this.subnet.prefix}` });
+    const fwd = await ipForward();
+    items.push({ action: fwd === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwd === '1' ? 'on' : 'turn on (restored by down)' });
+
+    const mirrorAddrs = await resolveMirror(this.spec.mirror);
+    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, mirrorAddrs);
+    const fence = installed ? await fenceState(this.table, ruleset) : 'missing';
+    items.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` });
+
+    const found = await this.containers(targets, installed);
+    for (const t of targets) {
+      const c = this.ours(found.get(t.container), t);
+      const resource = `container ${t.container}`;
+      if (!c || !c.marker?.complete) items.push({ action: 'create', resource, detail: `${t.address}, then start` });
+      else if (c.marker.address !== t.address) items.push({ action: 'change', resource, detail: `recreate: address ${c.marker.address} -> ${t.address}` });
+      else if (!c.running) items.push({ action: 'change', resource, detail: 'start' });
+      else items.push({ action: 'ok', resource, detail: t.address });
+    }
+    for (const name of this.extras(found, targets)) {
+      items.push({ action: 'delete', resource: `container ${name}`, detail: 'not in cluster.yaml; removed by down' });
+    }
+    return items;
+  }
+
+  // ---------------------------------------------------------------- up
+
+  async up(events?: ProviderEvents): Promise<{ hosts: Host[]; changes: PlanItem[] }> {
+    checkPlatform();
+    const targets = this.targets();
+    const progress = (m: string) => events?.progress?.(m);
+    const changes: PlanItem[] = [];
+
+    const installed = await ensureHostPackages(events);
+    changes.push(installed.length ? { action: 'create', resource: 'host packages', detail: installed.join(' ') } : { action: 'ok', resource: 'host packages' });
+
+    const built = await ensureBaseImage(this.spec.mirror, this.suite, events);
+    changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: imagePath(this.suite) });
+
+    const bridge = await bridgeState(this.spec.bridge, this.subnet);
+    if (bridge !== 'ok') {
+      progress(`creating bridge ${this.spec.bridge} (${this.subnet.gateway}/${this.subnet.prefix})`);
+      await ensureBridge(this.spec.bridge, this.subnet);
+    }
+    changes.push({ action: bridge === 'ok' ? 'ok' : bridge === 'missing' ? 'create' : 'change', resource: `bridge ${this.spec.bridge}`, detail: `${this.subnet.gateway}/${this.subnet.prefix}` });
+
+    // Record what we found before changing the host, so down can put it back.
+    ensureStateDir(this.cluster.dir);
+    const prev = readJson<LocalState | null>(this.statePath, null);
+    const fwdFound = await enableIpForward();
+    const state: LocalState = {
+      cluster: this.cluster.name,
+      bridge: this.spec.bridge,
+      subnet: this.subnet.cidr,
+      table: this.table,
+      ipForwardFound: prev?.ipForwardFound ?? fwdFound,
+    };
+    changes.push({ action: fwdFound === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwdFound === '1' ? 'on' : `turned on (was ${fwdFound})` });
+
+    // The fence and the nodes' /etc/hosts pin are rewritten from the same lookup, so they always agree.
+    const mirrorAddrs = await resolveMirror(this.spec.mirror);
+    state.mirrorAddrs = mirrorAddrs;
+    writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n', 0o600);
+    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, mirrorAddrs);
+    const fence = await fenceState(this.table, ruleset);
+    if (fence !== 'ok') {
+      progress(`writing nftables fence inet ${this.table} (mirror ${this.spec.mirror}: ${mirrorAddrs.join(', ')})`);
+      await applyFence(this.table, ruleset);
+    }
+    changes.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` });
+
+    const key = ensureSshKey(this.cluster.dir);
+    const found = await this.containers(targets);
+    for (const name of this.extras(found, targets)) progress(`container ${name} is not in cluster.yaml: left alone (down removes it)`);
+
+    const started = new Set<string>();
+    const results = await Promise.all(targets.map(async (t): Promise<PlanItem> => {
+      const resource = `container ${t.container}`;
+      const c = this.ours(found.get(t.container), t);
+      let action: PlanItem['action'] = 'ok';
+      let detail = t.address;
+      if (!c || !c.marker?.complete || c.marker.address !== t.address) {
+        if (c) await destroyContainer(t.container);
+        progress(`creating ${t.node.name} (${t.container}, ${t.address})`);
+        await createContainer({
+          name: t.container, cluster: this.cluster.name, node: t.node.name, hostname: t.node.name,
+          address: t.address, prefix: this.subnet.prefix, gateway: this.subnet.gateway, bridge: this.spec.bridge,
+          image: imagePath(this.suite), adminUser: this.user, publicKey: key.publicKey,
+          mirror: this.spec.mirror, mirrorAddrs,
+        });
+        action = c ? 'change' : 'create';
+        detail = c ? `recreated (${c.marker?.complete ? 'address changed' : 'incomplete'}), ${t.address}` : t.address;
+        progress(`starting ${t.node.name}`);
+        await startContainer(t.container);
+        started.add(t.container);
+      } else {
+        if (await pinMirror(t.container, this.spec.mirror, mirrorAddrs)) {
+          action = 'change';
+          detail = `mirror pin updated in /etc/hosts`;
+        }
+        if (!c.running) {
+          progress(`starting ${t.node.name}`);
+          await startContainer(t.container);
+          started.add(t.container);
+          action = 'change';
+          detail = `started${detail === t.address ? '' : `; ${detail}`}`;
+        }
+      }
+      return { action, resource, detail };
+    }));
+    changes.push(...results);
+
+    if (started.size) progress(`waiting for SSH on ${started.size} node(s)`);
+    await Promise.all(targets.map(async (t) => {
+      if (started.has(t.container)) {
+        await waitForSsh(t.node.name, t.address, SSH_TIMEOUT_MS);
+        await sshLogin(t.node.name, t.address, this.user, key.path, SSH_TIMEOUT_MS);
+      } else if (!(await sshBanner(t.address))) {
+        await waitForSsh(t.node.name, t.address, SSH_TIMEOUT_MS);
+      }
+    }));
+    return { hosts: targets.map((t) => this.host(t)), changes };
+  }
+
+  // ---------------------------------------------------------------- describe
+
+  async describe(): Promise<Host[]> {
+    checkPlatform();
+    const targets = this.targets();
+    const installed = (await missingHostPackages()).length === 0;
+    const found = await this.containers(targets, installed);
+    return targets
+      .filter((t) => {
+        const c = found.get(t.container);
+        return c?.running && c.marker?.cluster === this.cluster.name && c.marker.complete;
+      })
+      .map((t) => this.host(t));
+  }
+
+  // ---------------------------------------------------------------- down
+
+  async down(events?: ProviderEvents): Promise<PlanItem[]> {
+    checkPlatform();
+    const progress = (m: string) => events?.progress?.(m);
+    const items: PlanItem[] = [];
+    const installed = (await missingHostPackages()).length === 0;
+    const targets = this.cluster.nodes.map((node) => ({ node, container: this.containerName(node), address: '' }));
+    const found = await this.containers(targets, installed);
+    const mine = [...found.values()].filter((c) => c.marker?.cluster === this.cluster.name).map((c) => c.name).sort();
+    if (mine.length) progress(`destroying ${mine.length} container(s): ${mine.join(' ')}`);
+    await Promise.all(mine.map(async (name) => {
+      await destroyContainer(name);
+      items.push({ action: 'delete', resource: `container ${name}` });
+    }));
+    items.sort((a, b) => a.resource.localeCompare(b.resource));
+
+    if (installed && (await deleteFence(this.table))) items.push({ action: 'delete', resource: `fence inet ${this.table}` });
+    if (await bridgeExists(this.spec.bridge)) {
+      progress(`deleting bridge ${this.spec.bridge}`);
+      await deleteBridge(this.spec.bridge);
+      items.push({ action: 'delete', resource: `bridge ${this.spec.bridge}` });
+    }
+    const state = readJson<LocalState | null>(this.statePath, null);
+    const restored = installed ? await restoreIpForward(this.table, state?.ipForwardFound) : null;
+    if (restored !== null) items.push({ action: 'change', resource: 'ip_forward', detail: `restored to ${restored}` });
+    if (state) await rm(this.statePath, { force: true });
+    return items;
+  }
+}

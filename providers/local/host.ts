@@ -1,0 +1,56 @@
+// Host prerequisites: Linux, root, and the Debian packages the provider drives
+// (installed with apt when missing).
+import { ProviderError } from '../../core/errors.ts';
+import type { ProviderEvents } from '../../core/types.ts';
+import { run } from './exec.ts';
+
+export const HOST_PACKAGES = ['lxc', 'debootstrap', 'nftables', 'iptables', 'rsync', 'openssh-client', 'zstd'];
+
+export function checkPlatform(): void {
+  if (process.platform !== 'linux') {
+    throw new ProviderError(`the local provider needs Linux (this is ${process.platform})`, 'use provider.type: aws in cluster.yaml, or run on a Linux machine');
+  }
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new ProviderError('the local provider needs root (it creates LXC containers, a bridge and nftables rules)', 'run it as root, e.g. `sudo npx zx apply`');
+  }
+}
+
+/** Host packages that are not installed (dpkg's view). */
+export async function missingHostPackages(): Promise<string[]> {
+  const res = await run('dpkg-query', ['-W', '-f=${Package} ${db:Status-Status}\n', ...HOST_PACKAGES], { check: false }).catch(() => null);
+  if (!res) return [...HOST_PACKAGES];
+  const installed = new Set(
+    res.stdout.split('\n').filter((l) => l.endsWith(' installed')).map((l) => l.split(' ')[0]),
+  );
+  return HOST_PACKAGES.filter((p) => !installed.has(p));
+}
+
+const APT_ENV = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C' };
+
+/** Install missing host packages; returns what was installed. */
+export async function ensureHostPackages(events?: ProviderEvents): Promise<string[]> {
+  const missing = await missingHostPackages();
+  if (missing.length === 0) return [];
+  try {
+    await run('apt-get', ['--version'], { check: true });
+  } catch {
+    throw new ProviderError(`LXC and its helpers are missing (${missing.join(', ')}) and apt-get is not available to install them`,
+      'install them with your package manager, or run on Debian/Ubuntu');
+  }
+  events?.progress?.(`installing host packages: ${missing.join(' ')}`);
+  const install = ['-y', '-q', '--no-install-recommends', '-o', 'Dpkg::Options::=--force-confold', 'install', ...missing];
+  let res = await run('apt-get', install, { check: false, env: APT_ENV });
+  if (res.code !== 0) {
+    // Usually "Unable to locate package": no package lists yet.
+    events?.progress?.('apt-get install failed; running apt-get update first');
+    await run('apt-get', ['-q', 'update'], { env: APT_ENV, hint: 'the host needs to reach its Debian mirror for apt' });
+    res = await run('apt-get', install, { check: false, env: APT_ENV });
+  }
+  const still = await missingHostPackages();
+  if (res.code !== 0 || still.length > 0) {
+    const tail = res.stderr.trim().split('\n').slice(-3).join('\n');
+    throw new ProviderError(`LXC is missing and could not be installed (${still.join(', ') || missing.join(', ')}): ${tail}`,
+      `install them by hand: apt-get install --no-install-recommends ${HOST_PACKAGES.join(' ')}`);
+  }
+  return missing;
+}

@@ -1,0 +1,156 @@
+// The Debian base rootfs every node is unpacked from: built once with
+// debootstrap from the cluster's mirror and cached as a .tar.zst. Built in a
+// temp dir and renamed into place, so an interrupted build never leaves a
+// broken cache; a lock file keeps two concurrent runs from building twice.
+import { chmod, mkdir, open, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ProviderError } from '../../core/errors.ts';
+import type { ProviderEvents } from '../../core/types.ts';
+import { run } from './exec.ts';
+
+export const CACHE_DIR = process.env.RAMPART_IMAGE_CACHE ?? '/var/cache/rampart';
+export const IMAGE_PACKAGES = ['systemd-sysv', 'openssh-server', 'sudo', 'iproute2', 'dbus', 'procps', 'ca-certificates', 'iptables'];
+
+export function imagePath(suite: string): string {
+  return join(CACHE_DIR, `${suite}-base.tar.zst`);
+}
+
+export function imageExists(suite: string): boolean {
+  return existsSync(imagePath(suite));
+}
+
+/** apt sources for a node: the suite, its updates and its security updates, all from the one mirror. */
+export function aptSources(mirror: string, suite: string): string {
+  return [
+    `deb http://${mirror}/debian ${suite} main`,
+    `deb http://${mirror}/debian ${suite}-updates main`,
+    `deb http://${mirror}/debian-security ${suite}-security main`,
+    '',
+  ].join('\n');
+}
+
+const SSH_KEYGEN_UNIT = `[Unit]
+Description=Generate this node's SSH host keys (rampart base image ships none)
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target ssh.service
+`;
+
+const UDEV_UNITS = [
+  'systemd-udevd.service',
+  'systemd-udevd-control.socket',
+  'systemd-udevd-kernel.socket',
+  'systemd-udev-trigger.service',
+  'systemd-udev-settle.service',
+];
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Take the build lock, or wait for the other builder to finish. Returns false when the image appeared meanwhile. */
+async function lock(lockPath: string, suite: string, events?: ProviderEvents): Promise<boolean> {
+  let told = false;
+  for (;;) {
+    try {
+      const fh = await open(lockPath, 'wx', 0o600);
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
+    if (!pid || !pidAlive(pid)) {
+      await unlink(lockPath).catch(() => undefined);
+      continue;
+    }
+    if (!told) events?.progress?.(`waiting for another run (pid ${pid}) building the base image`);
+    told = true;
+    await new Promise((r) => setTimeout(r, 1000));
+    if (imageExists(suite)) return false;
+  }
+}
+
+/** Build the base image if it is not cached; returns true when it built one. */
+export async function ensureBaseImage(mirror: string, suite: string, events?: ProviderEvents): Promise<boolean> {
+  if (imageExists(suite)) return false;
+  await mkdir(CACHE_DIR, { recursive: true, mode: 0o755 });
+  const lockPath = join(CACHE_DIR, `${suite}-base.lock`);
+  if (!(await lock(lockPath, suite, events))) return false;
+  const work = join(CACHE_DIR, `.build-${suite}-${process.pid}`);
+  const rootfs = join(work, 'rootfs');
+  try {
+    if (imageExists(suite)) return false;
+    await rm(work, { recursive: true, force: true });
+    await mkdir(rootfs, { recursive: true });
+    // mktemp-like dirs are 0700: _apt and mysql then fail inside the node.
+    await chmod(rootfs, 0o755);
+    events?.progress?.(`building the ${suite} base image with debootstrap from ${mirror} (once, about 70 s)`);
+    const t0 = Date.now();
+    await run('debootstrap', ['--variant=minbase', `--include=${IMAGE_PACKAGES.join(',')}`, suite, rootfs, `http://${mirror}/debian`], {
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C' },
+      timeoutMs: 15 * 60_000,
+      hint: `debootstrap needs the Debian mirror ${mirror} (provider.local.mirror) over HTTP`,
+    });
+    await configureImage(rootfs, mirror, suite);
+    events?.progress?.(`packing the base image (debootstrap took ${Math.round((Date.now() - t0) / 1000)} s)`);
+    const tmp = join(work, 'image.tar.zst');
+    await run('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-I', 'zstd -T0 -3', '-cpf', tmp, '-C', rootfs, '.']);
+    await chmod(tmp, 0o644);
+    await rename(tmp, imagePath(suite));
+    return true;
+  } finally {
+    await rm(work, { recursive: true, force: true }).catch(() => undefined);
+    await unlink(lockPath).catch(() => undefined);
+  }
+}
+
+async function forceSymlink(target: string, path: string): Promise<void> {
+  await rm(path, { force: true });
+  await symlink(target, path);
+}
+
+/** Make the rootfs a node template: no identity of its own, no udev, fresh host keys at first boot. */
+async function configureImage(rootfs: string, mirror: string, suite: string): Promise<void> {
+  const etc = join(rootfs, 'etc');
+  // Identity is written per node.
+  await writeFile(join(etc, 'machine-id'), '');
+  await forceSymlink('/etc/machine-id', join(rootfs, 'var/lib/dbus/machine-id')).catch(() => undefined);
+  for (const f of ['ssh_host_rsa_key', 'ssh_host_ecdsa_key', 'ssh_host_ed25519_key']) {
+    await rm(join(etc, 'ssh', f), { force: true });
+    await rm(join(etc, 'ssh', `${f}.pub`), { force: true });
+  }
+  await writeFile(join(etc, 'systemd/system/rampart-ssh-keygen.service'), SSH_KEYGEN_UNIT);
+  for (const target of ['multi-user.target.wants', 'ssh.service.wants']) {
+    await mkdir(join(etc, 'systemd/system', target), { recursive: true });
+    await forceSymlink('/etc/systemd/system/rampart-ssh-keygen.service', join(etc, 'systemd/system', target, 'rampart-ssh-keygen.service'));
+  }
+  // No devices to manage in a container.
+  for (const unit of UDEV_UNITS) await forceSymlink('/dev/null', join(etc, 'systemd/system', unit));
+  // Nodes have no DNS: the mirror is pinned in /etc/hosts by the provider.
+  await rm(join(etc, 'resolv.conf'), { force: true });
+  await writeFile(join(etc, 'resolv.conf'), '# rampart nodes have no DNS; the package mirror is pinned in /etc/hosts\n');
+  await writeFile(join(etc, 'apt/sources.list'), aptSources(mirror, suite));
+  await rm(join(rootfs, 'var/cache/apt/archives'), { recursive: true, force: true });
+  await mkdir(join(rootfs, 'var/cache/apt/archives/partial'), { recursive: true });
+  const st = await stat(rootfs);
+  if ((st.mode & 0o777) !== 0o755) await chmod(rootfs, 0o755);
+}
+
+export async function assertImageReadable(suite: string): Promise<void> {
+  if (!imageExists(suite)) throw new ProviderError(`base image ${imagePath(suite)} is missing`, 'run `npx zx apply` to build it');
+}

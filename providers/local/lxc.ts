@@ -1,0 +1,252 @@
+// LXC containers of one cluster: create from the cached base image, start,
+// wait for SSH, stop and destroy. A marker file beside each container's
+// config says which cluster owns it, so `down` never touches anyone else's.
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { ProviderError } from '../../core/errors.ts';
+import { run } from './exec.ts';
+
+let lxcPathCache: string | undefined;
+
+export async function lxcPath(): Promise<string> {
+  if (!lxcPathCache) {
+    const res = await run('lxc-config', ['lxc.lxcpath'], { check: false });
+    lxcPathCache = res.code === 0 && res.stdout.trim() ? res.stdout.trim() : '/var/lib/lxc';
+  }
+  return lxcPathCache;
+}
+
+export interface Marker {
+  cluster: string;
+  node: string;
+  address: string;
+  /** false while the container is being created: a leftover is rebuilt. */
+  complete: boolean;
+}
+
+export interface ContainerInfo {
+  name: string;
+  marker: Marker | null;
+  running: boolean;
+}
+
+const MARKER = 'rampart.json';
+
+async function readMarker(dir: string): Promise<Marker | null> {
+  try {
+    return JSON.parse(await readFile(join(dir, MARKER), 'utf8')) as Marker;
+  } catch {
+    return null;
+  }
+}
+
+/** Names of running containers. */
+export async function runningContainers(): Promise<Set<string>> {
+  const res = await run('lxc-ls', ['-1', '--running'], { check: false });
+  return new Set(res.stdout.split(/\s+/).filter(Boolean));
+}
+
+/** Containers owned by this cluster (by marker) plus any container with one of the given names. */
+export async function listContainers(cluster: string, names: string[]): Promise<Map<string, ContainerInfo>> {
+  const base = await lxcPath();
+  const entries = await readdir(base).catch(() => [] as string[]);
+  const running = await runningContainers();
+  const out = new Map<string, ContainerInfo>();
+  await Promise.all(entries.map(async (name) => {
+    const marker = await readMarker(join(base, name));
+    if (marker?.cluster === cluster || names.includes(name)) {
+      out.set(name, { name, marker, running: running.has(name) });
+    }
+  }));
+  return out;
+}
+
+// ------------------------------------------------------------------ files inside a rootfs
+
+/** Refuse to follow a symlink planted inside a node's rootfs. */
+async function safeWrite(path: string, content: string, mode: number): Promise<void> {
+  const st = await lstat(path).catch(() => null);
+  if (st?.isSymbolicLink()) await rm(path);
+  const tmp = `${path}.rampart-tmp`;
+  await writeFile(tmp, content, { mode });
+  await chmod(tmp, mode);
+  await rename(tmp, path);
+}
+
+const HOSTS_BEGIN = '# BEGIN rampart: package mirror (no DNS on nodes)';
+const HOSTS_END = '# END rampart';
+
+/** /etc/hosts with the mirror pinned in a managed block; the rest of the file is kept. */
+export function hostsWithMirror(current: string, mirror: string, addrs: string[]): string {
+  const block = [HOSTS_BEGIN, ...addrs.map((a) => `${a} ${mirror}`), HOSTS_END].join('\n');
+  const re = new RegExp(`${HOSTS_BEGIN.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}[\\s\\S]*?${HOSTS_END}\\n?`);
+  if (re.test(current)) return current.replace(re, `${block}\n`);
+  return `${current.replace(/\n*$/, '\n')}${block}\n`;
+}
+
+/** Rewrite the mirror pin in a container's /etc/hosts; true when it changed. */
+export async function pinMirror(name: string, mirror: string, addrs: string[]): Promise<boolean> {
+  const path = join(await lxcPath(), name, 'rootfs/etc/hosts');
+  const current = await readFile(path, 'utf8').catch(() => '');
+  const next = hostsWithMirror(current, mirror, addrs);
+  if (next === current) return false;
+  await safeWrite(path, next, 0o644);
+  return true;
+}
+
+// ------------------------------------------------------------------ create / start / stop
+
+export interface CreateOptions {
+  name: string;
+  cluster: string;
+  node: string;
+  hostname: string;
+  address: string;
+  prefix: number;
+  gateway: string;
+  bridge: string;
+  image: string;
+  adminUser: string;
+  publicKey: string;
+  mirror: string;
+  mirrorAddrs: string[];
+}
+
+function containerConfig(o: CreateOptions, dir: string): string {
+  // debian.common.conf (lxc-templates) is common.conf plus an empty tty.dir;
+  // inlined so the lxc-templates package is not needed.
+  return [
+    `# rampart: node ${o.node} of cluster ${o.cluster}`,
+    'lxc.include = /usr/share/lxc/config/common.conf',
+    'lxc.tty.dir =',
+    'lxc.arch = linux64',
+    'lxc.apparmor.profile = unconfined',
+    `lxc.rootfs.path = dir:${join(dir, 'rootfs')}`,
+    `lxc.uts.name = ${o.hostname}`,
+    'lxc.net.0.type = veth',
+    `lxc.net.0.link = ${o.bridge}`,
+    'lxc.net.0.flags = up',
+    'lxc.net.0.name = eth0',
+    `lxc.net.0.ipv4.address = ${o.address}/${o.prefix}`,
+    `lxc.net.0.ipv4.gateway = ${o.gateway}`,
+    `lxc.log.file = ${join(dir, 'lxc.log')}`,
+    'lxc.log.level = WARN',
+    '',
+  ].join('\n');
+}
+
+const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+export async function createContainer(o: CreateOptions): Promise<void> {
+  if (!USER_RE.test(o.adminUser)) throw new ProviderError(`adminUser ${o.adminUser} is not a valid Linux user name`);
+  const dir = join(await lxcPath(), o.name);
+  const rootfs = join(dir, 'rootfs');
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(rootfs, { recursive: true, mode: 0o755 });
+  await chmod(dir, 0o770);
+  await chmod(rootfs, 0o755); // mkdir's mode is masked by umask; _apt needs 755
+  const marker: Marker = { cluster: o.cluster, node: o.node, address: o.address, complete: false };
+  await writeFile(join(dir, MARKER), JSON.stringify(marker) + '\n', { mode: 0o644 });
+  await run('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-I', 'zstd', '-xpf', o.image, '-C', rootfs]);
+  const etc = join(rootfs, 'etc');
+  await safeWrite(join(etc, 'hostname'), `${o.hostname}\n`, 0o644);
+  await safeWrite(join(etc, 'machine-id'), `${randomBytes(16).toString('hex')}\n`, 0o444);
+  const hosts = `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${o.address} ${o.hostname}\n`;
+  await safeWrite(join(etc, 'hosts'), hostsWithMirror(hosts, o.mirror, o.mirrorAddrs), 0o644);
+
+  // The admin user (EC2 images log in as `ubuntu`): passwordless sudo, our key.
+  let home = '/root';
+  let uid = 0;
+  let gid = 0;
+  if (o.adminUser !== 'root') {
+    await run('chroot', [rootfs, 'useradd', '--create-home', '--user-group', '--shell', '/bin/bash', o.adminUser]);
+    const ids = await run('chroot', [rootfs, 'id', '-u', o.adminUser]);
+    const gids = await run('chroot', [rootfs, 'id', '-g', o.adminUser]);
+    uid = Number(ids.stdout.trim());
+    gid = Number(gids.stdout.trim());
+    home = `/home/${o.adminUser}`;
+    await safeWrite(join(etc, 'sudoers.d', `90-rampart-${o.adminUser}`), `${o.adminUser} ALL=(ALL) NOPASSWD:ALL\n`, 0o440);
+  }
+  const sshDir = join(rootfs, home, '.ssh');
+  await mkdir(sshDir, { recursive: true, mode: 0o700 });
+  await chmod(sshDir, 0o700);
+  await chown(sshDir, uid, gid);
+  const ak = join(sshDir, 'authorized_keys');
+  await safeWrite(ak, `${o.publicKey.trim()}\n`, 0o600);
+  await chown(ak, uid, gid);
+
+  await writeFile(join(dir, 'config'), containerConfig(o, dir), { mode: 0o640 });
+  await writeFile(join(dir, MARKER), JSON.stringify({ ...marker, complete: true }) + '\n', { mode: 0o644 });
+}
+
+export async function startContainer(name: string): Promise<void> {
+  const dir = join(await lxcPath(), name);
+  const res = await run('lxc-start', ['-n', name], { check: false, timeoutMs: 60_000 });
+  if (res.code !== 0) {
+    const log = (await readFile(join(dir, 'lxc.log'), 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
+    throw new ProviderError(`lxc-start ${name} failed: ${(res.stderr.trim() || log).slice(0, 1500)}`,
+      `see ${join(dir, 'lxc.log')}, or run \`lxc-start -n ${name} -F -l DEBUG\``);
+  }
+}
+
+export async function destroyContainer(name: string): Promise<void> {
+  // -f stops it first (kill, no clean shutdown: it is being thrown away).
+  const res = await run('lxc-destroy', ['-f', '-n', name], { check: false, timeoutMs: 120_000 });
+  if (res.code !== 0) {
+    // A half-created container (no config) is not known to LXC: remove its folder.
+    const dir = join(await lxcPath(), name);
+    const known = await readFile(join(dir, 'config'), 'utf8').then(() => true, () => false);
+    if (known) throw new ProviderError(`lxc-destroy ${name} failed: ${res.stderr.trim()}`, `try \`lxc-stop -k -n ${name}; lxc-destroy -n ${name}\``);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------ SSH readiness
+
+/** Read the SSH banner from address:22 once; resolves true when it starts with SSH-. */
+export function sshBanner(address: string, port = 22, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: address, port });
+    let buf = '';
+    const done = (ok: boolean) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(timeoutMs, () => done(false));
+    sock.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      if (buf.length >= 4) done(buf.startsWith('SSH-'));
+    });
+    sock.on('error', () => done(false));
+    sock.on('close', () => done(false));
+  });
+}
+
+/** Wait until sshd answers on address:22, bounded. */
+export async function waitForSsh(node: string, address: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await sshBanner(address)) return;
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  throw new ProviderError(`node ${node} (${address}) did not answer SSH within ${Math.round(timeoutMs / 1000)} s`,
+    `look inside: lxc-attach -n <cluster>-${node} -- systemctl status ssh`);
+}
+
+/** One SSH login running `true` with the project key (retried while sshd settles). */
+export async function sshLogin(node: string, address: string, user: string, keyPath: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    const res = await run('ssh', [
+      '-i', keyPath, '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+      '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=5', `${user}@${address}`, 'true',
+    ], { check: false, timeoutMs: 15_000 }).catch((e: Error) => ({ code: 255, stderr: e.message, stdout: '' }));
+    if (res.code === 0) return;
+    last = res.stderr.trim();
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw new ProviderError(`node ${node} (${address}): SSH login as ${user} failed: ${last}`, 'check the key in .rampart/id_ed25519 and the node\'s authorized_keys');
+}
