@@ -3,8 +3,8 @@
 import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
 import type { Role, Task } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
-
-export const BASE_PACKAGES = ['tzdata', 'ca-certificates', 'iproute2', 'iptables', 'curl', 'procps'];
+import { dialectFor, OS_ID_FACT } from './lib/os.ts';
+import { allCandidatePackages, packagesFor } from './lib/packages.ts';
 
 const SSHD_CONFIG_PATH = '/etc/ssh/sshd_config.d/50-rampart.conf';
 const SSHD_CONFIG = `# managed by rampart: keys only, no root login
@@ -14,11 +14,13 @@ PermitRootLogin no
 X11Forwarding no
 `;
 
+// Everything the node's roles need, in one apt transaction (apt is most of a fresh converge).
 const packages: Task = {
   name: 'packages',
-  facts: () => ({ pkgs: packagesFact(BASE_PACKAGES) }),
-  check: ({ facts }) => {
-    const missing = missingPackages(BASE_PACKAGES, facts.pkgs.stdout);
+  facts: ({ host }) => ({ os: OS_ID_FACT, pkgs: packagesFact(allCandidatePackages(host.node)) }),
+  check: ({ facts, host, cluster }) => {
+    const wanted = packagesFor(host.node, dialectFor(cluster, facts.os.stdout));
+    const missing = missingPackages(wanted, facts.pkgs.stdout);
     return missing.length ? { message: `install ${missing.join(' ')}`, data: missing } : null;
   },
   apply: async ({ conn }, diff) => {

@@ -1,0 +1,23 @@
+// Names shared by several roles (and the services' deployment): MySQL users
+// and the keys of generated secrets in .rampart/secrets.json.
+
+export const DB_USERS = {
+  /** The proxy's user: DML + SELECT on the application schema, from the proxy's address only. */
+  app: 'rampart_app',
+  /** Replication, from worker addresses only. */
+  repl: 'rampart_repl',
+  /** sysbench, local to each DB node. */
+  sysbench: 'sbtest',
+} as const;
+
+export const SECRETS = {
+  mysqlApp: 'mysql_app_password',
+  mysqlRepl: 'mysql_repl_password',
+  mysqlSysbench: 'mysql_sysbench_password',
+  /** Clients' key for the gatekeeper (X-API-Key). */
+  apiKey: 'gatekeeper_api_key',
+  /** Internal credential gatekeeper -> trusted host. */
+  gatekeeperToTrusted: 'gatekeeper_to_trustedhost',
+  /** Internal credential trusted host -> proxy. */
+  trustedToProxy: 'trustedhost_to_proxy',
+} as const;
