@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import ajvFormats from 'ajv-formats';
-import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, type Document } from 'yaml';
+import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Document } from 'yaml';
 import { SpecError } from './errors.ts';
 import type {
   Cluster, DbEngine, DbRole, FlowSpec, NodeSpec, ProxyMode, RoleName, ServiceName,
@@ -108,8 +108,16 @@ class Context {
     // Only the first syntax error: the parser's later ones are mostly echoes of it.
     const err = [...this.doc.errors].sort((a, b) => a.pos[0] - b.pos[0])[0];
     if (err) {
-      const pos = err.linePos?.[0] ?? { line: 1, col: 1 };
-      const msg = err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+      let pos = err.linePos?.[0] ?? { line: 1, col: 1 };
+      let msg = err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+      if (err.code === 'MISSING_CHAR' && /quote/.test(msg)) {
+        // The parser notices at the end of the file; the user needs the opening quote.
+        const open = unclosedQuote(this.doc, err.pos[0]);
+        if (open !== undefined) {
+          pos = this.lines.linePos(open);
+          msg += ': the string starting here is never closed';
+        }
+      }
       this.add(pos.line, pos.col, `yaml: ${msg}`);
     }
   }
@@ -155,23 +163,28 @@ class Context {
   position(at: Seg[], key: boolean): { line: number; col: number } {
     let cur: unknown = this.doc.contents;
     let best: number | undefined = rangeStart(cur);
+    // Key of the pair we came through: a field missing from a mapping (filled by a
+    // default) is reported at its parent's key (`services:`), not at a sibling.
+    let parentKey: number | undefined;
     for (let i = 0; i < at.length; i++) {
       const seg = at[i];
       if (isAlias(cur)) cur = cur.resolve(this.doc);
       if (isMap(cur)) {
         const pair = cur.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
-        if (!pair) break;
+        if (!pair) { best = parentKey ?? best; break; }
         const last = i === at.length - 1;
         const keyStart = rangeStart(pair.key);
         const valueStart = rangeStart(pair.value);
         if (last && key) { best = keyStart ?? best; break; }
         // an empty value (`db:`) has no useful position: point at its key
         best = valueStart !== undefined && !isEmptyScalar(pair.value) ? valueStart : keyStart ?? best;
+        parentKey = keyStart;
         cur = pair.value;
       } else if (isSeq(cur)) {
         const item = cur.items[Number(seg)];
         if (item === undefined) break;
         best = rangeStart(item) ?? best;
+        parentKey = undefined;
         cur = item;
       } else {
         break;
@@ -180,6 +193,21 @@ class Context {
     if (best === undefined) return { line: 1, col: 1 };
     return this.lines.linePos(best);
   }
+}
+
+/** Start of the quoted scalar that swallowed the rest of the file up to `end`. */
+function unclosedQuote(doc: Document, end: number): number | undefined {
+  let found: number | undefined;
+  visit(doc, {
+    Scalar(_key, node) {
+      if ((node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE') && node.range && node.range[1] >= end) {
+        found = node.range[0];
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return found;
 }
 
 function rangeStart(node: unknown): number | undefined {
@@ -324,7 +352,8 @@ function messageFor(e: AjvError): Problem {
     case 'maxItems':
       return { at, message: `${where} must list at most ${String(e.params.limit)} items` };
     case 'uniqueItems': {
-      const i = Number(e.params.i);
+      // ajv scans from the end: i and j are the two equal items; point at the later one.
+      const i = Math.max(Number(e.params.i), Number(e.params.j));
       const item = Array.isArray(e.data) ? e.data[i] : undefined;
       return { at: [...at, i], message: `${where} lists ${describeValue(item)} more than once` };
     }
@@ -460,7 +489,9 @@ function semanticChecks(data: Record<string, unknown>, ctx: Context): void {
   const provider = isObject(data.provider) ? data.provider : {};
   const aws = isObject(provider.aws) ? provider.aws : {};
   if (provider.type === 'aws' && aws.jump === true && publics.length === 0 && nodes.length > 0) {
-    ctx.report(['provider', 'aws', 'jump'], 'provider.aws.jump needs one node with "public: true" to jump through');
+    const explicit = ctx.has(['provider', 'aws', 'jump']);
+    ctx.report(explicit ? ['provider', 'aws', 'jump'] : ['provider', 'type'],
+      `provider.aws.jump${explicit ? '' : ' (default true)'} needs one node with "public: true" to reach the others through (or set jump: false)`);
   }
 
   // --- addresses (local provider)
