@@ -5,9 +5,10 @@
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject } from 'ajv';
 import ajvFormats from 'ajv-formats';
-import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Document } from 'yaml';
+import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Document, type YAMLMap } from 'yaml';
 import { SpecError } from './errors.ts';
 import type {
   Cluster, DbEngine, DbRole, FlowSpec, NodeSpec, ProxyMode, RoleName, ServiceName,
@@ -25,7 +26,7 @@ ajv.addVocabulary(['patternErrorMessage', 'errorMessage']);
 const validate = ajv.compile(schema);
 
 /** Where the schema lives (for editors / docs). */
-export const schemaPath = path.resolve(new URL('.', SCHEMA_FILE).pathname, 'cluster.schema.json');
+export const schemaPath = fileURLToPath(SCHEMA_FILE);
 
 // ------------------------------------------------------------------ raw input (after schema + defaults)
 
@@ -104,7 +105,8 @@ class Context {
   private readonly found: { line: number; col: number; text: string }[] = [];
 
   constructor(source: string, readonly label: string) {
-    this.doc = parseDocument(source, { lineCounter: this.lines, uniqueKeys: true });
+    // merge: `<<: *defaults` lets nodes share a template, a common YAML habit.
+    this.doc = parseDocument(source, { lineCounter: this.lines, uniqueKeys: true, merge: true });
     // Only the first syntax error: the parser's later ones are mostly echoes of it.
     const err = [...this.doc.errors].sort((a, b) => a.pos[0] - b.pos[0])[0];
     if (err) {
@@ -170,7 +172,7 @@ class Context {
       const seg = at[i];
       if (isAlias(cur)) cur = cur.resolve(this.doc);
       if (isMap(cur)) {
-        const pair = cur.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+        const pair = findPair(this.doc, cur, String(seg));
         if (!pair) { best = parentKey ?? best; break; }
         const last = i === at.length - 1;
         const keyStart = rangeStart(pair.key);
@@ -193,6 +195,26 @@ class Context {
     if (best === undefined) return { line: 1, col: 1 };
     return this.lines.linePos(best);
   }
+}
+
+type YamlPair = YAMLMap<unknown, unknown>['items'][number];
+
+/** The pair for `key` in a mapping, looking through `<<: *anchor` merges (depth-limited). */
+function findPair(doc: Document, map: YAMLMap<unknown, unknown>, key: string, depth = 0): YamlPair | undefined {
+  const own = map.items.find((p) => isScalar(p.key) && typeof p.key.value !== 'symbol' && String(p.key.value) === key);
+  if (own || depth > 10) return own;
+  for (const p of map.items) {
+    if (!isScalar(p.key) || !(p.key.value === '<<' || (typeof p.key.value === 'symbol' && p.key.value.description === '<<'))) continue;
+    const sources = isSeq(p.value) ? p.value.items : [p.value];
+    for (const src of sources) {
+      const target = isAlias(src) ? src.resolve(doc) : src;
+      if (isMap(target)) {
+        const hit = findPair(doc, target, key, depth + 1);
+        if (hit) return hit;
+      }
+    }
+  }
+  return undefined;
 }
 
 /** Start of the quoted scalar that swallowed the rest of the file up to `end`. */
@@ -316,7 +338,8 @@ function messageFor(e: AjvError): Problem {
       const name = String(e.params.additionalProperty);
       const known = Object.keys((ps.properties ?? {}) as object);
       const hint = suggest(name, known);
-      const tail = hint ? ` (did you mean "${hint}"?)` : known.length ? ` (known fields: ${known.join(', ')})` : '';
+      const ext = Object.keys((ps.patternProperties ?? {}) as object).includes('^x-') ? '; x-* fields are free for anchors' : '';
+      const tail = hint ? ` (did you mean "${hint}"?)` : known.length ? ` (known fields: ${known.join(', ')}${ext})` : '';
       return { at: [...at, name], key: true, message: `${where} has unknown field "${name}"${tail}` };
     }
     case 'required':

@@ -114,6 +114,14 @@ describe('valid specs', () => {
     expect(c.nodes.map((n) => n.address)).toEqual(['10.9.0.10', '10.9.0.11', '10.9.0.12', '10.9.0.13', '10.9.0.200']);
   });
 
+  test('x-* fields hold anchors that nodes merge with <<', () => {
+    const src = edit('nodes:\n', 'x-db: &db\n  type: t3.small\n  roles: [base, mysql, replication, iptables]\nnodes:\n',
+      edit('    db: worker\n    roles: [base, mysql, replication, iptables]\n', '    db: worker\n    <<: *db\n'));
+    const c = parseCluster(src, 'cluster.yaml');
+    expect(c.nodes[4]).toEqual({ name: 'worker1', type: 't3.small', roles: ['base', 'mysql', 'replication', 'iptables'], db: 'worker', public: false, address: '10.9.0.14' });
+    expect(Object.keys(c)).not.toContain('x-db');
+  });
+
   test('a second parse is not affected by defaults filled in the first', () => {
     const a = parseCluster(BASE, 'cluster.yaml');
     a.services.gatekeeper.statements.push('REPLACE');
@@ -139,7 +147,7 @@ const BAD: [string, string, string[]][] = [
     'cluster.yaml:1:1: top level must be a mapping (got a list)',
   ]],
   ['unknown top-level field', BASE + 'extras: 1\n', [
-    'cluster.yaml:36:1: top level has unknown field "extras" (known fields: name, timezone, adminUser, provider, nodes, security, database, services, bench)',
+    'cluster.yaml:36:1: top level has unknown field "extras" (known fields: name, timezone, adminUser, provider, nodes, security, database, services, bench; x-* fields are free for anchors)',
   ]],
   ['misspelt top-level field', edit('name: demo', 'nmae: demo'), [
     'cluster.yaml:1:1: top level is missing required field "name"',
@@ -276,10 +284,14 @@ const BAD: [string, string, string[]][] = [
   ['aws jump without a public node', edit('  type: local', '  type: aws', edit('    public: true\n', '')), [
     'cluster.yaml:3:9: provider.aws.jump (default true) needs one node with "public: true" to reach the others through (or set jump: false)',
   ]],
+  ['an error inside a merged anchor points at the anchor', edit('nodes:\n', 'x-db: &db\n  roles: [base, mysql, replikation]\nnodes:\n',
+    edit('    db: worker\n    roles: [base, mysql, replication, iptables]\n', '    db: worker\n    <<: *db\n')), [
+    'cluster.yaml:7:24: nodes[4].roles[2] must be one of base, mysql, sakila, sysbench, replication, iptables, service (got "replikation"; did you mean "replication"?)',
+  ]],
   ['several problems come back together, in file order', edit('name: demo', 'name: Demo', edit('db: manager', 'db: boss', BASE + 'extra: 1\n')), [
     'cluster.yaml:1:7: name must be 1-16 lower-case letters, digits or "-", starting with a letter (got "Demo")',
     'cluster.yaml:18:9: nodes[3].db must be one of manager, worker (got "boss")',
-    'cluster.yaml:36:1: top level has unknown field "extra" (known fields: name, timezone, adminUser, provider, nodes, security, database, services, bench)',
+    'cluster.yaml:36:1: top level has unknown field "extra" (known fields: name, timezone, adminUser, provider, nodes, security, database, services, bench; x-* fields are free for anchors)',
   ]],
 ];
 
