@@ -214,7 +214,11 @@ export class AwsProvider implements Provider {
       instances = [...instances.filter((i) => !running.has(i.id)), ...running.values()];
     }
     if (actions.terminate.length) await this.waitStates(actions.terminate.map((t) => t.id), ['terminated']);
-    if (actions.deleteGroups.length) await this.deleteGroups(existing.groups.filter((g) => actions.deleteGroups.some((d) => d.id === g.id)), existing.groups, say);
+    if (actions.deleteGroups.length) {
+      // Re-read: the rule changes above already revoked some references.
+      const now = await this.readGroups();
+      await this.deleteGroups(now.filter((g) => actions.deleteGroups.some((d) => d.id === g.id)), now, say);
+    }
 
     const hosts = this.hosts(instances, await this.controllerCidr());
     if (hosts.length !== this.cluster.nodes.length) {
