@@ -24,6 +24,8 @@ export interface RunOptions {
   connectRetryMs?: number;
   /** Print progress (stderr). */
   progress: boolean;
+  /** How to open a host's connection (default: SSH). */
+  connect?: (host: Host) => Promise<Connection>;
 }
 
 type BaseCtx = Omit<TaskContext, 'facts'>;
@@ -148,10 +150,6 @@ export async function run(opts: RunOptions): Promise<RunReport> {
       const r = (status: TaskStatus, message = ''): TaskResult => ({
         host: st.host.name, role: role.name, task: `handler: ${handler.name}`, status, message, durationMs: Date.now() - t0,
       });
-      if (check) {
-        record(r('changed', 'would run'), out);
-        continue;
-      }
       try {
         out.title = `${st.host.name}: handler ${handler.name}`;
         await handler.run(baseCtx(st));
@@ -179,9 +177,9 @@ export async function run(opts: RunOptions): Promise<RunReport> {
               title: st.host.name,
               task: async (_c, out) => {
                 try {
-                  st.conn = await connect(st.host, {
-                    privateKey: opts.privateKey, knownHosts: opts.knownHosts, check, retryForMs: opts.connectRetryMs,
-                  });
+                  st.conn = opts.connect
+                    ? await opts.connect(st.host)
+                    : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, check, retryForMs: opts.connectRetryMs });
                 } catch (e) {
                   st.unreachable = true;
                   st.failed = true;

@@ -1,0 +1,210 @@
+// The engine on real shell commands (this machine, through LocalConnection):
+// facts in one round trip, ok/changed/failed/skipped, handlers once, --check,
+// failure isolation, pinned host keys, recap.
+import { describe, expect, test, beforeEach } from 'bun:test';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { formatRecap } from '../../core/output.ts';
+import { gatherFacts, run } from '../../core/run.ts';
+import { loadCluster } from '../../core/spec.ts';
+import { KnownHosts, shq } from '../../core/ssh.ts';
+import type { Host, Role, RunReport, SecretStore } from '../../core/types.ts';
+import { LocalConnection } from '../support/local-connection.ts';
+
+const cluster = loadCluster(join(import.meta.dir, '../../cluster.yaml'));
+const secrets: SecretStore = { get: (n) => `secret-${n}` };
+
+function hostsFor(names: string[]): Host[] {
+  return names.map((name) => {
+    const node = { ...cluster.nodes.find((n) => n.name === name)!, roles: ['base' as const, 'mysql' as const] };
+    return { name, address: '127.0.0.1', privateAddress: '127.0.0.1', port: 22, user: 'root', sshFrom: '127.0.0.1/32', node };
+  });
+}
+
+describe('gatherFacts', () => {
+  test('runs every command in one round trip and frames outputs and exit codes', async () => {
+    const conn = new LocalConnection(hostsFor(['manager'])[0]);
+    const facts = await gatherFacts(conn, new Map([
+      ['a', 'echo one; echo two'],
+      ['b', 'printf no-newline'],
+      ['c', 'echo "@@fake:E:0:9"; exit 3'],
+      ['d', 'cat /does/not/exist'],
+      ['e', 'true'],
+    ]));
+    expect(conn.execCount).toBe(1);
+    expect(facts.get('a')).toEqual({ stdout: 'one\ntwo\n', code: 0 });
+    expect(facts.get('b')).toEqual({ stdout: 'no-newline', code: 0 });
+    expect(facts.get('c')).toEqual({ stdout: '@@fake:E:0:9\n', code: 3 });
+    expect(facts.get('d')!.code).toBe(1);
+    expect(facts.get('d')!.stdout).toBe('');
+    expect(facts.get('e')).toEqual({ stdout: '', code: 0 });
+  });
+
+  test('a fact command cannot read the stdin of the others', async () => {
+    const conn = new LocalConnection(hostsFor(['manager'])[0]);
+    const facts = await gatherFacts(conn, new Map([['a', 'cat'], ['b', 'echo after']]));
+    expect(facts.get('a')!.stdout).toBe('');
+    expect(facts.get('b')!.stdout).toBe('after\n');
+  });
+});
+
+describe('run', () => {
+  let dir: string;
+  let conns: Map<string, LocalConnection>;
+  let handlerRuns: string[];
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rampart-engine-'));
+    conns = new Map();
+    handlerRuns = [];
+  });
+
+  const file = (host: string, name: string) => join(dir, `${host}-${name}`);
+
+  // base: write a file per host, notify a handler twice; a task that fails on worker2;
+  // a task skipped on non-managers. mysql: a later role that must not run after a failure.
+  function roles(opts: { failOn?: string } = {}): Role[] {
+    const wantFile = (name: string, content: string) => ({
+      name: `file ${name}`,
+      facts: ({ host }: { host: Host }) => ({ f: `cat ${shq(file(host.name, name))}` }),
+      check: ({ facts }: { facts: Record<string, { stdout: string }> }) =>
+        facts.f.stdout === content ? null : { message: `write ${name}` },
+      apply: async ({ host, notify }: { host: Host; notify: (h: string) => void }) => {
+        writeFileSync(file(host.name, name), content);
+        notify('reload');
+        notify('reload');
+      },
+    });
+    return [
+      {
+        name: 'base',
+        tasks: [
+          wantFile('a', 'A'),
+          // depends on a: its facts must be re-read after a changed
+          {
+            name: 'copy of a',
+            facts: ({ host }) => ({ a: `cat ${shq(file(host.name, 'a'))}`, b: `cat ${shq(file(host.name, 'b'))}` }),
+            check: ({ facts }) => (facts.a.stdout === 'A' && facts.b.stdout === 'A' ? null : { message: 'copy', data: facts.a.stdout }),
+            apply: async ({ host }, diff) => {
+              if (diff.data !== 'A') throw new Error(`stale facts: a was ${JSON.stringify(diff.data)}`);
+              writeFileSync(file(host.name, 'b'), 'A');
+            },
+          },
+          {
+            name: 'manager only',
+            when: ({ host }) => (host.node.db === 'manager' ? null : 'not the manager'),
+            check: () => null,
+            apply: async () => {},
+          },
+          {
+            name: 'may fail',
+            check: ({ host }) => (host.name === opts.failOn ? { message: 'boom' } : null),
+            apply: async () => {
+              throw new Error('disk on fire');
+            },
+          },
+          wantFile('c', 'C'),
+        ],
+        handlers: [{ name: 'reload', run: async ({ host }) => void handlerRuns.push(host.name) }],
+      },
+      { name: 'mysql', tasks: [wantFile('m', 'M')] },
+    ];
+  }
+
+  const go = (check: boolean, r = roles(), limit?: string[]): Promise<RunReport> =>
+    run({
+      cluster, hosts: hostsFor(['manager', 'worker1', 'worker2']), roles: r, check, limit,
+      privateKey: '', knownHosts: new KnownHosts(join(dir, 'kh')), secrets, progress: false,
+      connect: async (h) => {
+        const c = new LocalConnection(h);
+        conns.set(h.name, c);
+        return c;
+      },
+    });
+
+  test('first run changes, second run is a no-op read in one round trip per host', async () => {
+    const first = await go(false);
+    expect(first.hosts.manager).toEqual({ ok: 2, changed: 5, failed: 0, skipped: 0, unreachable: false });
+    expect(first.hosts.worker1).toEqual({ ok: 1, changed: 5, failed: 0, skipped: 1, unreachable: false });
+    expect(readFileSync(file('worker1', 'b'), 'utf8')).toBe('A');
+    // notified twice per host in base, run once per host
+    expect(handlerRuns.sort()).toEqual(['manager', 'worker1', 'worker2']);
+
+    handlerRuns = [];
+    const second = await go(false);
+    for (const h of ['manager', 'worker1', 'worker2']) expect(second.hosts[h].changed).toBe(0);
+    expect(second.results.filter((r) => r.status === 'changed')).toEqual([]);
+    expect(handlerRuns).toEqual([]);
+    // every fact of every role of a host in a single exec
+    for (const c of conns.values()) expect(c.execCount).toBe(1);
+  });
+
+  test('--check reports what would change and changes nothing', async () => {
+    const report = await go(true);
+    expect(report.check).toBe(true);
+    expect(existsSync(file('manager', 'a'))).toBe(false);
+    const changed = report.results.filter((r) => r.status === 'changed' && r.host === 'manager').map((r) => r.task);
+    expect(changed).toEqual(['file a', 'copy of a', 'file c', 'file m']);
+    expect(report.results.find((r) => r.task === 'file a')!.message).toBe('would: write a');
+    expect(handlerRuns).toEqual([]);
+  });
+
+  test('a failure stops that host only; the others finish and keep their results', async () => {
+    const report = await go(false, roles({ failOn: 'worker2' }));
+    expect(report.hosts.worker2.failed).toBe(1);
+    const failed = report.results.find((r) => r.status === 'failed')!;
+    expect(failed).toMatchObject({ host: 'worker2', role: 'base', task: 'may fail', message: 'disk on fire' });
+    // worker2 stopped: no file c, no mysql role, no handler
+    expect(existsSync(file('worker2', 'c'))).toBe(false);
+    expect(existsSync(file('worker2', 'm'))).toBe(false);
+    expect(handlerRuns.sort()).toEqual(['manager', 'worker1']);
+    expect(readFileSync(file('worker1', 'm'), 'utf8')).toBe('M');
+    expect(formatRecap(report)).toMatch(/worker2\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=1/);
+  });
+
+  test('--limit runs the roles on the named hosts only', async () => {
+    const report = await go(false, roles(), ['worker1']);
+    expect(Object.keys(report.hosts)).toEqual(['worker1']);
+    expect(existsSync(file('worker1', 'a'))).toBe(true);
+    expect(existsSync(file('manager', 'a'))).toBe(false);
+  });
+
+  test('an unreachable host is reported, the others run', async () => {
+    const report = await run({
+      cluster, hosts: hostsFor(['manager', 'worker1']), roles: roles(), check: false,
+      privateKey: '', knownHosts: new KnownHosts(join(dir, 'kh')), secrets, progress: false,
+      connect: async (h) => {
+        if (h.name === 'manager') throw new Error('connection refused');
+        return new LocalConnection(h);
+      },
+    });
+    expect(report.hosts.manager.unreachable).toBe(true);
+    expect(report.hosts.worker1.changed).toBeGreaterThan(0);
+  });
+});
+
+describe('KnownHosts', () => {
+  const key = (type: string, body: string) => {
+    const t = Buffer.from(type);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(t.length);
+    return Buffer.concat([len, t, Buffer.from(body)]);
+  };
+
+  test('pins on first use, accepts the same key, refuses another', () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'rampart-kh-')), 'known_hosts');
+    const kh = new KnownHosts(path);
+    expect(kh.verify('10.0.0.5', 22, key('ssh-ed25519', 'first'))).toEqual({ ok: true });
+    expect(readFileSync(path, 'utf8')).toMatch(/^10\.0\.0\.5 ssh-ed25519 \S+\n$/);
+    expect(kh.verify('10.0.0.5', 22, key('ssh-ed25519', 'first'))).toEqual({ ok: true });
+    const v = kh.verify('10.0.0.5', 22, key('ssh-ed25519', 'other'));
+    expect(v.ok).toBe(false);
+    if (!v.ok) expect(v.expected).not.toBe(v.got);
+    // another port is another host
+    expect(kh.verify('10.0.0.5', 2222, key('ssh-ed25519', 'other'))).toEqual({ ok: true });
+    expect(readFileSync(path, 'utf8')).toContain('[10.0.0.5]:2222 ');
+    kh.forget(['10.0.0.5']);
+    expect(kh.verify('10.0.0.5', 22, key('ssh-ed25519', 'other'))).toEqual({ ok: true });
+  });
+});
