@@ -1,6 +1,6 @@
 // `npx zx apply`: create the nodes (provider.up), then converge every role.
 import { Listr } from 'listr2';
-import { clusterFile, EXIT, parseFlags, runMain } from '../core/cli.ts';
+import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.ts';
 import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { run } from '../core/run.ts';
 import { FileSecretStore } from '../core/secrets.ts';
@@ -9,13 +9,14 @@ import { KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
 import type { Host, PlanItem, RoleName } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
-import { rolesInOrder } from '../roles/index.ts';
+import { ROLE_ORDER, rolesInOrder } from '../roles/index.ts';
 
 const HELP = `usage: npx zx apply [--check] [--limit host,...] [--json] [-f cluster.yaml]
 
 Create the nodes of cluster.yaml and converge every role. A second run changes nothing.
   --check        dry run: show what would change (nodes and tasks), change nothing
   --limit LIST   run the roles on these hosts only (comma separated)
+  --roles LIST   run only these roles (comma separated, e.g. base,iptables); nodes are still created
   --json         print one JSON object (per-host counts, per-task results) on stdout
   -f, --file     cluster file (default ./cluster.yaml or $RAMPART_CLUSTER)
 Exit: 0 ok, 1 a task failed or a host was unreachable, 2 usage, 3 invalid cluster.yaml, 4 provider error.
@@ -24,7 +25,7 @@ Exit: 0 ok, 1 a task failed or a host was unreachable, 2 usage, 3 invalid cluste
 export async function main(args: string[]): Promise<never> {
   let json = args.includes('--json');
   return runMain(() => json, async () => {
-    const flags = parseFlags(args, { check: { type: 'boolean', default: false }, limit: { type: 'string' } });
+    const flags = parseFlags(args, { check: { type: 'boolean', default: false }, limit: { type: 'string' }, roles: { type: 'string' } });
     json = Boolean(flags.json);
     if (flags.help) {
       process.stdout.write(HELP);
@@ -34,7 +35,12 @@ export async function main(args: string[]): Promise<never> {
     const check = Boolean(flags.check);
     const limit = flags.limit ? String(flags.limit).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
     const unknown = limit?.filter((n) => !cluster.nodes.some((node) => node.name === n)) ?? [];
-    if (unknown.length) throw new (await import('../core/cli.ts')).UsageError(`--limit names unknown host(s): ${unknown.join(', ')}`);
+    if (unknown.length) throw new UsageError(`--limit names unknown host(s): ${unknown.join(', ')}`);
+    const used = new Set<RoleName>(cluster.nodes.flatMap((n) => n.roles));
+    const only = flags.roles ? String(flags.roles).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
+    const badRoles = only?.filter((r) => !ROLE_ORDER.includes(r as RoleName)) ?? [];
+    if (badRoles.length) throw new UsageError(`--roles names unknown role(s): ${badRoles.join(', ')} (roles: ${ROLE_ORDER.join(', ')})`);
+    const roles = rolesInOrder(only ? new Set([...used].filter((r) => only.includes(r))) : used);
 
     const paths = ensureStateDir(cluster.dir);
     const key = ensureSshKey(cluster.dir);
@@ -67,9 +73,8 @@ export async function main(args: string[]): Promise<never> {
     const created = new Set(changes.filter((c) => c.action === 'create' && c.resource.startsWith('node ')).map((c) => c.resource.slice(5)));
     knownHosts.forget(hosts.filter((h) => created.has(h.node.name)).map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port)));
 
-    const used = new Set<RoleName>(cluster.nodes.flatMap((n) => n.roles));
     const report = await run({
-      cluster, hosts, limit, roles: rolesInOrder(used), check,
+      cluster, hosts, limit, roles, check,
       privateKey: key.privateKey, knownHosts, secrets: new FileSecretStore(cluster.dir), progress: !json,
     });
     report.provider = changes;
