@@ -5,11 +5,13 @@
 // only after every service it must let through is configured.
 import type { Role, RoleName } from '../core/types.ts';
 import { baseRole } from './base.ts';
+import { iptablesRole } from './iptables.ts';
 
 export const ROLE_ORDER: RoleName[] = ['base', 'mysql', 'replication', 'sakila', 'sysbench', 'iptables', 'service'];
 
 const ROLES: Partial<Record<RoleName, Role>> = {
   base: baseRole,
+  iptables: iptablesRole,
 };
 
 /** The roles the cluster's nodes use, in engine order. */

@@ -1,0 +1,76 @@
+// iptables: the node's filter table from cluster.yaml's security section.
+// Compared with the live ruleset (iptables-save, normalised) and loaded
+// atomically with iptables-restore only when it differs (validated first);
+// persisted in /etc/iptables/rules.v4, restored at boot by a oneshot unit.
+import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
+import { HostError } from '../core/errors.ts';
+import type { Fact, Role, Task, TaskContext } from '../core/types.ts';
+import {
+  egressOf, FIREWALL_UNIT, FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, firewallRules, LIVE_RULES_FACT, MIRROR_FACT,
+  parseMirrorFact, RULES_PATH, rulesetDelta, sameRuleset,
+} from './lib/firewall.ts';
+
+type FactCtx = Omit<TaskContext, 'facts'>;
+
+/** The mirror lookup runs only where apt's traffic must be let through. */
+function mirrorFacts(ctx: FactCtx): Record<string, string> {
+  return egressOf(ctx.cluster, ctx.host)?.mirror ? { mirror: MIRROR_FACT } : {};
+}
+
+function desired(ctx: TaskContext): string {
+  const egress = egressOf(ctx.cluster, ctx.host);
+  const mirror = egress?.mirror ? parseMirrorFact(ctx.facts.mirror?.stdout ?? '') : undefined;
+  if (egress?.mirror && mirror && mirror.addresses.length === 0) {
+    throw new HostError(`${ctx.host.name}: no address found for the package mirror named in the node's apt sources (egress mirror: true)`,
+      'check /etc/apt/sources.list* on the node and that it resolves the mirror (getent ahostsv4 <mirror>)');
+  }
+  return firewallRules(ctx.cluster, ctx.host, ctx.hosts, mirror);
+}
+
+const live: Task = {
+  name: 'firewall rules',
+  facts: (ctx) => ({ live: LIVE_RULES_FACT, ...mirrorFacts(ctx) }),
+  check: (ctx) => {
+    const want = desired(ctx);
+    const have = (ctx.facts.live as Fact).stdout;
+    if (sameRuleset(want, have)) return null;
+    const d = rulesetDelta(want, have);
+    const parts = [d.missing && `${d.missing} rule(s) missing`, d.extra && `${d.extra} extra`, d.policies.length && `policy ${d.policies.join(', ')}`].filter(Boolean);
+    return { message: `load ruleset (${parts.join(', ') || 'order differs'})`, data: want };
+  },
+  apply: async ({ conn }, diff) => {
+    const rules = diff.data as string;
+    // test the exact text first, then swap the whole table in one transaction
+    await conn.exec('set -e; t=$(mktemp); trap \'rm -f "$t"\' EXIT; cat > "$t"; iptables-restore --test "$t"; iptables-restore "$t"', { stdin: rules });
+  },
+};
+
+const persist: Task = {
+  name: 'firewall persistence',
+  facts: (ctx) => ({
+    rules: fileFactCommand(RULES_PATH),
+    unit: fileFactCommand(FIREWALL_UNIT_PATH),
+    enabled: `systemctl is-enabled ${FIREWALL_UNIT}`,
+    ...mirrorFacts(ctx),
+  }),
+  check: (ctx) => {
+    const want = desired(ctx);
+    const todo: string[] = [];
+    if (ctx.facts.rules.stdout !== fileState(want, '0600', 'root:root')) todo.push(RULES_PATH);
+    if (ctx.facts.unit.stdout !== fileState(FIREWALL_UNIT_TEXT, '0644', 'root:root')) todo.push(FIREWALL_UNIT);
+    if (ctx.facts.enabled.stdout.trim() !== 'enabled') todo.push('enable');
+    return todo.length ? { message: `write ${todo.join(', ')}`, data: { want, todo } } : null;
+  },
+  apply: async ({ conn }, diff) => {
+    const { want, todo } = diff.data as { want: string; todo: string[] };
+    if (todo.includes(RULES_PATH)) await conn.writeFile(RULES_PATH, want, { mode: '0600', owner: 'root:root' });
+    if (todo.includes(FIREWALL_UNIT)) await conn.writeFile(FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, { mode: '0644', owner: 'root:root' });
+    // enable only (no start): the live table is the other task's job
+    await conn.exec(`systemctl daemon-reload && systemctl enable ${shq(FIREWALL_UNIT)} 2>&1`);
+  },
+};
+
+export const iptablesRole: Role = {
+  name: 'iptables',
+  tasks: [live, persist],
+};

@@ -1,0 +1,217 @@
+// The per-node firewall, as a pure function of cluster.yaml's security section
+// and the hosts: an iptables-restore text for the filter table, plus the
+// normalisation that lets it be compared with what `iptables-save` prints
+// (legacy or nf_tables backend, counters, comments, implicit matches).
+import type { Cluster, Host } from '../../core/types.ts';
+
+/** Addresses apt needs on an egress-restricted node with `mirror: true` (resolved on the node). */
+export interface MirrorAccess {
+  /** IPv4 addresses of the hosts named in the node's apt sources. */
+  addresses: string[];
+  /** IPv4 DNS resolvers the node uses (not loopback); empty when names are pinned in /etc/hosts. */
+  resolvers: string[];
+}
+
+export const RULES_PATH = '/etc/iptables/rules.v4';
+export const FIREWALL_UNIT = 'rampart-firewall.service';
+export const FIREWALL_UNIT_PATH = `/etc/systemd/system/${FIREWALL_UNIT}`;
+
+const ESTABLISHED = '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT';
+const tcp = (port: number) => `-p tcp -m tcp --dport ${port}`;
+const cidr = (address: string) => (address.includes('/') ? address : `${address}/32`);
+
+/** Resolve a flow endpoint to source CIDRs as seen by `self` (null = anyone). */
+function sources(name: string, self: Host, hosts: Host[]): (string | null)[] {
+  if (name === 'internet') return [null];
+  if (name === 'controller') return [cidr(self.sshFrom)];
+  const h = hosts.find((x) => x.name === name);
+  if (!h) throw new Error(`security flow names unknown node ${name}`);
+  return [cidr(h.privateAddress)];
+}
+
+/** Does the node's OUTPUT get restricted (security.egress)? */
+export function egressOf(cluster: Cluster, host: Host): { mirror: boolean } | null {
+  const e = cluster.security.egress.find((x) => x.node === host.name);
+  return e ? { mirror: e.mirror } : null;
+}
+
+/**
+ * The node's ruleset in iptables-save's own canonical spelling. SSH from the
+ * controller and established traffic come first so a reload can never cut the
+ * connection that performs it.
+ */
+export function firewallRules(cluster: Cluster, host: Host, hosts: Host[], mirror: MirrorAccess = { addresses: [], resolvers: [] }): string {
+  const egress = egressOf(cluster, host);
+  const input: string[] = [
+    `-A INPUT -s ${cidr(host.sshFrom)} ${tcp(22)} -j ACCEPT`,
+    `-A INPUT ${ESTABLISHED}`,
+    '-A INPUT -i lo -j ACCEPT',
+  ];
+  const output: string[] = [];
+  for (const flow of cluster.security.flows) {
+    if (flow.to.includes(host.name)) {
+      for (const from of flow.from) {
+        for (const src of sources(from, host, hosts)) input.push(`-A INPUT${src ? ` -s ${src}` : ''} ${tcp(flow.port)} -j ACCEPT`);
+      }
+    }
+    if (egress && flow.from.includes(host.name)) {
+      for (const to of flow.to) {
+        const dst = hosts.find((x) => x.name === to);
+        if (!dst) throw new Error(`security flow names unknown node ${to}`);
+        output.push(`-A OUTPUT -d ${cidr(dst.privateAddress)} ${tcp(flow.port)} -j ACCEPT`);
+      }
+    }
+  }
+  if (egress) {
+    output.unshift(`-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT');
+    if (egress.mirror) {
+      for (const r of uniqSorted(mirror.resolvers)) {
+        output.push(`-A OUTPUT -d ${cidr(r)} -p udp -m udp --dport 53 -j ACCEPT`, `-A OUTPUT -d ${cidr(r)} ${tcp(53)} -j ACCEPT`);
+      }
+      for (const a of uniqSorted(mirror.addresses)) {
+        output.push(`-A OUTPUT -d ${cidr(a)} ${tcp(80)} -j ACCEPT`, `-A OUTPUT -d ${cidr(a)} ${tcp(443)} -j ACCEPT`);
+      }
+    }
+  }
+  return [
+    '*filter',
+    ':INPUT DROP [0:0]',
+    ':FORWARD DROP [0:0]',
+    `:OUTPUT ${egress ? 'DROP' : 'ACCEPT'} [0:0]`,
+    ...dedupe(input),
+    ...dedupe(output),
+    'COMMIT',
+    '',
+  ].join('\n');
+}
+
+const dedupe = (lines: string[]) => [...new Set(lines)];
+const uniqSorted = (xs: string[]) => [...new Set(xs.map((x) => x.trim()).filter(Boolean))].sort();
+
+/** Canonical spelling of one rule line (whatever tool or backend wrote it). */
+function normaliseRule(line: string): string {
+  const t = line.trim().split(/\s+/);
+  const out: string[] = [];
+  for (let i = 0; i < t.length; i++) {
+    const tok = t[i];
+    // `-p tcp` implies `-m tcp` (iptables-save adds it, hand-written rules may not)
+    if (tok === '-m' && (t[i + 1] === 'tcp' || t[i + 1] === 'udp') && out.at(-2) === '-p' && out.at(-1) === t[i + 1]) {
+      i++;
+      continue;
+    }
+    if ((tok === '-s' || tok === '-d' || tok === '--source' || tok === '--destination') && t[i + 1]) {
+      out.push(tok.length > 2 ? (tok === '--source' ? '-s' : '-d') : tok, cidr(t[++i]));
+      continue;
+    }
+    if ((tok === '--ctstate' || tok === '--state') && t[i + 1]) {
+      out.push('--ctstate', t[++i].split(',').sort().join(','));
+      continue;
+    }
+    if (tok === '-m' && t[i + 1] === 'state') {
+      out.push('-m', 'conntrack');
+      i++;
+      continue;
+    }
+    out.push(tok);
+  }
+  return out.join(' ');
+}
+
+/**
+ * The filter table of an iptables-save (or iptables-restore input) text, in a
+ * form where equal rulesets compare equal: no comments, counters or other
+ * tables; built-in chain policies and rules in order.
+ */
+export function normaliseRuleset(text: string): string {
+  const lines: string[] = [];
+  let inFilter = false;
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    if (line.startsWith('*')) {
+      inFilter = line === '*filter';
+      continue;
+    }
+    if (!inFilter) continue;
+    if (line === 'COMMIT') {
+      inFilter = false;
+      continue;
+    }
+    if (line.startsWith(':')) {
+      const [chain, policy] = line.slice(1).split(/\s+/);
+      lines.push(`:${chain} ${policy}`);
+      continue;
+    }
+    lines.push(normaliseRule(line));
+  }
+  // policies first in a fixed order, then rules in their order
+  const chains = lines.filter((l) => l.startsWith(':')).sort();
+  const rules = lines.filter((l) => !l.startsWith(':'));
+  // an absent filter table (fresh nf_tables node) is the same as "all ACCEPT, no rules"
+  if (chains.length === 0 && rules.length === 0) return ':FORWARD ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT';
+  return [...chains, ...rules].join('\n');
+}
+
+export function sameRuleset(a: string, b: string): boolean {
+  return normaliseRuleset(a) === normaliseRuleset(b);
+}
+
+/** Rules in `want` missing from `have` and extra ones, for a one-line message. */
+export function rulesetDelta(want: string, have: string): { missing: number; extra: number; policies: string[] } {
+  const w = normaliseRuleset(want).split('\n');
+  const h = normaliseRuleset(have).split('\n');
+  const hs = new Set(h);
+  const ws = new Set(w);
+  return {
+    missing: w.filter((l) => !l.startsWith(':') && !hs.has(l)).length,
+    extra: h.filter((l) => !l.startsWith(':') && !ws.has(l)).length,
+    policies: w.filter((l) => l.startsWith(':') && !hs.has(l)).map((l) => l.slice(1)),
+  };
+}
+
+// ------------------------------------------------------------ facts (shell, read only)
+
+/** The live filter table (iptables-save of either backend; empty when none). */
+export const LIVE_RULES_FACT = 'iptables-save -t filter 2>/dev/null || iptables-save 2>/dev/null';
+
+/**
+ * Prints `addr <ip>` for every IPv4 address of the hosts in the node's apt
+ * sources (one-line and deb822 formats) and `dns <ip>` for each non-loopback
+ * IPv4 resolver (resolv.conf and systemd-resolved's upstream list).
+ */
+export const MIRROR_FACT = [
+  `hosts=$( { grep -hE '^[[:space:]]*deb(-src)?[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null; grep -hiE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null; } | grep -oE 'https?://[^/[:space:]]+' | sed -E 's#^https?://##; s#^[^@]*@##; s#:[0-9]+$##' | sort -u )`,
+  `for h in $hosts; do getent ahostsv4 "$h" | awk '{print "addr " $1}'; done | sort -u`,
+  `cat /etc/resolv.conf /run/systemd/resolve/resolv.conf 2>/dev/null | awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ && $2 !~ /^127\\./ {print "dns " $2}' | sort -u`,
+].join('\n');
+
+export function parseMirrorFact(stdout: string): MirrorAccess {
+  const addresses: string[] = [];
+  const resolvers: string[] = [];
+  for (const line of stdout.split('\n')) {
+    const [kind, ip] = line.trim().split(/\s+/);
+    if (!ip || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) continue;
+    if (kind === 'addr') addresses.push(ip);
+    if (kind === 'dns') resolvers.push(ip);
+  }
+  return { addresses: uniqSorted(addresses), resolvers: uniqSorted(resolvers) };
+}
+
+/** The oneshot unit that loads rules.v4 before any network interface comes up. */
+export const FIREWALL_UNIT_TEXT = `# managed by rampart
+[Unit]
+Description=rampart firewall (iptables-restore ${RULES_PATH})
+DefaultDependencies=no
+After=local-fs.target
+Before=network-pre.target shutdown.target
+Wants=network-pre.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/iptables-restore ${RULES_PATH}
+
+[Install]
+WantedBy=multi-user.target
+`;

@@ -1,0 +1,164 @@
+// The firewall as generated from the repo's cluster.yaml: exact rules per
+// node, and the comparison with live iptables-save output.
+import { describe, expect, test } from 'bun:test';
+import { join } from 'node:path';
+import { loadCluster } from '../../core/spec.ts';
+import type { Cluster, Host } from '../../core/types.ts';
+import {
+  firewallRules, normaliseRuleset, parseMirrorFact, rulesetDelta, sameRuleset,
+} from '../../roles/lib/firewall.ts';
+import { ROOT } from '../support/cluster.ts';
+
+const cluster: Cluster = loadCluster(join(ROOT, 'cluster.yaml'));
+// addresses as the local provider hands them out: .10 + index, controller .1
+const hosts: Host[] = cluster.nodes.map((node, i) => ({
+  name: node.name, address: `10.77.0.${10 + i}`, privateAddress: `10.77.0.${10 + i}`, port: 22, user: 'ubuntu',
+  sshFrom: '10.77.0.1/32', node,
+}));
+const ip = Object.fromEntries(hosts.map((h) => [h.name, h.privateAddress]));
+const host = (name: string) => hosts.find((h) => h.name === name)!;
+const mirror = { addresses: ['151.101.2.132', '151.101.66.132'], resolvers: [] };
+const rulesOf = (name: string) => firewallRules(cluster, host(name), hosts, mirror).split('\n');
+
+const HEAD = (output: 'ACCEPT' | 'DROP') => [
+  '*filter', ':INPUT DROP [0:0]', ':FORWARD DROP [0:0]', `:OUTPUT ${output} [0:0]`,
+  '-A INPUT -s 10.77.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT',
+  '-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+  '-A INPUT -i lo -j ACCEPT',
+];
+
+describe('ruleset per node (repo cluster.yaml)', () => {
+  test('gatekeeper: 80 from anywhere, nothing else; OUTPUT open', () => {
+    expect(rulesOf('gatekeeper')).toEqual([...HEAD('ACCEPT'), '-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT', 'COMMIT', '']);
+  });
+
+  test('trustedhost: 5000 from the gatekeeper only; OUTPUT only to proxy:5000 and the mirror', () => {
+    expect(rulesOf('trustedhost')).toEqual([
+      ...HEAD('DROP'),
+      `-A INPUT -s ${ip.gatekeeper}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`,
+      '-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+      '-A OUTPUT -o lo -j ACCEPT',
+      `-A OUTPUT -d ${ip.proxy}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`,
+      '-A OUTPUT -d 151.101.2.132/32 -p tcp -m tcp --dport 80 -j ACCEPT',
+      '-A OUTPUT -d 151.101.2.132/32 -p tcp -m tcp --dport 443 -j ACCEPT',
+      '-A OUTPUT -d 151.101.66.132/32 -p tcp -m tcp --dport 80 -j ACCEPT',
+      '-A OUTPUT -d 151.101.66.132/32 -p tcp -m tcp --dport 443 -j ACCEPT',
+      'COMMIT', '',
+    ]);
+  });
+
+  test('proxy: 5000 from the trusted host only', () => {
+    expect(rulesOf('proxy')).toEqual([...HEAD('ACCEPT'), `-A INPUT -s ${ip.trustedhost}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`, 'COMMIT', '']);
+  });
+
+  test('manager: 3306 only from the proxy and the workers', () => {
+    expect(rulesOf('manager')).toEqual([
+      ...HEAD('ACCEPT'),
+      `-A INPUT -s ${ip.proxy}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`,
+      `-A INPUT -s ${ip.worker1}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`,
+      `-A INPUT -s ${ip.worker2}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`,
+      'COMMIT', '',
+    ]);
+  });
+
+  test('workers: 3306 only from the proxy', () => {
+    for (const w of ['worker1', 'worker2']) {
+      expect(rulesOf(w)).toEqual([...HEAD('ACCEPT'), `-A INPUT -s ${ip.proxy}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`, 'COMMIT', '']);
+    }
+  });
+
+  test('SSH from the controller and established traffic are the first rules on every node', () => {
+    for (const h of hosts) expect(rulesOf(h.name).slice(4, 6)).toEqual(HEAD('ACCEPT').slice(4, 6));
+  });
+
+  test('egress with resolvers: DNS to them only; controller flows use sshFrom', () => {
+    const c: Cluster = {
+      ...cluster,
+      security: {
+        flows: [...cluster.security.flows, { from: ['controller'], to: ['proxy'], port: 5000 }],
+        egress: [{ node: 'proxy', mirror: true }],
+      },
+    };
+    const rules = firewallRules(c, host('proxy'), hosts, { addresses: ['192.0.2.7'], resolvers: ['192.0.2.53'] });
+    expect(rules).toContain('-A INPUT -s 10.77.0.1/32 -p tcp -m tcp --dport 5000 -j ACCEPT');
+    expect(rules).toContain(`-A OUTPUT -d ${ip.manager}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`);
+    expect(rules).toContain('-A OUTPUT -d 192.0.2.53/32 -p udp -m udp --dport 53 -j ACCEPT');
+    expect(rules).toContain('-A OUTPUT -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -j ACCEPT');
+    expect(rules).toContain('-A OUTPUT -d 192.0.2.7/32 -p tcp -m tcp --dport 443 -j ACCEPT');
+    expect(rules).toContain(':OUTPUT DROP [0:0]');
+  });
+
+  test('egress without mirror opens no mirror or DNS rule even when addresses are known', () => {
+    const c: Cluster = { ...cluster, security: { ...cluster.security, egress: [{ node: 'trustedhost', mirror: false }] } };
+    const rules = firewallRules(c, host('trustedhost'), hosts, { addresses: ['192.0.2.7'], resolvers: ['192.0.2.53'] });
+    expect(rules).not.toContain('192.0.2.');
+    expect(rules).toContain(`-A OUTPUT -d ${ip.proxy}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`);
+  });
+
+  test('an unknown node in a flow is an error', () => {
+    const c: Cluster = { ...cluster, security: { flows: [{ from: ['ghost'], to: ['proxy'], port: 1 }], egress: [] } };
+    expect(() => firewallRules(c, host('proxy'), hosts)).toThrow(/ghost/);
+  });
+});
+
+// What iptables-nft-save 1.8.9 (Debian 12) prints for the manager's ruleset after iptables-restore.
+const LIVE_MANAGER = `# Generated by iptables-nft-save v1.8.9 (nf_tables) on Sat Nov 21 13:02:11 2026
+*filter
+:INPUT DROP [12:720]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [310:40210]
+-A INPUT -s 10.77.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -s 10.77.0.12/32 -p tcp -m tcp --dport 3306 -j ACCEPT
+-A INPUT -s 10.77.0.14/32 -p tcp -m tcp --dport 3306 -j ACCEPT
+-A INPUT -s 10.77.0.15/32 -p tcp -m tcp --dport 3306 -j ACCEPT
+COMMIT
+# Completed on Sat Nov 21 13:02:11 2026
+`;
+
+describe('comparison with the live ruleset', () => {
+  const want = firewallRules(cluster, host('manager'), hosts);
+
+  test('a live iptables-save of the same ruleset compares equal (comments, counters ignored)', () => {
+    expect(sameRuleset(want, LIVE_MANAGER)).toBe(true);
+  });
+
+  test('other tables and hand-written spellings do not matter', () => {
+    const alt = LIVE_MANAGER
+      .replace('-s 10.77.0.12/32 -p tcp -m tcp --dport 3306', '-s 10.77.0.12 -p tcp --dport 3306')
+      .replace('--ctstate RELATED,ESTABLISHED', '--ctstate ESTABLISHED,RELATED')
+      + '*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j ACCEPT\nCOMMIT\n';
+    expect(sameRuleset(want, alt)).toBe(true);
+  });
+
+  test('a flushed table differs: missing rules are counted', () => {
+    const flushed = LIVE_MANAGER.split('\n').filter((l) => !l.startsWith('-A')).join('\n');
+    expect(sameRuleset(want, flushed)).toBe(false);
+    expect(rulesetDelta(want, flushed)).toEqual({ missing: 6, extra: 0, policies: [] });
+  });
+
+  test('an extra rule, a changed policy, or a reordering differs', () => {
+    const extra = LIVE_MANAGER.replace('COMMIT', '-A INPUT -p tcp -m tcp --dport 5000 -j ACCEPT\nCOMMIT');
+    expect(sameRuleset(want, extra)).toBe(false);
+    expect(rulesetDelta(want, extra).extra).toBe(1);
+    const open = LIVE_MANAGER.replace(':INPUT DROP', ':INPUT ACCEPT');
+    expect(sameRuleset(want, open)).toBe(false);
+    expect(rulesetDelta(want, open).policies).toEqual(['INPUT DROP']);
+    const lines = LIVE_MANAGER.split('\n');
+    [lines[5], lines[6]] = [lines[6], lines[5]];
+    expect(sameRuleset(want, lines.join('\n'))).toBe(false);
+  });
+
+  test('no filter table at all (fresh nf_tables node) reads as everything open', () => {
+    expect(normaliseRuleset('')).toBe(':FORWARD ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT');
+    expect(sameRuleset(want, '')).toBe(false);
+  });
+});
+
+describe('mirror fact', () => {
+  test('parses addresses and resolvers, ignores junk and IPv6', () => {
+    const f = parseMirrorFact('addr 151.101.66.132\naddr 151.101.2.132\naddr 2a04:4e42::644\ndns 10.0.0.2\nwarning: foo\naddr 151.101.2.132\n');
+    expect(f).toEqual({ addresses: ['151.101.2.132', '151.101.66.132'], resolvers: ['10.0.0.2'] });
+  });
+});
