@@ -104,11 +104,14 @@ export class AwsProvider implements Provider {
 
   // ------------------------------------------------------------ provider
 
-  async plan(_events?: ProviderEvents): Promise<PlanItem[]> {
+  /** The plan, plus an `ok` item `hourly cost` (also sent as a progress line: the plan printer shows only changes). */
+  async plan(events?: ProviderEvents): Promise<PlanItem[]> {
     await this.ensureCredentials();
     const existing = await this.readState();
     const { items } = await this.diff(existing);
-    return [...items, this.costItem()];
+    const cost = this.costItem();
+    events?.progress?.(`hourly cost: ${cost.detail}`);
+    return [...items, cost];
   }
 
   async up(events?: ProviderEvents): Promise<{ hosts: Host[]; changes: PlanItem[] }> {
@@ -444,7 +447,13 @@ export class AwsProvider implements Provider {
     return this.controllerCidrCache;
   }
 
+  /** Fail early and clearly when no region or no credentials can be found (resolves locally, no EC2 call). */
   private async ensureCredentials(): Promise<void> {
+    try {
+      await this.client.config.region();
+    } catch {
+      throw new ProviderError('no AWS region', 'set provider.aws.region in cluster.yaml, AWS_REGION, or a region in the AWS profile');
+    }
     try {
       const provider = this.client.config.credentials;
       await provider();

@@ -5,6 +5,7 @@
 // group that does not exist yet can be planned for, and the executor resolves
 // node -> group id only after creating the missing groups.
 import type { Cluster, PlanItem } from '../../core/types.ts';
+import { HOURLY_USD } from './prices.ts';
 import { describeRule, hasPublicIp, INTERNET, ruleKey, type DesiredGroup, type Rule } from './rules.ts';
 
 export interface ExistingInstance {
@@ -156,7 +157,8 @@ export function computePlan(input: PlanInput): { actions: Actions; items: PlanIt
     const inst = mine.find((i) => i.state === 'running' || i.state === 'pending') ?? mine[0];
     if (!inst) {
       actions.runInstances.push(node.name);
-      items.push({ action: 'create', resource, detail: `${node.type}${hasPublicIp(cluster, node) ? ', public IP' : ', private only'}` });
+      const price = HOURLY_USD[node.type];
+      items.push({ action: 'create', resource, detail: `${node.type}, ${hasPublicIp(cluster, node) ? 'public IP' : 'private only'}, ${price === undefined ? 'price unknown' : `$${price}/h`}` });
       continue;
     }
     for (const extra of mine) if (extra !== inst) {

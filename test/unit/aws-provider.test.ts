@@ -489,7 +489,7 @@ describe('apply again', () => {
     const [run] = fake.inputs<RunInput>('RunInstances');
     expect(run.TagSpecifications[0].Tags).toContainEqual({ Key: 'rampart:node', Value: 'worker2' });
     expect(run.NetworkInterfaces[0].Groups).toEqual([fake.groupOf('worker2')!.id]);
-    expect(changes).toEqual([{ action: 'create', resource: 'instance worker2', detail: 't2.micro, private only' }]);
+    expect(changes).toEqual([{ action: 'create', resource: 'instance worker2', detail: `t2.micro, private only, $${HOURLY_USD['t2.micro']}/h` }]);
     expect(hosts.find((h) => h.name === 'worker2')!.privateAddress).toBe(fake.instanceOf('worker2')!.privateIp);
   });
 
@@ -588,25 +588,45 @@ describe('teardown', () => {
 });
 
 describe('errors', () => {
-  test('no credentials anywhere: clear ProviderError before any EC2 call', async () => {
-    const keys = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_DEFAULT_PROFILE',
+  const AWS_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_DEFAULT_PROFILE',
       'AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE', 'AWS_EC2_METADATA_DISABLED', 'AWS_WEB_IDENTITY_TOKEN_FILE', 'AWS_ROLE_ARN',
-      'AWS_CONTAINER_CREDENTIALS_RELATIVE_URI', 'AWS_CONTAINER_CREDENTIALS_FULL_URI', 'AWS_CREDENTIAL_PROVIDER'];
-    const saved = Object.fromEntries(keys.map((k) => [k, process.env[k]]));
+    'AWS_CONTAINER_CREDENTIALS_RELATIVE_URI', 'AWS_CONTAINER_CREDENTIALS_FULL_URI', 'AWS_CREDENTIAL_PROVIDER', 'AWS_REGION', 'AWS_DEFAULT_REGION'];
+  /** Run with an empty AWS environment: no env keys, no shared files, no instance metadata (so no network). */
+  async function withoutAwsEnv<T>(fn: () => Promise<T>): Promise<T> {
+    const saved = Object.fromEntries(AWS_ENV.map((k) => [k, process.env[k]]));
     try {
-      for (const k of keys) delete process.env[k];
+      for (const k of AWS_ENV) delete process.env[k];
       process.env.AWS_SHARED_CREDENTIALS_FILE = join(stateDir, 'no-such-credentials');
       process.env.AWS_CONFIG_FILE = join(stateDir, 'no-such-config');
-      process.env.AWS_EC2_METADATA_DISABLED = 'true'; // no instance-metadata lookup: tests make no network calls
-      const bare = new EC2Client({ region: 'us-east-1' });
-      const err = await provider(awsCluster(), bare).plan().then(() => null, (e: unknown) => e);
-      expect(err).toBeInstanceOf(ProviderError);
-      expect((err as ProviderError).message).toStartWith('no AWS credentials: set AWS_PROFILE or run aws sso login');
-      expect((err as ProviderError).hint).toContain('aws sso login');
-      expect(fake.commands()).toEqual([]);
+      process.env.AWS_EC2_METADATA_DISABLED = 'true';
+      return await fn();
     } finally {
-      for (const k of keys) if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
+      for (const k of AWS_ENV) if (saved[k] === undefined) delete process.env[k]; else process.env[k] = saved[k];
     }
+  }
+
+  test('no credentials anywhere: clear ProviderError before any EC2 call', async () => {
+    const err = await withoutAwsEnv(() => provider(awsCluster(), new EC2Client({ region: 'us-east-1' })).plan().then(() => null, (e: unknown) => e));
+    expect(err).toBeInstanceOf(ProviderError);
+    expect((err as ProviderError).message).toStartWith('no AWS credentials: set AWS_PROFILE or run aws sso login');
+    expect((err as ProviderError).hint).toContain('aws sso login');
+    expect(fake.commands()).toEqual([]);
+  });
+
+  test('a profile that does not exist is reported as missing credentials', async () => {
+    const err = await withoutAwsEnv(() => provider(awsCluster(), new EC2Client({ region: 'us-east-1', profile: 'nope' })).up().then(() => null, (e: unknown) => e));
+    expect(err).toBeInstanceOf(ProviderError);
+    expect((err as ProviderError).message).toStartWith('no AWS credentials');
+    expect(fake.commands()).toEqual([]);
+  });
+
+  test('no region anywhere: clear ProviderError before any EC2 call', async () => {
+    const creds = { accessKeyId: 'AKIDTESTONLY', secretAccessKey: 'not-a-secret' };
+    const err = await withoutAwsEnv(() => provider(awsCluster(), new EC2Client({ credentials: creds })).describe().then(() => null, (e: unknown) => e));
+    expect(err).toBeInstanceOf(ProviderError);
+    expect((err as ProviderError).message).toBe('no AWS region');
+    expect((err as ProviderError).hint).toContain('provider.aws.region');
+    expect(fake.commands()).toEqual([]);
   });
 
   test('quota exceeded names the call, the AWS code and what to do', async () => {
@@ -653,7 +673,8 @@ describe('errors', () => {
 describe('plan', () => {
   test('on an empty account: only Describe calls, everything to create, hourly cost shown', async () => {
     const cluster = awsCluster();
-    const items = await provider(cluster).plan();
+    const progress: string[] = [];
+    const items = await provider(cluster).plan({ progress: (m) => progress.push(m) });
     expect(fake.commands().filter((c) => !c.startsWith('Describe'))).toEqual([]);
     expect(fake.commands().sort()).toEqual(['DescribeInstances', 'DescribeKeyPairs', 'DescribeSecurityGroups']);
     expect(items.filter((i) => i.action === 'create').map((i) => i.resource)).toEqual([
@@ -666,6 +687,7 @@ describe('plan', () => {
     const line = items.find((i) => i.resource === 'hourly cost')!;
     expect(line.detail).toStartWith(`$${expected.toFixed(4)}/hour`);
     expect(line.detail).toContain(PRICES_AS_OF);
+    expect(progress).toContain(`hourly cost: ${line.detail}`);
     expect(fake.groups).toEqual([]);
     expect(fake.instances).toEqual([]);
   });
