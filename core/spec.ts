@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Document, type YAMLMap } from 'yaml';
 import { SpecError } from './errors.ts';
@@ -23,7 +23,9 @@ const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict:
 ajvFormats.default(ajv, ['ipv4', 'uri']);
 // Editor hints (VS Code / yaml-language-server) that we reuse for our own messages.
 ajv.addVocabulary(['patternErrorMessage', 'errorMessage']);
-const validate = ajv.compile(schema);
+// Compiled once, on first use (importers that never parse do not pay for it).
+let compiled: ValidateFunction | undefined;
+const validator = (): ValidateFunction => (compiled ??= ajv.compile(schema));
 
 /** Where the schema lives (for editors / docs). */
 export const schemaPath = fileURLToPath(SCHEMA_FILE);
@@ -79,11 +81,12 @@ export function parseCluster(source: string, file: string): Cluster {
   // Semantic checks only once the shape is right: on a broken shape they would
   // mostly repeat the schema's complaints in vaguer words (`db: boss` is not
   // also "no manager").
+  const validate = validator();
   if (!validate(data)) {
     ctx.schemaProblems(validate.errors ?? []);
     throw ctx.error();
   }
-  semanticChecks(data as Record<string, unknown>, ctx);
+  semanticChecks(data as RawCluster, ctx);
   if (ctx.problems.length) throw ctx.error();
 
   return normalise(data as unknown as RawCluster, abs);
@@ -423,12 +426,11 @@ function collapseOneOf(errors: AjvError[]): AjvError[] {
 
 // ------------------------------------------------------------------ semantic checks
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 const RESERVED_SOURCES = ['internet', 'controller'];
 const SERVICES: ServiceName[] = ['gatekeeper', 'trustedhost', 'proxy'];
+/** Who must reach each service (the SQL path); null = any source. */
+const UPSTREAM: Record<ServiceName, ServiceName | null> = { gatekeeper: null, trustedhost: 'gatekeeper', proxy: 'trustedhost' };
+const MYSQL_PORT = 3306;
 
 function parseIPv4(s: string): number[] | null {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
@@ -441,211 +443,209 @@ function isPrivate(o: number[]): boolean {
   return o[0] === 10 || (o[0] === 172 && o[1] >= 16 && o[1] <= 31) || (o[0] === 192 && o[1] === 168);
 }
 
-function semanticChecks(data: Record<string, unknown>, ctx: Context): void {
-  const nodes = Array.isArray(data.nodes) ? data.nodes : [];
-  const nodeObjs = nodes.map((n) => (isObject(n) ? n : {}));
-  const names = new Map<string, number>(); // first index of each name
+const asList = (v: Names): string[] => (Array.isArray(v) ? [...v] : [v]);
+const didYouMean = (word: string, candidates: readonly string[]): string => {
+  const hint = suggest(word, candidates);
+  return hint ? ` (did you mean "${hint}"?)` : '';
+};
+
+/** What the schema cannot say. Runs on schema-valid input (defaults filled). */
+function semanticChecks(c: RawCluster, ctx: Context): void {
+  const { nodes } = c;
+  const names = new Map<string, number>(); // name -> first index
 
   // --- node names
-  nodeObjs.forEach((n, i) => {
-    if (typeof n.name !== 'string') return;
+  nodes.forEach((n, i) => {
     if (RESERVED_SOURCES.includes(n.name)) {
       ctx.report(['nodes', i, 'name'], `nodes[${i}].name "${n.name}" is reserved (it names a flow source); pick another name`);
     }
     const first = names.get(n.name);
-    if (first !== undefined) {
-      ctx.report(['nodes', i, 'name'], `nodes[${i}].name "${n.name}" is already used by nodes[${first}]`);
-    } else {
-      names.set(n.name, i);
-    }
+    if (first !== undefined) ctx.report(['nodes', i, 'name'], `nodes[${i}].name "${n.name}" is already used by nodes[${first}]`);
+    else names.set(n.name, i);
   });
   const known = [...names.keys()];
-  const roles = (n: Record<string, unknown>): string[] => (Array.isArray(n.roles) ? n.roles.filter((r): r is string => typeof r === 'string') : []);
 
   // --- database roles
-  const managers = nodeObjs.map((n, i) => [n, i] as const).filter(([n]) => n.db === 'manager');
-  const workers = nodeObjs.filter((n) => n.db === 'worker');
-  if (nodes.length > 0) {
-    if (managers.length === 0) ctx.report(['nodes'], 'nodes has no node with "db: manager" (exactly one is needed: it receives every write)');
-    for (const [, i] of managers.slice(1)) {
-      ctx.report(['nodes', i, 'db'], `nodes[${i}].db: only one manager is allowed (nodes[${managers[0][1]}] is already the manager)`);
-    }
-    if (workers.length === 0) ctx.report(['nodes'], 'nodes has no node with "db: worker" (at least one is needed: workers serve reads)');
+  const managers = nodes.flatMap((n, i) => (n.db === 'manager' ? [i] : []));
+  const workers = nodes.flatMap((n, i) => (n.db === 'worker' ? [i] : []));
+  if (managers.length === 0) ctx.report(['nodes'], 'nodes has no node with "db: manager" (exactly one is needed: it receives every write)');
+  for (const i of managers.slice(1)) {
+    ctx.report(['nodes', i, 'db'], `nodes[${i}].db: only one manager is allowed (nodes[${managers[0]}] is already the manager)`);
   }
-  nodeObjs.forEach((n, i) => {
-    const r = roles(n);
-    const hasDb = n.db === 'manager' || n.db === 'worker';
-    if (hasDb && !r.includes('mysql')) ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles must include mysql (the node has db: ${String(n.db)})`);
-    if (!hasDb && r.includes('mysql')) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the mysql role but no "db: manager" or "db: worker"`);
-    for (const needsDb of ['replication', 'sakila', 'sysbench']) {
-      if (r.includes(needsDb) && !r.includes('mysql')) {
-        ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles: ${needsDb} needs the mysql role on the same node`);
-      }
+  if (workers.length === 0) ctx.report(['nodes'], 'nodes has no node with "db: worker" (at least one is needed: workers serve reads)');
+  nodes.forEach((n, i) => {
+    const mysql = n.roles.includes('mysql');
+    if (n.db && !mysql) ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles must include mysql (the node has db: ${n.db})`);
+    if (!n.db && mysql) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the mysql role but no "db: manager" or "db: worker"`);
+    for (const needsDb of ['replication', 'sakila', 'sysbench'] as const) {
+      if (n.roles.includes(needsDb) && !mysql) ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles: ${needsDb} needs the mysql role on the same node`);
     }
   });
 
-  // --- services
-  const anyService = nodeObjs.some((n) => roles(n).includes('service') || typeof n.service === 'string');
-  const serviceNode = new Map<string, number>();
-  nodeObjs.forEach((n, i) => {
-    const r = roles(n);
-    const svc = typeof n.service === 'string' ? n.service : undefined;
-    if (r.includes('service') && !svc) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the service role but no "service:" (one of ${SERVICES.join(', ')})`);
-    if (svc && !r.includes('service')) ctx.report(['nodes', i, 'service'], `nodes[${i}].service is set but roles lacks "service"`);
-    if (svc && SERVICES.includes(svc as ServiceName)) {
-      const first = serviceNode.get(svc);
-      if (first !== undefined) ctx.report(['nodes', i, 'service'], `nodes[${i}].service: ${svc} already runs on nodes[${first}] (each service runs on one node)`);
-      else serviceNode.set(svc, i);
-    }
+  // --- services: each of gatekeeper, trustedhost, proxy on exactly one node
+  const serviceNode = new Map<ServiceName, number>();
+  nodes.forEach((n, i) => {
+    const hasRole = n.roles.includes('service');
+    if (hasRole && !n.service) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the service role but no "service:" (one of ${SERVICES.join(', ')})`);
+    if (n.service && !hasRole) ctx.report(['nodes', i, 'service'], `nodes[${i}].service is set but roles lacks "service"`);
+    if (!n.service) return;
+    const first = serviceNode.get(n.service);
+    if (first !== undefined) ctx.report(['nodes', i, 'service'], `nodes[${i}].service: ${n.service} already runs on nodes[${first}] (each service runs on one node)`);
+    else serviceNode.set(n.service, i);
   });
-  if (anyService) {
+  if (nodes.some((n) => n.service || n.roles.includes('service'))) {
     for (const svc of SERVICES) {
       if (!serviceNode.has(svc)) ctx.report(['nodes'], `nodes has no node with "service: ${svc}" (the SQL path needs gatekeeper, trustedhost and proxy)`);
     }
   }
 
   // --- public
-  const publics = nodeObjs.map((n, i) => [n, i] as const).filter(([n]) => n.public === true);
-  for (const [, i] of publics.slice(1)) {
-    ctx.report(['nodes', i, 'public'], `nodes[${i}].public: only one node may be public (nodes[${publics[0][1]}] already is)`);
+  const publics = nodes.flatMap((n, i) => (n.public ? [i] : []));
+  for (const i of publics.slice(1)) {
+    ctx.report(['nodes', i, 'public'], `nodes[${i}].public: only one node may be public (nodes[${publics[0]}] already is)`);
   }
-  const provider = isObject(data.provider) ? data.provider : {};
-  const aws = isObject(provider.aws) ? provider.aws : {};
-  if (provider.type === 'aws' && aws.jump === true && publics.length === 0 && nodes.length > 0) {
+  if (c.provider.type === 'aws' && c.provider.aws.jump && publics.length === 0) {
     const explicit = ctx.has(['provider', 'aws', 'jump']);
     ctx.report(explicit ? ['provider', 'aws', 'jump'] : ['provider', 'type'],
       `provider.aws.jump${explicit ? '' : ' (default true)'} needs one node with "public: true" to reach the others through (or set jump: false)`);
   }
 
-  // --- addresses (local provider)
-  const local = isObject(provider.local) ? provider.local : {};
-  let base: number[] | null = null;
-  if (typeof local.subnet === 'string' && /^(\d{1,3}\.){3}0\/24$/.test(local.subnet)) {
-    base = parseIPv4(local.subnet.slice(0, -3));
-    if (!base) ctx.report(['provider', 'local', 'subnet'], `provider.local.subnet ${local.subnet} is not a valid IPv4 subnet (each number must be 0-255)`);
-    else if (!isPrivate(base)) {
-      ctx.report(['provider', 'local', 'subnet'], `provider.local.subnet ${local.subnet} is not a private range (use 10.x.x.0/24, 172.16-31.x.0/24 or 192.168.x.0/24)`);
-      base = null;
-    }
-  }
-  if (base) {
-    const prefix = base.slice(0, 3).join('.');
-    const used = new Map<string, string>(); // address -> who
-    // explicit addresses first, so a default that collides points at the explicit one
-    const explicit: [number, string][] = [];
-    nodeObjs.forEach((n, i) => {
-      if (typeof n.address !== 'string') return;
-      const o = parseIPv4(n.address);
-      if (!o) return; // format error already reported
-      const at: Seg[] = ['nodes', i, 'address'];
-      if (o.slice(0, 3).join('.') !== prefix) {
-        ctx.report(at, `nodes[${i}].address ${n.address} is outside provider.local.subnet ${String(local.subnet)}`);
-      } else if (o[3] === 0 || o[3] === 1 || o[3] === 255) {
-        const why = o[3] === 0 ? 'the network address' : o[3] === 1 ? 'the host (controller)' : 'the broadcast address';
-        ctx.report(at, `nodes[${i}].address ${n.address} is ${why}; use .2-.254`);
-      } else if (used.has(n.address)) {
-        ctx.report(at, `nodes[${i}].address ${n.address} is already used by ${used.get(n.address)}`);
-      } else {
-        used.set(n.address, `nodes[${i}]`);
-        explicit.push([i, n.address]);
-      }
-    });
-    nodeObjs.forEach((n, i) => {
-      if (n.address !== undefined) return;
-      const last = 10 + i;
-      if (last > 254) {
-        ctx.report(['nodes', i], `nodes[${i}] has no address and its default (.${last}) is past .254; set "address"`);
-        return;
-      }
-      const addr = `${prefix}.${last}`;
-      const owner = used.get(addr);
-      if (owner) {
-        const j = Number(/\d+/.exec(owner)?.[0]);
-        ctx.report(['nodes', j, 'address'], `${owner}.address ${addr} is the default address of nodes[${i}] (.10 + its index); pick another or set nodes[${i}].address`);
-      }
-    });
-  }
+  // --- local addresses
+  checkAddresses(c, ctx);
 
-  // --- flows
-  const security = isObject(data.security) ? data.security : {};
-  const flows = Array.isArray(security.flows) ? security.flows : [];
-  const nameCheck = (at: Seg[], where: string, name: string, allowReserved: boolean) => {
-    if (names.has(name)) return;
-    if (RESERVED_SOURCES.includes(name)) {
-      if (!allowReserved) ctx.report(at, `${where}: "${name}" may only be used in "from" (flows go to nodes)`);
-      return;
-    }
-    const hint = suggest(name, allowReserved ? [...known, ...RESERVED_SOURCES] : known);
-    ctx.report(at, `${where} names unknown node "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}`);
-  };
+  // --- flows name nodes (internet/controller only as sources)
+  const { flows, egress } = c.security;
   flows.forEach((f, i) => {
-    if (!isObject(f)) return;
     for (const side of ['from', 'to'] as const) {
       const v = f[side];
       const where = `security.flows[${i}].${side}`;
-      if (typeof v === 'string') nameCheck(['security', 'flows', i, side], where, v, side === 'from');
-      else if (Array.isArray(v)) {
-        v.forEach((name, j) => {
-          if (typeof name === 'string') nameCheck(['security', 'flows', i, side, j], where, name, side === 'from');
-        });
-      }
+      asList(v).forEach((name, j) => {
+        if (names.has(name)) return;
+        const at: Seg[] = Array.isArray(v) ? ['security', 'flows', i, side, j] : ['security', 'flows', i, side];
+        if (RESERVED_SOURCES.includes(name)) {
+          if (side === 'to') ctx.report(at, `${where}: "${name}" may only be used in "from" (flows go to nodes)`);
+          return;
+        }
+        ctx.report(at, `${where} names unknown node "${name}"${didYouMean(name, side === 'from' ? [...known, ...RESERVED_SOURCES] : known)}`);
+      });
     }
   });
 
   // --- egress
-  const egress = Array.isArray(security.egress) ? security.egress : [];
   const egressSeen = new Map<string, number>();
   egress.forEach((e, i) => {
-    if (!isObject(e) || typeof e.node !== 'string') return;
     const at: Seg[] = ['security', 'egress', i, 'node'];
     const where = `security.egress[${i}].node`;
-    if (!names.has(e.node)) {
-      const hint = suggest(e.node, known);
-      ctx.report(at, `${where} names unknown node "${e.node}"${hint ? ` (did you mean "${hint}"?)` : ''}`);
-    }
+    if (!names.has(e.node)) ctx.report(at, `${where} names unknown node "${e.node}"${didYouMean(e.node, known)}`);
     const first = egressSeen.get(e.node);
     if (first !== undefined) ctx.report(at, `${where}: "${e.node}" is already listed in security.egress[${first}]`);
     else egressSeen.set(e.node, i);
   });
 
-  // --- services: each service's port must be reachable through a flow
-  const services = isObject(data.services) ? data.services : {};
+  // --- the SQL path must get through iptables (INPUT policy DROP on nodes with the iptables role)
+  /** Does a flow let `src` (null: anyone) open `dst`:`port`? `internet` lets everyone. */
+  const allowed = (src: string | null, dst: string, port: number): boolean => flows.some((f) => {
+    if (f.port !== port || !asList(f.to).includes(dst)) return false;
+    const from = asList(f.from);
+    return src === null || from.includes(src) || from.includes('internet');
+  });
+  const firewalled = (i: number): boolean => nodes[i].roles.includes('iptables');
   for (const svc of SERVICES) {
-    const cfg = isObject(services[svc]) ? services[svc] : {};
-    const port = cfg.port;
     const idx = serviceNode.get(svc);
-    if (typeof port !== 'number' || idx === undefined) continue;
-    const node = nodeObjs[idx];
-    if (!roles(node).includes('iptables') || typeof node.name !== 'string') continue;
-    const nodeName = node.name;
-    const reached = flows.some((f) => isObject(f) && f.port === port
-      && (f.to === nodeName || (Array.isArray(f.to) && f.to.includes(nodeName))));
-    if (!reached) {
-      const why = `no flow in security.flows reaches node "${nodeName}" on port ${port} (its iptables would drop every request)`;
-      if (ctx.has(['services', svc, 'port'])) ctx.report(['services', svc, 'port'], `services.${svc}.port ${port}: ${why}`);
-      else ctx.report(['nodes', idx, 'service'], `nodes[${idx}].service ${svc} listens on port ${port} (services.${svc}.port default) but ${why}`);
+    if (idx === undefined || !firewalled(idx)) continue;
+    const up = UPSTREAM[svc];
+    const upIdx = up ? serviceNode.get(up) : undefined;
+    if (up && upIdx === undefined) continue; // already reported: service missing
+    const src = upIdx === undefined ? null : nodes[upIdx].name;
+    const { port } = c.services[svc];
+    const dst = nodes[idx].name;
+    if (allowed(src, dst, port)) continue;
+    const why = src === null
+      ? `no flow in security.flows reaches node "${dst}" on port ${port} (its iptables would drop every request)`
+      : `no flow in security.flows lets "${src}"${src === up ? '' : ` (the ${up})`} reach "${dst}" on port ${port} (its iptables would drop every request)`;
+    if (ctx.has(['services', svc, 'port'])) ctx.report(['services', svc, 'port'], `services.${svc}.port ${port}: ${why}`);
+    else ctx.report(['nodes', idx, 'service'], `nodes[${idx}].service ${svc} listens on port ${port} (services.${svc}.port default) but ${why}`);
+  }
+  const proxyIdx = serviceNode.get('proxy');
+  nodes.forEach((n, i) => {
+    if (!n.db || !firewalled(i)) return;
+    if (proxyIdx !== undefined) {
+      const proxyName = nodes[proxyIdx].name;
+      if (!allowed(proxyName, n.name, MYSQL_PORT)) {
+        const who = proxyName === 'proxy' ? '"proxy"' : `"${proxyName}" (the proxy)`;
+        ctx.report(['nodes', i, 'db'], `nodes[${i}] (${n.name}): no flow in security.flows lets ${who} reach it on port ${MYSQL_PORT} (MySQL)`);
+      }
+    }
+  });
+  if (managers.length === 1 && firewalled(managers[0])) {
+    const manager = nodes[managers[0]].name;
+    for (const i of workers) {
+      if (!nodes[i].roles.includes('replication')) continue;
+      if (!allowed(nodes[i].name, manager, MYSQL_PORT)) {
+        ctx.report(['nodes', i, 'db'], `nodes[${i}] (${nodes[i].name}) replicates from "${manager}" but no flow in security.flows lets it reach "${manager}" on port ${MYSQL_PORT}`);
+      }
     }
   }
 
   // --- proxy modes
-  const proxy = isObject(services.proxy) ? services.proxy : {};
-  if (typeof proxy.defaultMode === 'string' && Array.isArray(proxy.modes) && proxy.modes.length > 0
-    && !proxy.modes.includes(proxy.defaultMode)) {
-    ctx.report(['services', 'proxy', 'defaultMode'], `services.proxy.defaultMode "${proxy.defaultMode}" must be one of services.proxy.modes (${proxy.modes.join(', ')})`);
+  const { proxy, gatekeeper } = c.services;
+  if (!proxy.modes.includes(proxy.defaultMode)) {
+    const at: Seg[] = ctx.has(['services', 'proxy', 'defaultMode']) ? ['services', 'proxy', 'defaultMode'] : ['services', 'proxy', 'modes'];
+    ctx.report(at, `services.proxy.defaultMode "${proxy.defaultMode}" must be one of services.proxy.modes (${proxy.modes.join(', ')})`);
   }
 
   // --- the app schema must be one the gatekeeper lets through
-  const database = isObject(data.database) ? data.database : {};
-  const gk = isObject(services.gatekeeper) ? services.gatekeeper : {};
-  if (typeof database.schema === 'string' && Array.isArray(gk.schemas) && gk.schemas.length > 0
-    && !gk.schemas.includes(database.schema)) {
-    ctx.report(['services', 'gatekeeper', 'schemas'], `services.gatekeeper.schemas must include database.schema "${database.schema}" (the app user can only use that schema)`);
+  if (!gatekeeper.schemas.includes(c.database.schema)) {
+    ctx.report(['services', 'gatekeeper', 'schemas'], `services.gatekeeper.schemas must include database.schema "${c.database.schema}" (the app user can only use that schema)`);
   }
 }
 
-// ------------------------------------------------------------------ normalise
+function checkAddresses(c: RawCluster, ctx: Context): void {
+  const { subnet } = c.provider.local;
+  const base = parseIPv4(subnet.slice(0, -3)); // the schema guarantees `a.b.c.0/24`
+  if (!base) {
+    ctx.report(['provider', 'local', 'subnet'], `provider.local.subnet ${subnet} is not a valid IPv4 subnet (each number must be 0-255)`);
+    return;
+  }
+  if (!isPrivate(base)) {
+    ctx.report(['provider', 'local', 'subnet'], `provider.local.subnet ${subnet} is not a private range (use 10.x.x.0/24, 172.16-31.x.0/24 or 192.168.x.0/24)`);
+    return;
+  }
+  const prefix = base.slice(0, 3).join('.');
+  const used = new Map<string, number>(); // explicit address -> node index
+  c.nodes.forEach((n, i) => {
+    if (n.address === undefined) return;
+    const o = parseIPv4(n.address);
+    if (!o) return; // the ipv4 format check already failed
+    const at: Seg[] = ['nodes', i, 'address'];
+    const first = used.get(n.address);
+    if (o.slice(0, 3).join('.') !== prefix) {
+      ctx.report(at, `nodes[${i}].address ${n.address} is outside provider.local.subnet ${subnet}`);
+    } else if (o[3] === 0 || o[3] === 1 || o[3] === 255) {
+      const what = o[3] === 0 ? 'the network address' : o[3] === 1 ? 'the host (controller)' : 'the broadcast address';
+      ctx.report(at, `nodes[${i}].address ${n.address} is ${what}; use .2-.254`);
+    } else if (first !== undefined) {
+      ctx.report(at, `nodes[${i}].address ${n.address} is already used by nodes[${first}]`);
+    } else {
+      used.set(n.address, i);
+    }
+  });
+  // Nodes without an address get .10 + index: that must not land on an explicit one.
+  c.nodes.forEach((n, i) => {
+    if (n.address !== undefined) return;
+    const last = 10 + i;
+    if (last > 254) {
+      ctx.report(['nodes', i], `nodes[${i}] has no address and its default (.10 + index = .${last}) is past .254; set "address"`);
+      return;
+    }
+    const owner = used.get(`${prefix}.${last}`);
+    if (owner !== undefined) {
+      ctx.report(['nodes', owner, 'address'], `nodes[${owner}].address ${prefix}.${last} is the default address of nodes[${i}] (.10 + its index); pick another or set nodes[${i}].address`);
+    }
+  });
+}
 
-const asList = (v: Names): string[] => (Array.isArray(v) ? [...v] : [v]);
+// ------------------------------------------------------------------ normalise
 
 function normalise(raw: RawCluster, file: string): Cluster {
   const dir = path.dirname(file);

@@ -260,17 +260,30 @@ const BAD: [string, string, string[]][] = [
     'cluster.yaml:16:13: nodes[2].public: only one node may be public (nodes[0] already is)',
   ]],
   ['unknown node in a flow', edit('to: trustedhost', 'to: trustedhst'), [
-    'cluster.yaml:12:14: nodes[1].service trustedhost listens on port 5000 (services.trustedhost.port default) but no flow in security.flows reaches node "trustedhost" on port 5000 (its iptables would drop every request)',
+    'cluster.yaml:12:14: nodes[1].service trustedhost listens on port 5000 (services.trustedhost.port default) but no flow in security.flows lets "gatekeeper" reach "trustedhost" on port 5000 (its iptables would drop every request)',
     'cluster.yaml:26:31: security.flows[1].to names unknown node "trustedhst" (did you mean "trustedhost"?)',
   ]],
-  ['unknown node inside a list', edit('to: [manager, worker1]', 'to: [manager, worker2]'), [
+  ['unknown node inside a list (so the proxy no longer reaches worker1)', edit('to: [manager, worker1]', 'to: [manager, worker2]'), [
+    'cluster.yaml:21:9: nodes[4] (worker1): no flow in security.flows lets "proxy" reach it on port 3306 (MySQL)',
     'cluster.yaml:28:36: security.flows[3].to names unknown node "worker2" (did you mean "worker1"?)',
   ]],
   ['internet in `to`', edit('from: worker1, to: manager', 'from: worker1, to: [manager, internet]'), [
     'cluster.yaml:29:38: security.flows[4].to: "internet" may only be used in "from" (flows go to nodes)',
   ]],
   ['explicit service port with no flow', edit('  proxy:\n    defaultMode', '  proxy:\n    port: 6000\n    defaultMode'), [
-    'cluster.yaml:34:11: services.proxy.port 6000: no flow in security.flows reaches node "proxy" on port 6000 (its iptables would drop every request)',
+    'cluster.yaml:34:11: services.proxy.port 6000: no flow in security.flows lets "trustedhost" reach "proxy" on port 6000 (its iptables would drop every request)',
+  ]],
+  ['gatekeeper port with no flow from anywhere', edit('to: gatekeeper, port: 80 }', 'to: gatekeeper, port: 8080 }'), [
+    'cluster.yaml:9:14: nodes[0].service gatekeeper listens on port 80 (services.gatekeeper.port default) but no flow in security.flows reaches node "gatekeeper" on port 80 (its iptables would drop every request)',
+  ]],
+  ['proxy cannot reach a database node', edit('to: [manager, worker1]', 'to: [worker1]'), [
+    'cluster.yaml:18:9: nodes[3] (manager): no flow in security.flows lets "proxy" reach it on port 3306 (MySQL)',
+  ]],
+  ['worker cannot reach the manager to replicate', edit('    - { from: worker1, to: manager, port: 3306 }\n', ''), [
+    'cluster.yaml:21:9: nodes[4] (worker1) replicates from "manager" but no flow in security.flows lets it reach "manager" on port 3306',
+  ]],
+  ['app schema not allowed by the gatekeeper', BASE + 'database: { schema: app }\n', [
+    'cluster.yaml:32:1: services.gatekeeper.schemas must include database.schema "app" (the app user can only use that schema)',
   ]],
   ['egress names an unknown node', edit('node: trustedhost', 'node: trusted'), [
     'cluster.yaml:31:15: security.egress[0].node names unknown node "trusted"',
