@@ -406,6 +406,11 @@ describe('fresh apply', () => {
     expect(cmds.lastIndexOf('AuthorizeSecurityGroupIngress')).toBeLessThan(cmds.indexOf('RunInstances'));
     expect(changes.filter((c) => c.action === 'create')).toHaveLength(1 + 6 + 6);
     expect(sshWaited.sort()).toEqual(cluster.nodes.map((n) => n.name).sort());
+
+    // Parallel: every instance is launched before the first wait, and one poll covers all six.
+    const polls = fake.inputs<{ InstanceIds?: string[] }>('DescribeInstances').filter((i) => i.InstanceIds);
+    expect(polls[0].InstanceIds!.sort()).toEqual(fake.instances.map((i) => i.id).sort());
+    expect(cmds.lastIndexOf('RunInstances')).toBeLessThan(cmds.indexOf('DescribeInstances', 3));
   });
 
   test('security-group rules generated from the default cluster.yaml', async () => {
@@ -491,6 +496,18 @@ describe('apply again', () => {
     expect(run.NetworkInterfaces[0].Groups).toEqual([fake.groupOf('worker2')!.id]);
     expect(changes).toEqual([{ action: 'create', resource: 'instance worker2', detail: `t2.micro, private only, $${HOURLY_USD['t2.micro']}/h` }]);
     expect(hosts.find((h) => h.name === 'worker2')!.privateAddress).toBe(fake.instanceOf('worker2')!.privateIp);
+  });
+
+  test('a stopped instance is started, not replaced', async () => {
+    await provider().up();
+    const proxy = fake.instanceOf('proxy')!;
+    proxy.state = 'stopped';
+    fake.resetHistory();
+    const { hosts } = await provider().up();
+    expect(fake.commands().filter((c) => MUTATING.test(c))).toEqual(['StartInstances']);
+    expect(fake.inputs<{ InstanceIds: string[] }>('StartInstances')[0].InstanceIds).toEqual([proxy.id]);
+    expect(proxy.state).toBe('running');
+    expect(hosts.map((h) => h.name)).toContain('proxy');
   });
 
   test('a missing security group: exactly one CreateSecurityGroup plus its rules, re-attached', async () => {
