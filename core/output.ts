@@ -16,7 +16,12 @@ export function formatRecap(report: RunReport): string {
         `unreachable=${c.unreachable ? 1 : 0}  failed=${String(c.failed).padEnd(3)} skipped=${c.skipped}`,
     );
   }
-  const changedOrFailed = report.results.filter((r) => r.status === 'changed' || r.status === 'failed');
+  // grouped by host, in cluster order; within a host, in the order the tasks ran
+  const changedOrFailed = report.results
+    .filter((r) => r.status === 'changed' || r.status === 'failed')
+    .map((r, i) => ({ r, i }))
+    .sort((a, b) => names.indexOf(a.r.host) - names.indexOf(b.r.host) || a.i - b.i)
+    .map(({ r }) => r);
   if (changedOrFailed.length) {
     lines.push('', report.check ? 'would change:' : 'changes and failures:');
     for (const r of changedOrFailed) {
