@@ -65,8 +65,11 @@ export function hasPublicIp(cluster: Cluster, node: NodeSpec): boolean {
   return !cluster.provider.aws.jump || node.public === true;
 }
 
+/** Characters AWS accepts in a rule description (anything else fails the whole call). */
+export const RULE_DESCRIPTION = /^[a-zA-Z0-9 ._\-:/()#,@[\]+=&;{}!$*]{0,255}$/;
+
 function tcp(direction: Rule['direction'], port: number, peer: Peer, description: string): Rule {
-  return { direction, protocol: 'tcp', fromPort: port, toPort: port, peer, description };
+  return { direction, protocol: 'tcp', fromPort: port, toPort: port, peer, description: description.replace(/[^a-zA-Z0-9 ._\-:/()#,@[\]+=&;{}!$*]/g, ' ').slice(0, 255) };
 }
 
 function peerOf(source: string, controllerCidr: string): Peer {
@@ -102,7 +105,7 @@ export function desiredGroups(cluster: Cluster, controllerCidr: string): Desired
         if (from !== 'internet' && from !== 'controller' && !names.has(from)) {
           throw new ProviderError(`security.flows: unknown node '${from}' in from`, 'use a node name, internet or controller');
         }
-        ingress.push(tcp('ingress', flow.port, peerOf(from, controllerCidr), `flow ${from} -> ${node.name}:${flow.port}`));
+        ingress.push(tcp('ingress', flow.port, peerOf(from, controllerCidr), `flow ${from} to ${node.name}:${flow.port}`));
       }
     }
 
@@ -112,11 +115,11 @@ export function desiredGroups(cluster: Cluster, controllerCidr: string): Desired
       egress = [];
       for (const flow of cluster.security.flows) {
         if (!flow.from.includes(node.name)) continue;
-        for (const to of flow.to) egress.push(tcp('egress', flow.port, { kind: 'node', node: to }, `flow ${node.name} -> ${to}:${flow.port}`));
+        for (const to of flow.to) egress.push(tcp('egress', flow.port, { kind: 'node', node: to }, `flow ${node.name} to ${to}:${flow.port}`));
       }
       // The jump host must still open SSH to the nodes behind it.
       if (jump && jump.name === node.name) {
-        for (const other of cluster.nodes) if (other.name !== node.name) egress.push(tcp('egress', 22, { kind: 'node', node: other.name }, `ssh jump -> ${other.name}`));
+        for (const other of cluster.nodes) if (other.name !== node.name) egress.push(tcp('egress', 22, { kind: 'node', node: other.name }, `ssh jump to ${other.name}`));
       }
       // Package mirrors sit behind changing addresses: HTTP(S) anywhere is the
       // narrowest a security group can say. DNS to the VPC resolver needs no

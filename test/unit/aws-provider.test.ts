@@ -15,7 +15,7 @@ import type { Cluster } from '../../core/types.ts';
 import { archOf, AwsProvider, desiredGroups, formatCost, fromPermissions, hourlyCost, toPermission, waitForTcp } from '../../providers/aws.ts';
 import { diffRules } from '../../providers/aws/plan.ts';
 import { HOURLY_USD, PRICES_AS_OF, PUBLIC_IPV4_HOURLY_USD } from '../../providers/aws/prices.ts';
-import { ruleKey } from '../../providers/aws/rules.ts';
+import { RULE_DESCRIPTION, ruleKey } from '../../providers/aws/rules.ts';
 import {
   AuthorizeSecurityGroupEgressCommand,
   AuthorizeSecurityGroupIngressCommand,
@@ -427,6 +427,15 @@ describe('fresh apply', () => {
     const open = sent.flatMap((s) => permStrings(s.IpPermissions).filter((p) => p.endsWith('0.0.0.0/0')).map((p) => `${s.GroupId}:${p}`));
     expect(open).toEqual([`${fake.groupOf('gatekeeper')!.id}:tcp/80:0.0.0.0/0`]);
 
+    // Every rule carries a description made only of the characters AWS accepts.
+    const described = [...sent, ...fake.inputs<{ IpPermissions: Perm[] }>('AuthorizeSecurityGroupEgress')]
+      .flatMap((s) => s.IpPermissions.flatMap((p) => [...(p.IpRanges ?? []), ...(p.UserIdGroupPairs ?? [])].map((r) => r.Description ?? '')));
+    expect(described.length).toBeGreaterThan(10);
+    for (const d of described) {
+      expect(d.length).toBeGreaterThan(0);
+      expect(d).toMatch(RULE_DESCRIPTION);
+    }
+
     // trustedhost may only talk to the proxy (+ the apt mirror over HTTP/S); the default allow-all is gone.
     expect(egressOf('trustedhost')).toEqual(['tcp/443:0.0.0.0/0', 'tcp/5000:sg:proxy', 'tcp/80:0.0.0.0/0']);
     // Nodes not listed under security.egress keep AWS's default egress.
@@ -496,6 +505,18 @@ describe('apply again', () => {
     expect(run.NetworkInterfaces[0].Groups).toEqual([fake.groupOf('worker2')!.id]);
     expect(changes).toEqual([{ action: 'create', resource: 'instance worker2', detail: `t2.micro, private only, $${HOURLY_USD['t2.micro']}/h` }]);
     expect(hosts.find((h) => h.name === 'worker2')!.privateAddress).toBe(fake.instanceOf('worker2')!.privateIp);
+  });
+
+  test('a changed instance type is shown in the plan but not applied (a resize is a downtime decision)', async () => {
+    await provider().up();
+    fake.resetHistory();
+    const bigger = awsCluster((c) => { c.nodes.find((n) => n.name === 'manager')!.type = 't3.large'; });
+    const items = await provider(bigger).plan();
+    const item = items.find((i) => i.resource === 'instance manager')!;
+    expect(item.action).toBe('change');
+    expect(item.detail).toContain('type is t2.micro, cluster.yaml says t3.large: not resized automatically');
+    await provider(bigger).up();
+    expect(fake.commands().filter((c) => MUTATING.test(c))).toEqual([]);
   });
 
   test('a stopped instance is started, not replaced', async () => {
