@@ -11,7 +11,7 @@ import ajvFormats from 'ajv-formats';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Document, type YAMLMap } from 'yaml';
 import { SpecError } from './errors.ts';
 import type {
-  Cluster, DbEngine, DbRole, FlowSpec, NodeSpec, ProxyMode, RoleName, ServiceName,
+  Cluster, DbRole, FlowSpec, NodeSpec, RoleName, ServiceName,
 } from './types.ts';
 
 // ------------------------------------------------------------------ schema
@@ -89,7 +89,7 @@ export function parseCluster(source: string, file: string): Cluster {
   semanticChecks(data as RawCluster, ctx);
   if (ctx.problems.length) throw ctx.error();
 
-  return normalise(data as unknown as RawCluster, abs);
+  return normalise(data as RawCluster, abs);
 }
 
 /** Multi-line text for the CLI: a headline, then one problem per line. */
@@ -439,6 +439,15 @@ function parseIPv4(s: string): number[] | null {
   return parts.every((p) => p <= 255) ? parts : null;
 }
 
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function isPrivate(o: number[]): boolean {
   return o[0] === 10 || (o[0] === 172 && o[1] >= 16 && o[1] <= 31) || (o[0] === 192 && o[1] === 168);
 }
@@ -453,6 +462,21 @@ const didYouMean = (word: string, candidates: readonly string[]): string => {
 function semanticChecks(c: RawCluster, ctx: Context): void {
   const { nodes } = c;
   const names = new Map<string, number>(); // name -> first index
+
+  // --- timezone: the base role sets it; a typo would fail on every node
+  if (!isTimeZone(c.timezone)) {
+    const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+    ctx.report(['timezone'], `timezone "${c.timezone}" is not a known time zone${didYouMean(c.timezone, zones)}`);
+  }
+
+  // --- aws.sshCidr (the schema checks the shape, not the numbers)
+  const { sshCidr } = c.provider.aws;
+  if (sshCidr !== undefined) {
+    const [ip, bits] = sshCidr.split('/');
+    if (!parseIPv4(ip) || Number(bits) > 32) {
+      ctx.report(['provider', 'aws', 'sshCidr'], `provider.aws.sshCidr ${sshCidr} is not a valid IPv4 CIDR (numbers 0-255, prefix 0-32)`);
+    }
+  }
 
   // --- node names
   nodes.forEach((n, i) => {
@@ -678,7 +702,7 @@ function normalise(raw: RawCluster, file: string): Cluster {
       egress: raw.security.egress.map((e) => ({ node: e.node, mirror: e.mirror })),
     },
     database: {
-      engine: raw.database.engine as DbEngine,
+      engine: raw.database.engine,
       schema: raw.database.schema,
       sakila: { url: sakila.url, sha256: sakila.sha256, ...(sakila.path ? { path: path.resolve(dir, sakila.path) } : {}) },
       sysbench: { ...raw.database.sysbench },
@@ -691,7 +715,7 @@ function normalise(raw: RawCluster, file: string): Cluster {
         rateLimit: { ...raw.services.gatekeeper.rateLimit },
       },
       trustedhost: { port: raw.services.trustedhost.port },
-      proxy: { ...raw.services.proxy, defaultMode: raw.services.proxy.defaultMode as ProxyMode, modes: [...raw.services.proxy.modes] },
+      proxy: { ...raw.services.proxy, modes: [...raw.services.proxy.modes] },
     },
     bench: { ...raw.bench },
   };

@@ -301,6 +301,12 @@ const BAD: [string, string, string[]][] = [
     edit('    db: worker\n    roles: [base, mysql, replication, iptables]\n', '    db: worker\n    <<: *db\n')), [
     'cluster.yaml:7:24: nodes[4].roles[2] must be one of base, mysql, sakila, sysbench, replication, iptables, service (got "replikation"; did you mean "replication"?)',
   ]],
+  ['unknown time zone', edit('name: demo\n', 'name: demo\ntimezone: Europe/Pariss\n'), [
+    'cluster.yaml:2:11: timezone "Europe/Pariss" is not a known time zone (did you mean "Europe/Paris"?)',
+  ]],
+  ['bad aws.sshCidr numbers', edit('  type: local\n', '  type: local\n  aws: { sshCidr: 203.0.113.7/33 }\n'), [
+    'cluster.yaml:4:19: provider.aws.sshCidr 203.0.113.7/33 is not a valid IPv4 CIDR (numbers 0-255, prefix 0-32)',
+  ]],
   ['several problems come back together, in file order', edit('name: demo', 'name: Demo', edit('db: manager', 'db: boss', BASE + 'extra: 1\n')), [
     'cluster.yaml:1:7: name must be 1-16 lower-case letters, digits or "-", starting with a letter (got "Demo")',
     'cluster.yaml:18:9: nodes[3].db must be one of manager, worker (got "boss")',
