@@ -10,7 +10,7 @@ import { ProviderError } from '../core/errors.ts';
 import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } from '../core/state.ts';
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
 import { checkPlatform, ensureHostPackages, missingHostPackages } from './local/host.ts';
-import { ensureBaseImage, imageExists, imagePath } from './local/image.ts';
+import { ensureBaseImage, ensureBaseRootfs, imageExists, imagePath } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
   fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type Subnet,
@@ -168,6 +168,7 @@ export class LocalProvider implements Provider {
 
     const built = await ensureBaseImage(this.spec.mirror, this.suite, events);
     changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: imagePath(this.suite) });
+    const base = await ensureBaseRootfs(this.suite);
 
     const bridge = await bridgeState(this.spec.bridge, this.subnet);
     if (bridge !== 'ok') {
@@ -217,7 +218,7 @@ export class LocalProvider implements Provider {
         await createContainer({
           name: t.container, cluster: this.cluster.name, node: t.node.name, hostname: t.node.name,
           address: t.address, prefix: this.subnet.prefix, gateway: this.subnet.gateway, bridge: this.spec.bridge,
-          image: imagePath(this.suite), adminUser: this.user, publicKey: key.publicKey,
+          baseRootfs: base.path, adminUser: this.user, publicKey: key.publicKey,
           mirror: this.spec.mirror, mirrorAddrs,
         });
         action = c ? 'change' : 'create';

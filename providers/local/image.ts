@@ -2,7 +2,7 @@
 // debootstrap from the cluster's mirror and cached as a .tar.zst. Built in a
 // temp dir and renamed into place, so an interrupted build never leaves a
 // broken cache; a lock file keeps two concurrent runs from building twice.
-import { chmod, mkdir, open, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
@@ -151,6 +151,31 @@ async function configureImage(rootfs: string, mirror: string, suite: string): Pr
   if ((st.mode & 0o777) !== 0o755) await chmod(rootfs, 0o755);
 }
 
-export async function assertImageReadable(suite: string): Promise<void> {
-  if (!imageExists(suite)) throw new ProviderError(`base image ${imagePath(suite)} is missing`, 'run `npx zx apply` to build it');
+/**
+ * The image unpacked once, read-only by convention: the shared lower layer of
+ * every node's overlay rootfs (a node is then created in milliseconds and
+ * holds only its own changes). Named after the image's mtime, so a rebuilt
+ * image never changes the layer under existing nodes.
+ */
+export async function ensureBaseRootfs(suite: string): Promise<{ path: string; created: boolean }> {
+  const st = await stat(imagePath(suite));
+  const path = join(CACHE_DIR, `${suite}-base.rootfs.${Math.floor(st.mtimeMs)}`);
+  if (existsSync(join(path, 'sbin/init')) || existsSync(join(path, 'usr/sbin/init'))) return { path, created: false };
+  const tmp = join(CACHE_DIR, `.unpack-${suite}-${process.pid}-${Date.now()}`);
+  try {
+    await mkdir(tmp, { mode: 0o755 });
+    await chmod(tmp, 0o755);
+    await run('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-I', 'zstd', '-xpf', imagePath(suite), '-C', tmp]);
+    try {
+      await rename(tmp, path);
+    } catch (e) {
+      // Another run unpacked it at the same time: use theirs.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+      return { path, created: false };
+    }
+    return { path, created: true };
+  } finally {
+    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+  }
 }

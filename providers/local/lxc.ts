@@ -2,7 +2,7 @@
 // wait for SSH, stop and destroy. A marker file beside each container's
 // config says which cluster owns it, so `down` never touches anyone else's.
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
@@ -86,14 +86,62 @@ export function hostsWithMirror(current: string, mirror: string, addrs: string[]
   return `${current.replace(/\n*$/, '\n')}${block}\n`;
 }
 
+/** Where a container's root filesystem can be read and written from the host. */
+interface RootfsAccess {
+  path: string;
+  release(): Promise<void>;
+}
+
+async function containerPid(name: string): Promise<number | null> {
+  const res = await run('lxc-info', ['-p', '-H', '-n', name], { check: false });
+  const pid = Number(res.stdout.trim());
+  return res.code === 0 && pid > 0 ? pid : null;
+}
+
+async function rootfsSpec(dir: string): Promise<string> {
+  const config = await readFile(join(dir, 'config'), 'utf8');
+  const m = /^lxc\.rootfs\.path\s*=\s*(.+)$/m.exec(config);
+  if (!m) throw new ProviderError(`${join(dir, 'config')} has no lxc.rootfs.path`);
+  return m[1].trim();
+}
+
+async function mountOverlay(lower: string, upper: string, work: string, target: string): Promise<void> {
+  await mkdir(work, { recursive: true, mode: 0o755 });
+  await mkdir(target, { recursive: true, mode: 0o755 });
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, target]);
+}
+
+/**
+ * The container's rootfs as the node sees it: through /proc/<pid>/root when it
+ * runs (never touch an overlay's upper dir under a live mount), through a
+ * short-lived overlay mount when it is stopped.
+ */
+async function openRootfs(name: string): Promise<RootfsAccess> {
+  const dir = join(await lxcPath(), name);
+  const pid = await containerPid(name);
+  if (pid) return { path: `/proc/${pid}/root`, release: async () => undefined };
+  const spec = await rootfsSpec(dir);
+  if (spec.startsWith('dir:') || spec.startsWith('/')) return { path: spec.replace(/^dir:/, ''), release: async () => undefined };
+  const [kind, lower, upper] = spec.split(':');
+  if (kind !== 'overlay' && kind !== 'overlayfs') throw new ProviderError(`${name}: unsupported rootfs ${spec}`);
+  const target = join(dir, 'setup-mnt');
+  await mountOverlay(lower, upper, join(dir, 'work'), target);
+  return { path: target, release: () => run('umount', [target]).then(() => rmdir(target).catch(() => undefined)) };
+}
+
 /** Rewrite the mirror pin in a container's /etc/hosts; true when it changed. */
 export async function pinMirror(name: string, mirror: string, addrs: string[]): Promise<boolean> {
-  const path = join(await lxcPath(), name, 'rootfs/etc/hosts');
-  const current = await readFile(path, 'utf8').catch(() => '');
-  const next = hostsWithMirror(current, mirror, addrs);
-  if (next === current) return false;
-  await safeWrite(path, next, 0o644);
-  return true;
+  const root = await openRootfs(name);
+  try {
+    const path = join(root.path, 'etc/hosts');
+    const current = await readFile(path, 'utf8').catch(() => '');
+    const next = hostsWithMirror(current, mirror, addrs);
+    if (next === current) return false;
+    await safeWrite(path, next, 0o644);
+    return true;
+  } finally {
+    await root.release();
+  }
 }
 
 // ------------------------------------------------------------------ create / start / stop
@@ -107,7 +155,8 @@ export interface CreateOptions {
   prefix: number;
   gateway: string;
   bridge: string;
-  image: string;
+  /** The unpacked base image: the read-only lower layer of the node's overlay. */
+  baseRootfs: string;
   adminUser: string;
   publicKey: string;
   mirror: string;
@@ -123,7 +172,7 @@ function containerConfig(o: CreateOptions, dir: string): string {
     'lxc.tty.dir =',
     'lxc.arch = linux64',
     'lxc.apparmor.profile = unconfined',
-    `lxc.rootfs.path = dir:${join(dir, 'rootfs')}`,
+    `lxc.rootfs.path = overlay:${o.baseRootfs}:${join(dir, 'delta0')}`,
     `lxc.uts.name = ${o.hostname}`,
     'lxc.net.0.type = veth',
     `lxc.net.0.link = ${o.bridge}`,
@@ -141,41 +190,51 @@ const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 
 export async function createContainer(o: CreateOptions): Promise<void> {
   if (!USER_RE.test(o.adminUser)) throw new ProviderError(`adminUser ${o.adminUser} is not a valid Linux user name`);
+  if ([o.baseRootfs, o.name].some((p) => p.includes(':') || p.includes(','))) {
+    throw new ProviderError(`paths with ':' or ',' cannot be used for an overlay rootfs: ${o.baseRootfs}, ${o.name}`);
+  }
   const dir = join(await lxcPath(), o.name);
-  const rootfs = join(dir, 'rootfs');
+  const upper = join(dir, 'delta0');
   await rm(dir, { recursive: true, force: true });
-  await mkdir(rootfs, { recursive: true, mode: 0o755 });
+  await mkdir(upper, { recursive: true, mode: 0o755 });
   await chmod(dir, 0o770);
-  await chmod(rootfs, 0o755); // mkdir's mode is masked by umask; _apt needs 755
+  await chmod(upper, 0o755); // the node's / : _apt and mysql need 755, not the umask's choice
   const marker: Marker = { cluster: o.cluster, node: o.node, address: o.address, complete: false };
   await writeFile(join(dir, MARKER), JSON.stringify(marker) + '\n', { mode: 0o644 });
-  await run('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-I', 'zstd', '-xpf', o.image, '-C', rootfs]);
-  const etc = join(rootfs, 'etc');
-  await safeWrite(join(etc, 'hostname'), `${o.hostname}\n`, 0o644);
-  await safeWrite(join(etc, 'machine-id'), `${randomBytes(16).toString('hex')}\n`, 0o444);
-  const hosts = `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${o.address} ${o.hostname}\n`;
-  await safeWrite(join(etc, 'hosts'), hostsWithMirror(hosts, o.mirror, o.mirrorAddrs), 0o644);
 
-  // The admin user (EC2 images log in as `ubuntu`): passwordless sudo, our key.
-  let home = '/root';
-  let uid = 0;
-  let gid = 0;
-  if (o.adminUser !== 'root') {
-    await run('chroot', [rootfs, 'useradd', '--create-home', '--user-group', '--shell', '/bin/bash', o.adminUser]);
-    const ids = await run('chroot', [rootfs, 'id', '-u', o.adminUser]);
-    const gids = await run('chroot', [rootfs, 'id', '-g', o.adminUser]);
-    uid = Number(ids.stdout.trim());
-    gid = Number(gids.stdout.trim());
-    home = `/home/${o.adminUser}`;
-    await safeWrite(join(etc, 'sudoers.d', `90-rampart-${o.adminUser}`), `${o.adminUser} ALL=(ALL) NOPASSWD:ALL\n`, 0o440);
+  const rootfs = join(dir, 'setup-mnt');
+  await mountOverlay(o.baseRootfs, upper, join(dir, 'work'), rootfs);
+  try {
+    const etc = join(rootfs, 'etc');
+    await safeWrite(join(etc, 'hostname'), `${o.hostname}\n`, 0o644);
+    await safeWrite(join(etc, 'machine-id'), `${randomBytes(16).toString('hex')}\n`, 0o444);
+    const hosts = `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${o.address} ${o.hostname}\n`;
+    await safeWrite(join(etc, 'hosts'), hostsWithMirror(hosts, o.mirror, o.mirrorAddrs), 0o644);
+
+    // The admin user (EC2 images log in as `ubuntu`): passwordless sudo, our key.
+    let home = '/root';
+    let uid = 0;
+    let gid = 0;
+    if (o.adminUser !== 'root') {
+      await run('chroot', [rootfs, 'useradd', '--create-home', '--user-group', '--shell', '/bin/bash', o.adminUser]);
+      const ids = await run('chroot', [rootfs, 'id', '-u', o.adminUser]);
+      const gids = await run('chroot', [rootfs, 'id', '-g', o.adminUser]);
+      uid = Number(ids.stdout.trim());
+      gid = Number(gids.stdout.trim());
+      home = `/home/${o.adminUser}`;
+      await safeWrite(join(etc, 'sudoers.d', `90-rampart-${o.adminUser}`), `${o.adminUser} ALL=(ALL) NOPASSWD:ALL\n`, 0o440);
+    }
+    const sshDir = join(rootfs, home, '.ssh');
+    await mkdir(sshDir, { recursive: true, mode: 0o700 });
+    await chmod(sshDir, 0o700);
+    await chown(sshDir, uid, gid);
+    const ak = join(sshDir, 'authorized_keys');
+    await safeWrite(ak, `${o.publicKey.trim()}\n`, 0o600);
+    await chown(ak, uid, gid);
+  } finally {
+    await run('umount', [rootfs]);
+    await rmdir(rootfs).catch(() => undefined);
   }
-  const sshDir = join(rootfs, home, '.ssh');
-  await mkdir(sshDir, { recursive: true, mode: 0o700 });
-  await chmod(sshDir, 0o700);
-  await chown(sshDir, uid, gid);
-  const ak = join(sshDir, 'authorized_keys');
-  await safeWrite(ak, `${o.publicKey.trim()}\n`, 0o600);
-  await chown(ak, uid, gid);
 
   await writeFile(join(dir, 'config'), containerConfig(o, dir), { mode: 0o640 });
   await writeFile(join(dir, MARKER), JSON.stringify({ ...marker, complete: true }) + '\n', { mode: 0o644 });
@@ -191,16 +250,22 @@ export async function startContainer(name: string): Promise<void> {
   }
 }
 
+/**
+ * Kill and remove a container. Its folder holds only its own layer (config,
+ * delta0, work): the shared base layer lives in the image cache and is
+ * never touched.
+ */
 export async function destroyContainer(name: string): Promise<void> {
-  // -f stops it first (kill, no clean shutdown: it is being thrown away).
-  const res = await run('lxc-destroy', ['-f', '-n', name], { check: false, timeoutMs: 120_000 });
-  if (res.code !== 0) {
-    // A half-created container (no config) is not known to LXC: remove its folder.
-    const dir = join(await lxcPath(), name);
-    const known = await readFile(join(dir, 'config'), 'utf8').then(() => true, () => false);
-    if (known) throw new ProviderError(`lxc-destroy ${name} failed: ${res.stderr.trim()}`, `try \`lxc-stop -k -n ${name}; lxc-destroy -n ${name}\``);
-    await rm(dir, { recursive: true, force: true });
+  const dir = join(await lxcPath(), name);
+  if (await containerPid(name)) {
+    const res = await run('lxc-stop', ['-k', '-n', name], { check: false, timeoutMs: 60_000 });
+    if (res.code !== 0 && (await containerPid(name))) {
+      throw new ProviderError(`lxc-stop ${name} failed: ${res.stderr.trim()}`, `try \`lxc-stop -k -n ${name}\` by hand`);
+    }
   }
+  // A setup mount left by an interrupted create.
+  await run('umount', [join(dir, 'setup-mnt')], { check: false });
+  await rm(dir, { recursive: true, force: true });
 }
 
 // ------------------------------------------------------------------ SSH readiness
