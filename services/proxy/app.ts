@@ -1,0 +1,134 @@
+// The proxy: accepts only the trusted host's credential, validates again,
+// classifies read/write, routes by mode, runs the statement on a mysql2 pool.
+// A read that fails because its worker went away is retried once elsewhere.
+
+import type { ProxyMode } from '../../core/types.ts';
+import type { ProxyConfig } from '../config.ts';
+import {
+  CREDENTIAL_HEADER, errorResponse, HttpError, jsonResponse, makeLogger, newElysia, newRequestId, QueryBody, readJsonBody,
+  secretMatches, since, toErrorResponse, type QueryRequest,
+} from '../http.ts';
+import { validateQuery, type ValidQuery } from '../validate.ts';
+import { DbNode, isTimeout, isUnavailable, type MysqlLikeError, type QueryResult } from './nodes.ts';
+import { Router } from './router.ts';
+
+export interface ProxyRuntime {
+  app: ReturnType<typeof buildApp>;
+  router: Router;
+  /** First probe round (so routing starts informed), then probes every probeIntervalMs. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function createProxy(config: ProxyConfig): ProxyRuntime {
+  const queryTimeoutMs = config.db.queryTimeoutMs ?? 5000;
+  const manager = new DbNode(config.db.manager, 'manager', config.db, queryTimeoutMs);
+  const workers = config.db.workers.map((w) => new DbNode(w, 'worker', config.db, queryTimeoutMs));
+  const router = new Router(manager, workers, config.maxLagSeconds);
+  const all = [manager, ...workers];
+  const probeTimeoutMs = config.probeTimeoutMs ?? Math.min(750, 3 * config.probeIntervalMs);
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const probeAll = (): Promise<unknown> => Promise.all(all.map((n) => n.probe(probeTimeoutMs)));
+  return {
+    app: buildApp(config, router),
+    router,
+    async start() {
+      await probeAll();
+      timer = setInterval(() => void probeAll(), config.probeIntervalMs);
+    },
+    async stop() {
+      if (timer) clearInterval(timer);
+      await Promise.all(all.map((n) => n.close()));
+    },
+  };
+}
+
+/** Maps a database error to the API's error: user errors are 422/403, an unreachable node 503. */
+function dbError(e: unknown): HttpError {
+  const err = e as MysqlLikeError;
+  if (isTimeout(e)) return new HttpError(503, 'QUERY_TIMEOUT', 'the query did not finish in time');
+  if (isUnavailable(e)) return new HttpError(503, 'DB_UNAVAILABLE', 'no database node could serve the statement');
+  if (err?.errno === 1142 || err?.errno === 1143 || err?.errno === 1044 || err?.errno === 1227) {
+    return new HttpError(403, 'DB_ACCESS_DENIED', err.sqlMessage ?? 'access denied');
+  }
+  if (typeof err?.errno === 'number' && err.sqlMessage) return new HttpError(422, 'SQL_ERROR', `${err.code ?? 'ERROR'}: ${err.sqlMessage}`);
+  return new HttpError(503, 'DB_ERROR', 'the database failed to run the statement');
+}
+
+function buildApp(config: ProxyConfig, router: Router) {
+  const log = makeLogger(config.log ?? true);
+  const expected = [config.credential];
+  const starts = new WeakMap<Request, number>();
+
+  async function execute(q: ValidQuery, mode: ProxyMode): Promise<{ node: string; result: QueryResult }> {
+    let node = router.pick(q.type, mode);
+    if (!node) throw new HttpError(503, 'DB_UNAVAILABLE', 'no database node is available');
+    try {
+      return { node: node.name, result: await node.run(q.sql, q.params) };
+    } catch (e) {
+      // A read on a node that just died (or hung, now marked down by the probe) runs once more elsewhere.
+      const retry = q.type === 'read' && (isUnavailable(e) && (!isTimeout(e) || !node.healthy));
+      if (!retry) throw dbError(e);
+      const failed = node;
+      node = router.pick(q.type, mode, failed);
+      if (!node) throw dbError(e);
+      try {
+        return { node: node.name, result: await node.run(q.sql, q.params) };
+      } catch (e2) {
+        throw dbError(e2);
+      }
+    }
+  }
+
+  return newElysia('proxy', config.maxBodyBytes)
+    .onRequest(({ request }) => {
+      const start = performance.now();
+      starts.set(request, start);
+      if (!secretMatches(request.headers.get(CREDENTIAL_HEADER), expected)) {
+        log({ request_id: newRequestId(), hop: 'proxy', status: 401, code: 'UNAUTHORIZED', duration_ms: since(start) });
+        return errorResponse(401, 'UNAUTHORIZED', 'only the trusted host may call this service');
+      }
+    })
+    .onError(({ code, error, request }) => {
+      const res = toErrorResponse(code, error);
+      const cause = (error as { cause?: unknown } | null)?.cause;
+      const errCode = error instanceof HttpError ? error.code : cause instanceof HttpError ? cause.code : String(code);
+      log({ request_id: newRequestId(), hop: 'proxy', status: res.status, code: errCode, duration_ms: since(starts.get(request) ?? performance.now()) });
+      return res;
+    })
+    .get('/health', () => {
+      const nodes = [router.manager, ...router.workers].map((n) => n.state(config.maxLagSeconds));
+      const managerUp = nodes[0].healthy;
+      const status = !managerUp ? 'down' : nodes.every((n) => n.usable) ? 'ok' : 'degraded';
+      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: config.maxLagSeconds, nodes });
+    })
+    .post(
+      '/query',
+      async ({ body, request }) => {
+        const start = starts.get(request) ?? performance.now();
+        const requestId = body.request_id ?? newRequestId();
+        const mode: ProxyMode = body.mode ?? config.defaultMode;
+        let type: string | undefined;
+        try {
+          if (!config.modes.includes(mode)) throw new HttpError(422, 'MODE_NOT_ALLOWED', `mode ${mode} is not enabled (enabled: ${config.modes.join(', ')})`);
+          const q = validateQuery(body as QueryRequest, config.policy);
+          type = q.type;
+          const { node, result } = await execute(q, mode);
+          const duration = since(start);
+          const payload = result.kind === 'rows'
+            ? { request_id: requestId, mode, type: q.type, node, rows: result.rows, duration_ms: duration }
+            : { request_id: requestId, mode, type: q.type, node, affected_rows: result.affectedRows, insert_id: result.insertId, duration_ms: duration };
+          log({ request_id: requestId, hop: 'proxy', mode, type: q.type, node, status: 200, duration_ms: duration });
+          return jsonResponse(200, payload, { 'x-rampart-node': node, 'x-rampart-mode': mode, 'x-rampart-type': q.type });
+        } catch (e) {
+          const err = e instanceof HttpError ? e : dbError(e);
+          log({ request_id: requestId, hop: 'proxy', mode, type, status: err.status, code: err.code, duration_ms: since(start) });
+          return errorResponse(err.status, err.code, err.message, { 'x-rampart-mode': mode, ...(type ? { 'x-rampart-type': type } : {}) });
+        }
+      },
+      {
+        parse: ({ request }) => readJsonBody(request, config.maxBodyBytes),
+        body: QueryBody,
+      },
+    );
+}

@@ -1,0 +1,187 @@
+// One database node as the proxy sees it: a mysql2 pool for queries, a
+// one-connection pool for probes, and what the probes and real queries
+// measured (health, latency moving average, replication lag).
+
+import mysql from 'mysql2/promise';
+import type { DbConfig, DbEndpoint } from '../config.ts';
+import type { SqlParam } from '../http.ts';
+
+export type NodeRole = 'manager' | 'worker';
+
+export interface NodeState {
+  name: string;
+  role: NodeRole;
+  healthy: boolean;
+  /** Moving average of probe and query times, ms (null before the first measure). */
+  latency_ms: number | null;
+  /** Seconds_Behind_Master of a worker (null: unknown / not replicating). */
+  lag_seconds: number | null;
+  /** Both replication threads running (workers; null on the manager or when unknown). */
+  replicating: boolean | null;
+  usable: boolean;
+  error?: string;
+}
+
+export type QueryResult =
+  | { kind: 'rows'; rows: unknown[] }
+  | { kind: 'write'; affectedRows: number; insertId?: number };
+
+/** Error codes meaning "this node cannot serve now" (as opposed to an error in the SQL). */
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND',
+  'PROTOCOL_CONNECTION_LOST', 'PROTOCOL_SEQUENCE_TIMEOUT', 'PROTOCOL_ENQUEUE_AFTER_FATAL_ERROR',
+  'PROTOCOL_ENQUEUE_AFTER_QUIT', 'ER_SERVER_SHUTDOWN', 'ER_CONNECTION_KILLED', 'ER_CON_COUNT_ERROR',
+  'ER_TOO_MANY_USER_CONNECTIONS', 'ER_QUERY_INTERRUPTED',
+]);
+
+export interface MysqlLikeError {
+  code?: string;
+  errno?: number;
+  fatal?: boolean;
+  message: string;
+  sqlMessage?: string;
+}
+
+export function isUnavailable(e: unknown): boolean {
+  const err = e as MysqlLikeError;
+  if (!err || typeof err !== 'object') return false;
+  if (err.code && UNAVAILABLE_CODES.has(err.code)) return true;
+  if (err.fatal) return true;
+  return /closed state|Pool is closed|Connection lost/i.test(err.message ?? '');
+}
+
+export function isTimeout(e: unknown): boolean {
+  return (e as MysqlLikeError)?.code === 'PROTOCOL_SEQUENCE_TIMEOUT';
+}
+
+const ALPHA = 0.3;
+
+export class DbNode {
+  readonly name: string;
+  healthy = false;
+  latencyMs: number | null = null;
+  lagSeconds: number | null = null;
+  replicating: boolean | null = null;
+  lastError: string | undefined;
+  private readonly pool: mysql.Pool;
+  private readonly probePool: mysql.Pool;
+  private probing = false;
+  private closed = false;
+
+  constructor(endpoint: DbEndpoint, readonly role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number) {
+    this.name = endpoint.name;
+    const base: mysql.PoolOptions = {
+      host: endpoint.host,
+      port: endpoint.port,
+      user: db.user,
+      password: db.password,
+      database: db.database,
+      connectTimeout: db.connectTimeoutMs ?? 1000,
+      enableKeepAlive: true,
+      multipleStatements: false,
+      dateStrings: true,
+      supportBigNumbers: true,
+      waitForConnections: true,
+      queueLimit: 0,
+    };
+    this.pool = mysql.createPool({ ...base, connectionLimit: db.poolSize ?? 16, maxIdle: db.poolSize ?? 16 });
+    this.probePool = mysql.createPool({ ...base, connectionLimit: 1, maxIdle: 1 });
+    // Errors on idle connections must not crash the process; queries report them.
+    this.pool.on('connection', (c) => c.on('error', () => undefined));
+    this.probePool.on('connection', (c) => c.on('error', () => undefined));
+  }
+
+  /** May serve reads: healthy, and for a worker replicating with lag <= maxLag. */
+  usable(maxLagSeconds: number): boolean {
+    if (!this.healthy) return false;
+    if (this.role === 'manager') return true;
+    return this.replicating === true && this.lagSeconds !== null && this.lagSeconds <= maxLagSeconds;
+  }
+
+  private record(ms: number): void {
+    this.latencyMs = this.latencyMs === null ? ms : this.latencyMs * (1 - ALPHA) + ms * ALPHA;
+  }
+
+  markDown(e: unknown): void {
+    this.healthy = false;
+    this.lastError = (e as Error)?.message ?? String(e);
+  }
+
+  /** Runs one statement: prepared (`execute`) when params are given, else `query`. */
+  async run(sql: string, params: SqlParam[] | undefined): Promise<QueryResult> {
+    const start = performance.now();
+    try {
+      const opts = { sql, timeout: this.queryTimeoutMs };
+      const [result] = params && params.length > 0 ? await this.pool.execute(opts, params) : await this.pool.query(opts);
+      this.record(performance.now() - start);
+      if (Array.isArray(result)) return { kind: 'rows', rows: result as unknown[] };
+      const header = result as mysql.ResultSetHeader;
+      const out: QueryResult = { kind: 'write', affectedRows: header.affectedRows };
+      if (header.insertId) out.insertId = header.insertId;
+      return out;
+    } catch (e) {
+      if (isUnavailable(e) && !isTimeout(e)) this.markDown(e);
+      throw e;
+    }
+  }
+
+  /** Health + latency (+ replication state on workers). Never throws; overlapping calls are skipped. */
+  async probe(timeoutMs: number): Promise<void> {
+    if (this.probing || this.closed) return;
+    this.probing = true;
+    const start = performance.now();
+    try {
+      if (this.role === 'manager') {
+        await this.probePool.query({ sql: 'SELECT 1', timeout: timeoutMs });
+      } else {
+        const [rows] = await this.probePool.query({ sql: 'SHOW SLAVE STATUS', timeout: timeoutMs });
+        const r = (rows as Record<string, unknown>[])[0];
+        if (!r) {
+          this.replicating = false;
+          this.lagSeconds = null;
+        } else {
+          const io = r.Slave_IO_Running ?? r.Replica_IO_Running;
+          const sqlThread = r.Slave_SQL_Running ?? r.Replica_SQL_Running;
+          const lag = r.Seconds_Behind_Master ?? r.Seconds_Behind_Source;
+          this.replicating = io === 'Yes' && sqlThread === 'Yes';
+          this.lagSeconds = lag === null || lag === undefined ? null : Number(lag);
+        }
+      }
+      this.record(performance.now() - start);
+      this.healthy = true;
+      this.lastError = this.role === 'worker' && this.replicating === false ? 'replication is not running' : undefined;
+    } catch (e) {
+      const err = e as MysqlLikeError;
+      if (err.errno === 1227 || err.code === 'ER_SPECIFIC_ACCESS_DENIED_ERROR') {
+        // Reachable but the user may not read replica status: lag unknown, so no reads.
+        this.healthy = true;
+        this.replicating = null;
+        this.lagSeconds = null;
+        this.lastError = 'cannot read replica status (grant REPLICA MONITOR / REPLICATION CLIENT)';
+      } else {
+        this.markDown(e);
+      }
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  state(maxLagSeconds: number): NodeState {
+    const s: NodeState = {
+      name: this.name,
+      role: this.role,
+      healthy: this.healthy,
+      latency_ms: this.latencyMs === null ? null : Math.round(this.latencyMs * 100) / 100,
+      lag_seconds: this.lagSeconds,
+      replicating: this.role === 'manager' ? null : this.replicating,
+      usable: this.usable(maxLagSeconds),
+    };
+    if (this.lastError) s.error = this.lastError;
+    return s;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([this.pool.end(), this.probePool.end()]);
+  }
+}
