@@ -182,7 +182,7 @@ export class AwsProvider implements Provider {
     // Instances: repair, start, create, all in parallel.
     const waitIds: string[] = [];
     const byNode = new Map(this.cluster.nodes.map((n) => [n.name, n]));
-    await Promise.all([
+    await settleAll([
       ...actions.setGroups.map(async ({ node, id }) => {
         say(`instance ${node}: attaching security group ${this.groupName(node)}`);
         await this.call('ModifyInstanceAttribute', (c) => c.send(new ModifyInstanceAttributeCommand({ InstanceId: id, Groups: [groupIds.get(node)!] })));
@@ -210,7 +210,8 @@ export class AwsProvider implements Provider {
       await this.call('TerminateInstances', (c) => c.send(new TerminateInstancesCommand({ InstanceIds: actions.terminate.map((t) => t.id) })));
     }
 
-    let instances = existing.instances.filter((i) => LIVE_STATES.includes(i.state) && byNode.has(i.node));
+    const doomed = new Set(actions.terminate.map((t) => t.id));
+    let instances = existing.instances.filter((i) => LIVE_STATES.includes(i.state) && byNode.has(i.node) && !doomed.has(i.id));
     if (waitIds.length) {
       say(`waiting for ${waitIds.length} instance(s) to run`);
       const running = await this.waitStates(waitIds, ['running']);
@@ -602,6 +603,13 @@ export function toPermission(r: Rule, withDescription: boolean): IpPermission {
 /** Graviton types (t4g, m7g, c6gn, ...) need arm64 images. */
 export function archOf(type: string): 'x86_64' | 'arm64' {
   return /^[a-z]+\d+g[a-z]*\./.test(type) ? 'arm64' : 'x86_64';
+}
+
+/** Like Promise.all, but lets every call finish (no launch left running unawaited) before throwing the first error. */
+async function settleAll(work: Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(work);
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length) throw failed[0].reason;
 }
 
 function sleep(ms: number): Promise<void> {

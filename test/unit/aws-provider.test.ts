@@ -125,6 +125,8 @@ class FakeEc2 {
   instances: FakeInstance[] = [];
   groups: FakeGroup[] = [];
   keyPairs: { name: string; publicKey: string; tags: Tag[] }[] = [];
+  /** Account quota on running instances. */
+  instanceLimit = Infinity;
   private seq = 0;
 
   constructor() {
@@ -252,6 +254,10 @@ class FakeEc2 {
     });
 
     m.on(RunInstancesCommand).callsFake((input) => {
+      const live = this.instances.filter((i) => i.state !== 'terminated' && i.state !== 'shutting-down').length;
+      if (live >= this.instanceLimit) {
+        throw awsError('InstanceLimitExceeded', `You have requested more instances (${live + 1}) than your current instance limit of ${this.instanceLimit} allows for the specified instance type.`);
+      }
       const nic = input.NetworkInterfaces?.[0];
       const n = this.instances.length + 10;
       const inst: FakeInstance = {
@@ -667,15 +673,21 @@ describe('errors', () => {
     expect(fake.commands()).toEqual([]);
   });
 
-  test('quota exceeded names the call, the AWS code and what to do', async () => {
-    fake.mock.on(RunInstancesCommand).rejects(awsError('InstanceLimitExceeded', 'You have requested more instances (6) than your current instance limit of 5 allows for the specified instance type.'));
+  test('quota exceeded: clear error naming call, code and fix; the launches that fit finish; a later apply adds only the rest', async () => {
+    fake.instanceLimit = 5;
     const err = await provider().up().then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(ProviderError);
     const e = err as ProviderError;
-    expect(e.message).toContain('RunInstances');
-    expect(e.message).toContain('InstanceLimitExceeded');
+    expect(e.message).toContain('AWS RunInstances failed: InstanceLimitExceeded');
     expect(e.message).toContain('current instance limit of 5');
     expect(e.hint).toContain('quota');
+    expect(fake.instances).toHaveLength(5);
+
+    fake.instanceLimit = 10; // quota raised
+    fake.resetHistory();
+    const { hosts } = await provider().up();
+    expect(fake.commands().filter((c) => MUTATING.test(c))).toEqual(['RunInstances']);
+    expect(hosts).toHaveLength(6);
   });
 
   test('unauthorized names the call and the missing permission advice', async () => {
