@@ -211,6 +211,17 @@ export async function createContainer(o: CreateOptions): Promise<void> {
     const hosts = `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${o.address} ${o.hostname}\n`;
     await safeWrite(join(etc, 'hosts'), hostsWithMirror(hosts, o.mirror, o.mirrorAddrs), 0o644);
 
+    // Host key made here (ed25519 only, milliseconds): the image's first-boot
+    // `ssh-keygen -A` would spend seconds of boot on an RSA key. Only this
+    // key is offered, so sshd does not complain about the others.
+    const hostKey = join(etc, 'ssh/ssh_host_ed25519_key');
+    await rm(hostKey, { force: true });
+    await rm(`${hostKey}.pub`, { force: true });
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `root@${o.hostname}`, '-f', hostKey]);
+    await chmod(hostKey, 0o600);
+    await mkdir(join(etc, 'ssh/sshd_config.d'), { recursive: true, mode: 0o755 });
+    await safeWrite(join(etc, 'ssh/sshd_config.d/10-rampart-hostkey.conf'), 'HostKey /etc/ssh/ssh_host_ed25519_key\n', 0o644);
+
     // The admin user (EC2 images log in as `ubuntu`): passwordless sudo, our key.
     let home = '/root';
     let uid = 0;
