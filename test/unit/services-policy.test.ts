@@ -1,0 +1,148 @@
+import { describe, expect, test } from 'bun:test';
+import { checkSql } from '../../services/sql/policy.ts';
+
+const policy = { statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'] };
+
+// [sql, expected status, expected code]
+const hostile: Array<[string, 400 | 403, string]> = [
+  ['DROP TABLE actor', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['drop table actor', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['/* SELECT */ DROP TABLE actor', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['-- SELECT\nDROP TABLE actor', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['ALTER TABLE actor ADD x INT', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['CREATE TABLE x (a INT)', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['TRUNCATE actor', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['RENAME TABLE actor TO a2', 403, 'STATEMENT_NOT_ALLOWED'],
+  ["GRANT ALL ON *.* TO 'x'@'%'", 403, 'STATEMENT_NOT_ALLOWED'],
+  ["REVOKE SELECT ON sakila.* FROM 'app'", 403, 'STATEMENT_NOT_ALLOWED'],
+  ['SET GLOBAL read_only = 0', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['set @@global.general_log = 1', 403, 'STATEMENT_NOT_ALLOWED'],
+  ["LOAD DATA INFILE '/etc/passwd' INTO TABLE actor", 403, 'STATEMENT_NOT_ALLOWED'],
+  ['LOAD XML LOCAL INFILE "x" INTO TABLE actor', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['LOCK TABLES actor WRITE', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['FLUSH PRIVILEGES', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['SHUTDOWN', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['KILL 1', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['CALL rewards_report(1, 2, @x)', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['DO SLEEP(10)', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['HANDLER actor OPEN', 403, 'STATEMENT_NOT_ALLOWED'],
+  ["PREPARE s FROM 'DROP TABLE actor'", 403, 'STATEMENT_NOT_ALLOWED'],
+  ['SHOW GRANTS', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['REPLACE INTO actor VALUES (1)', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['WITH x AS (SELECT 1) REPLACE INTO actor SELECT * FROM x', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['USE mysql', 403, 'STATEMENT_NOT_ALLOWED'],
+  ['SELECT 1; DROP TABLE actor', 403, 'MULTIPLE_STATEMENTS'],
+  ['SELECT 1;DROP TABLE actor;', 403, 'MULTIPLE_STATEMENTS'],
+  ["SELECT * FROM actor WHERE first_name = 'x'; DELETE FROM actor", 403, 'MULTIPLE_STATEMENTS'],
+  ['SELECT 1 ; ; ', 403, 'MULTIPLE_STATEMENTS'],
+  ['SELECT 1 /*! ; DROP TABLE actor */', 403, 'EXECUTABLE_COMMENT'],
+  ['/*!50000 DROP TABLE actor */', 403, 'EXECUTABLE_COMMENT'],
+  ['SELECT /*!32302 1/0, */ 1 FROM actor', 403, 'EXECUTABLE_COMMENT'],
+  ['SELECT 1 /*M!100000 , SLEEP(5) */', 403, 'EXECUTABLE_COMMENT'],
+  ['SELECT /*+ MAX_EXECUTION_TIME(1) */ 1', 403, 'EXECUTABLE_COMMENT'],
+  ['SELECT SLEEP(5)', 403, 'FUNCTION_NOT_ALLOWED'],
+  ['select sleep (5)', 403, 'FUNCTION_NOT_ALLOWED'],
+  ['SELECT `SLEEP`(5)', 403, 'FUNCTION_NOT_ALLOWED'],
+  ['SELECT * FROM actor WHERE actor_id = 1 AND SLEEP/**/(5)', 403, 'FUNCTION_NOT_ALLOWED'],
+  ["SELECT BENCHMARK(100000000, MD5('a'))", 403, 'FUNCTION_NOT_ALLOWED'],
+  ["SELECT GET_LOCK('a', 100)", 403, 'FUNCTION_NOT_ALLOWED'],
+  ["SELECT RELEASE_LOCK('a')", 403, 'FUNCTION_NOT_ALLOWED'],
+  ["SELECT LOAD_FILE('/etc/shadow')", 403, 'FUNCTION_NOT_ALLOWED'],
+  ["SELECT MASTER_POS_WAIT('log', 4)", 403, 'FUNCTION_NOT_ALLOWED'],
+  ['UPDATE actor SET first_name = SLEEP(1)', 403, 'FUNCTION_NOT_ALLOWED'],
+  ["SELECT * FROM actor INTO OUTFILE '/tmp/a'", 403, 'FORBIDDEN_CLAUSE'],
+  ["SELECT * INTO DUMPFILE '/tmp/a' FROM actor", 403, 'FORBIDDEN_CLAUSE'],
+  ['SELECT first_name INTO @x FROM actor LIMIT 1', 403, 'FORBIDDEN_CLAUSE'],
+  ['SELECT first_name FROM actor LIMIT 1 INTO x', 403, 'FORBIDDEN_CLAUSE'],
+  ['SELECT * FROM actor PROCEDURE ANALYSE()', 403, 'FORBIDDEN_CLAUSE'],
+  ['SELECT @@version', 403, 'VARIABLE'],
+  ['SELECT @@GLOBAL.secure_file_priv', 403, 'VARIABLE'],
+  ['SELECT @a := 1', 403, 'VARIABLE'],
+  ['SELECT * FROM mysql.user', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM `mysql`.`user`', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM MySQL . user', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT table_name FROM information_schema.tables', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM INFORMATION_SCHEMA.PROCESSLIST', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM performance_schema.threads', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM sys.session', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM actor WHERE actor_id IN (SELECT user FROM mysql.user)', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM actor UNION SELECT user, password, 1, 2 FROM mysql.user', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM otherdb.secrets', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM `otherdb`.`secrets`', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT a.* FROM actor a JOIN otherdb.t b ON a.actor_id = b.id', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM actor, otherdb.t', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM actor a JOIN film f ON a.x = f.y, otherdb.t', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT otherdb.t.secret FROM actor', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT otherdb.f(1)', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['UPDATE otherdb.t SET a = 1', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['UPDATE LOW_PRIORITY IGNORE otherdb.t SET a = 1', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['INSERT INTO otherdb.t VALUES (1)', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['INSERT IGNORE INTO otherdb.t VALUES (1)', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['DELETE FROM otherdb.t', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['DELETE FROM actor USING actor, otherdb.t', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM (SELECT * FROM otherdb.t) x', 403, 'SCHEMA_NOT_ALLOWED'],
+  ['SELECT * FROM (actor JOIN otherdb.t)', 403, 'SCHEMA_NOT_ALLOWED'],
+  ["SELECT 'unterminated", 400, 'SQL_SYNTAX'],
+  ['SELECT 1 /* unterminated', 400, 'SQL_SYNTAX'],
+  ['SELECT `unterminated', 400, 'SQL_SYNTAX'],
+  ['SELECT 1\u0000; DROP TABLE actor', 400, 'SQL_SYNTAX'],
+  ['', 400, 'EMPTY_SQL'],
+  ['  /* nothing */ -- at all', 400, 'EMPTY_SQL'],
+  [';', 400, 'EMPTY_SQL'],
+];
+
+const allowed: Array<[string, 'read' | 'write']> = [
+  ['SELECT * FROM actor', 'read'],
+  ["SELECT * FROM actor WHERE first_name = 'DROP TABLE x; --'", 'read'],
+  ["SELECT * FROM actor WHERE last_name = 'SLEEP(5)' -- comment", 'read'],
+  ['SELECT `select`, `drop` FROM `actor`', 'read'],
+  ['SELECT a.first_name FROM actor AS a JOIN film_actor fa ON a.actor_id = fa.actor_id', 'read'],
+  ['SELECT sakila.actor.first_name FROM sakila.actor', 'read'],
+  ['SELECT * FROM sakila.actor a, sakila.film f', 'read'],
+  ['select count(*) from rental where rental_date > ?', 'read'],
+  ['WITH x AS (SELECT actor_id FROM actor) SELECT * FROM x', 'read'],
+  ['SELECT * FROM actor FOR UPDATE', 'write'],
+  ['SELECT 1;', 'read'],
+  ['SELECT 1; -- trailing comment', 'read'],
+  ['INSERT INTO actor (first_name, last_name) VALUES (?, ?)', 'write'],
+  ['INSERT INTO sakila.actor (first_name) VALUES ("x") ON DUPLICATE KEY UPDATE first_name = "y"', 'write'],
+  ['UPDATE actor SET last_name = ? WHERE actor_id = ?', 'write'],
+  ['DELETE FROM actor WHERE actor_id = ?', 'write'],
+  ['SELECT REPLACE(first_name, "A", "B") FROM actor', 'read'],
+  ['SELECT * FROM actor WHERE first_name = "mysql.user"', 'read'],
+];
+
+describe('SQL policy: hostile inputs', () => {
+  test('at least 40 hostile inputs', () => {
+    expect(hostile.length).toBeGreaterThanOrEqual(40);
+  });
+  for (const [sql, status, code] of hostile) {
+    test(`${status} ${code}: ${JSON.stringify(sql)}`, () => {
+      const v = checkSql(sql, policy);
+      expect(v.ok).toBe(false);
+      if (!v.ok) {
+        expect(v.status).toBe(status);
+        expect(v.code).toBe(code);
+        expect(v.message.length).toBeGreaterThan(5);
+      }
+    });
+  }
+});
+
+describe('SQL policy: legitimate queries pass', () => {
+  for (const [sql, type] of allowed) {
+    test(JSON.stringify(sql), () => {
+      const v = checkSql(sql, policy);
+      expect(v).toMatchObject({ ok: true, type });
+    });
+  }
+  test('cuts a trailing semicolon and counts placeholders', () => {
+    expect(checkSql('UPDATE actor SET a = ? WHERE b = ?; ', policy)).toMatchObject({ ok: true, sql: 'UPDATE actor SET a = ? WHERE b = ?', placeholders: 2 });
+  });
+  test('statement types come from the configuration', () => {
+    const readOnly = { statements: ['SELECT'], schemas: ['sakila'] };
+    expect(checkSql('DELETE FROM actor', readOnly)).toMatchObject({ ok: false, status: 403, code: 'STATEMENT_NOT_ALLOWED' });
+    expect(checkSql('SELECT 1', readOnly).ok).toBe(true);
+    expect(checkSql('SHOW TABLES', { statements: ['SHOW'], schemas: [] }).ok).toBe(true);
+  });
+});
