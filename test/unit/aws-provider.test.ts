@@ -15,7 +15,7 @@ import type { Cluster } from '../../core/types.ts';
 import { archOf, AwsProvider, desiredGroups, formatCost, fromPermissions, hourlyCost, toPermission, waitForTcp } from '../../providers/aws.ts';
 import { diffRules } from '../../providers/aws/plan.ts';
 import { HOURLY_USD, PRICES_AS_OF, PUBLIC_IPV4_HOURLY_USD } from '../../providers/aws/prices.ts';
-import { RULE_DESCRIPTION, ruleKey } from '../../providers/aws/rules.ts';
+import { describeRule, RULE_DESCRIPTION, ruleKey, type Rule } from '../../providers/aws/rules.ts';
 import {
   AuthorizeSecurityGroupEgressCommand,
   AuthorizeSecurityGroupIngressCommand,
@@ -779,6 +779,20 @@ describe('pure parts', () => {
       { IpProtocol: 'tcp', FromPort: 3306, ToPort: 3306, UserIdGroupPairs: [{ GroupId: 'sg-1' }] },
       { IpProtocol: 'tcp', FromPort: 3306, ToPort: 3306, UserIdGroupPairs: [{ GroupId: 'sg-2' }] },
     ]);
+  });
+
+  test('desiredGroups: controller flows use the controller /32; a restricted jump host may still SSH onwards', () => {
+    const c = awsCluster((x) => {
+      x.security.flows.push({ from: ['controller'], to: ['proxy'], port: 9100 });
+      x.security.egress.push({ node: 'gatekeeper', mirror: false });
+    });
+    const groups = new Map(desiredGroups(c, CONTROLLER).map((g) => [g.node, g]));
+    const show = (rules: Rule[] | null) => (rules ?? []).map(describeRule).sort();
+    expect(show(groups.get('proxy')!.ingress)).toEqual(['tcp/22 from sg(gatekeeper)', `tcp/9100 from ${CONTROLLER}`, 'tcp/5000 from sg(trustedhost)'].sort());
+    expect(show(groups.get('gatekeeper')!.egress)).toEqual([
+      'tcp/22 to sg(manager)', 'tcp/22 to sg(proxy)', 'tcp/22 to sg(trustedhost)', 'tcp/22 to sg(worker1)', 'tcp/22 to sg(worker2)', 'tcp/5000 to sg(trustedhost)',
+    ]);
+    expect(groups.get('manager')!.egress).toBeNull();
   });
 
   test('archOf picks arm64 for Graviton types', () => {
