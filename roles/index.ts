@@ -6,12 +6,14 @@
 import type { Role, RoleName } from '../core/types.ts';
 import { baseRole } from './base.ts';
 import { iptablesRole } from './iptables.ts';
+import { serviceRole } from './service.ts';
 
 export const ROLE_ORDER: RoleName[] = ['base', 'mysql', 'replication', 'sakila', 'sysbench', 'iptables', 'service'];
 
 const ROLES: Partial<Record<RoleName, Role>> = {
   base: baseRole,
   iptables: iptablesRole,
+  service: serviceRole,
 };
 
 /** The roles the cluster's nodes use, in engine order. */

@@ -1,0 +1,299 @@
+// service: deploys gatekeeper / trustedhost / proxy as systemd units running
+// on Bun. Artifact = the service bundled by `bun build` on the controller +
+// the Bun runtime from the npm package (offline, reproducible); config JSON
+// 0600 owned by the service user (the only place credentials go); a unit with
+// restart policy and sandboxing. Uploads only what differs (sha256 from
+// facts); restarts only when something changed, then waits for /health.
+import { randomBytes } from 'node:crypto';
+import { HostError } from '../core/errors.ts';
+import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
+import type { Cluster, Host, Role, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
+import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig } from '../services/config.ts';
+import { CPU_FACT, runtimeArtifact, runtimePackage, serviceBundle } from './lib/artifact.ts';
+import { DB_USERS, SECRETS } from './lib/names.ts';
+
+export const SERVICE_USER = 'rampart';
+export const RUNTIME_PATH = '/opt/rampart/bin/bun';
+/** `sha256 size mtime` of the runtime as installed (hashing 100 MB on every run is too slow for a no-op). */
+export const RUNTIME_STAMP_PATH = '/opt/rampart/bin/bun.sha256';
+export const DB_PORT = 3306;
+
+export const unitName = (s: ServiceName) => `rampart-${s}.service`;
+export const unitPath = (s: ServiceName) => `/etc/systemd/system/${unitName(s)}`;
+export const bundlePath = (s: ServiceName) => `/opt/rampart/${s}/service.js`;
+export const configPath = (s: ServiceName) => `/etc/rampart/${s}.json`;
+
+export function servicePort(cluster: Cluster, s: ServiceName): number {
+  return cluster.services[s].port;
+}
+
+function hostWithService(hosts: Host[], s: ServiceName, forNode: string): Host {
+  const h = hosts.find((x) => x.node.service === s);
+  if (!h) throw new HostError(`${forNode}: no node runs the ${s} service`, `add a node with \`service: ${s}\` to cluster.yaml`);
+  return h;
+}
+
+const url = (h: Host, port: number) => `http://${h.privateAddress}:${port}`;
+
+/** The config object the service reads from RAMPART_SERVICE_CONFIG. */
+export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secrets: SecretStore): ServiceConfig {
+  const s = host.node.service;
+  if (!s) throw new HostError(`${host.name}: node has no service`, 'set `service:` on the node in cluster.yaml');
+  const gk = cluster.services.gatekeeper;
+  const common = {
+    listen: { host: host.privateAddress, port: servicePort(cluster, s) },
+    maxBodyBytes: gk.maxBodyBytes,
+    policy: { statements: [...gk.statements], schemas: [...gk.schemas] },
+  };
+  if (s === 'gatekeeper') {
+    const th = hostWithService(hosts, 'trustedhost', host.name);
+    const c: GatekeeperConfig = {
+      service: 'gatekeeper',
+      ...common,
+      apiKeys: [secrets.get(SECRETS.apiKey)],
+      rateLimit: { requests: gk.rateLimit.requests, perSeconds: gk.rateLimit.perSeconds },
+      upstream: { url: url(th, servicePort(cluster, 'trustedhost')), credential: secrets.get(SECRETS.gatekeeperToTrusted) },
+    };
+    return c;
+  }
+  if (s === 'trustedhost') {
+    const px = hostWithService(hosts, 'proxy', host.name);
+    const c: TrustedHostConfig = {
+      service: 'trustedhost',
+      ...common,
+      credential: secrets.get(SECRETS.gatekeeperToTrusted),
+      upstream: { url: url(px, servicePort(cluster, 'proxy')), credential: secrets.get(SECRETS.trustedToProxy) },
+    };
+    return c;
+  }
+  const manager = hosts.find((h) => h.node.db === 'manager');
+  if (!manager) throw new HostError(`${host.name}: the proxy needs a node with \`db: manager\``, 'add one to cluster.yaml');
+  const px = cluster.services.proxy;
+  const c: ProxyConfig = {
+    service: 'proxy',
+    ...common,
+    credential: secrets.get(SECRETS.trustedToProxy),
+    db: {
+      manager: { name: manager.name, host: manager.privateAddress, port: DB_PORT },
+      workers: hosts.filter((h) => h.node.db === 'worker').map((h) => ({ name: h.name, host: h.privateAddress, port: DB_PORT })),
+      user: DB_USERS.app,
+      password: secrets.get(SECRETS.mysqlApp),
+      database: cluster.database.schema,
+    },
+    defaultMode: px.defaultMode,
+    modes: [...px.modes],
+    probeIntervalMs: px.probeIntervalMs,
+    maxLagSeconds: px.maxLagSeconds,
+  };
+  return c;
+}
+
+export function configText(cluster: Cluster, host: Host, hosts: Host[], secrets: SecretStore): string {
+  return JSON.stringify(serviceConfig(cluster, host, hosts, secrets), null, 2) + '\n';
+}
+
+/** The systemd unit: restart policy, sandboxing, the config path (never a secret). */
+export function unitText(s: ServiceName, port: number): string {
+  // Only a port below 1024 (the gatekeeper's 80) needs a capability; the others get none.
+  const caps = port < 1024
+    ? ['CapabilityBoundingSet=CAP_NET_BIND_SERVICE', 'AmbientCapabilities=CAP_NET_BIND_SERVICE']
+    : ['CapabilityBoundingSet=', 'AmbientCapabilities='];
+  return `# managed by rampart
+[Unit]
+Description=rampart ${s} (Bun)
+After=network-online.target rampart-firewall.service
+Wants=network-online.target
+StartLimitIntervalSec=0
+
+[Service]
+Type=simple
+User=${SERVICE_USER}
+Group=${SERVICE_USER}
+Environment=RAMPART_SERVICE_CONFIG=${configPath(s)}
+Environment=NODE_ENV=production
+Environment=BUN_RUNTIME_TRANSPILER_CACHE_PATH=0
+ExecStart=${RUNTIME_PATH} ${bundlePath(s)}
+Restart=always
+RestartSec=1
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictSUIDSGID=yes
+LockPersonality=yes
+${caps.join('\n')}
+MemoryMax=256M
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+// ------------------------------------------------------------ tasks
+
+type Ctx = Omit<TaskContext, 'facts'>;
+const svc = (ctx: Ctx): ServiceName => ctx.host.node.service as ServiceName;
+const noService = (ctx: Ctx) => (ctx.host.node.service ? null : 'no service on this node');
+const RESTART = 'restart service';
+
+const user: Task = {
+  name: 'service user',
+  when: noService,
+  facts: () => ({ user: `getent passwd ${SERVICE_USER} | cut -d: -f7` }),
+  check: ({ facts }) => (facts.user.code === 0 && /nologin|false/.test(facts.user.stdout) ? null : { message: `create system user ${SERVICE_USER}` }),
+  apply: async ({ conn }) => {
+    await conn.exec(`if id -u ${SERVICE_USER} >/dev/null 2>&1; then usermod -s /usr/sbin/nologin ${SERVICE_USER}; else useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ${SERVICE_USER}; fi`);
+  },
+};
+
+/** Parse `size mtime` + the stamp line `sha size mtime` printed by the runtime fact. */
+export function runtimeState(stdout: string): { sha: string; current: boolean } | null {
+  const [stat, stamp] = stdout.split('\n');
+  if (!stat || !stamp) return null;
+  const [size, mtime] = stat.trim().split(/\s+/);
+  const [sha, sSize, sMtime] = stamp.trim().split(/\s+/);
+  if (!sha || !size) return null;
+  return { sha, current: size === sSize && mtime === sMtime };
+}
+
+const runtime: Task = {
+  name: 'bun runtime',
+  when: noService,
+  facts: () => ({
+    cpu: CPU_FACT,
+    bin: `stat -c '%s %Y' ${RUNTIME_PATH} && cat ${RUNTIME_STAMP_PATH}`,
+  }),
+  check: async ({ facts, cluster }) => {
+    const pkg = runtimePackage(facts.cpu.stdout);
+    const want = await runtimeArtifact(cluster.dir, pkg);
+    const have = runtimeState(facts.bin.stdout);
+    if (have?.current && have.sha === want.sha256) return null;
+    return { message: `install ${pkg} ${want.sha256.slice(0, 12)} (${(want.size / 1048576).toFixed(0)} MB)`, data: want };
+  },
+  apply: async (ctx, diff) => {
+    const art = diff.data as { path: string; sha256: string };
+    // big file: SFTP to the login user's home (not a shared /tmp), then install as root and verify
+    const tmp = `.rampart-upload-${randomBytes(6).toString('hex')}`;
+    await ctx.conn.putFile(art.path, tmp);
+    await ctx.conn.exec(`set -e
+src="$(getent passwd ${shq(ctx.host.user)} | cut -d: -f6)/${tmp}"
+trap 'rm -f "$src"' EXIT
+install -d -m 0755 /opt/rampart /opt/rampart/bin
+install -m 0755 -o root -g root "$src" ${RUNTIME_PATH}.new
+got=$(sha256sum < ${RUNTIME_PATH}.new | cut -d' ' -f1)
+[ "$got" = ${shq(art.sha256)} ] || { rm -f ${RUNTIME_PATH}.new; echo "uploaded runtime is corrupt (sha256 $got)" >&2; exit 1; }
+mv -f ${RUNTIME_PATH}.new ${RUNTIME_PATH}
+printf '%s %s\\n' "$got" "$(stat -c '%s %Y' ${RUNTIME_PATH})" > ${RUNTIME_STAMP_PATH}`);
+    ctx.notify(RESTART);
+  },
+};
+
+const bundle: Task = {
+  name: 'service bundle',
+  when: noService,
+  facts: (ctx) => ({ file: fileFactCommand(bundlePath(svc(ctx))) }),
+  check: async (ctx) => {
+    const art = await serviceBundle(ctx.cluster.dir, svc(ctx));
+    if (ctx.facts.file.stdout === `${art.sha256} 644 root:root`) return null;
+    return { message: `upload ${bundlePath(svc(ctx))} ${art.sha256.slice(0, 12)}`, data: art };
+  },
+  apply: async (ctx, diff) => {
+    const art = diff.data as { path: string };
+    const { readFile } = await import('node:fs/promises');
+    await ctx.conn.writeFile(bundlePath(svc(ctx)), await readFile(art.path), { mode: '0644', owner: 'root:root' });
+    ctx.notify(RESTART);
+  },
+};
+
+const config: Task = {
+  name: 'service config',
+  when: noService,
+  facts: (ctx) => ({ file: fileFactCommand(configPath(svc(ctx))) }),
+  check: (ctx) => {
+    const text = configText(ctx.cluster, ctx.host, ctx.hosts, ctx.secrets);
+    if (ctx.facts.file.stdout === fileState(text, '0600', `${SERVICE_USER}:${SERVICE_USER}`)) return null;
+    return { message: `write ${configPath(svc(ctx))}`, data: text };
+  },
+  apply: async (ctx, diff) => {
+    await ctx.conn.writeFile(configPath(svc(ctx)), diff.data as string, { mode: '0600', owner: `${SERVICE_USER}:${SERVICE_USER}` });
+    ctx.notify(RESTART);
+  },
+};
+
+const unit: Task = {
+  name: 'systemd unit',
+  when: noService,
+  facts: (ctx) => ({ file: fileFactCommand(unitPath(svc(ctx))) }),
+  check: (ctx) => {
+    const text = unitText(svc(ctx), servicePort(ctx.cluster, svc(ctx)));
+    return ctx.facts.file.stdout === fileState(text, '0644', 'root:root') ? null : { message: `write ${unitName(svc(ctx))}`, data: text };
+  },
+  apply: async (ctx, diff) => {
+    await ctx.conn.writeFile(unitPath(svc(ctx)), diff.data as string, { mode: '0644', owner: 'root:root' });
+    await ctx.conn.exec('systemctl daemon-reload');
+    ctx.notify(RESTART);
+  },
+};
+
+const running: Task = {
+  name: 'service enabled and running',
+  when: noService,
+  facts: (ctx) => ({ state: `systemctl is-enabled ${unitName(svc(ctx))}; systemctl is-active ${unitName(svc(ctx))}` }),
+  check: (ctx) => {
+    const [enabled, active] = ctx.facts.state.stdout.trim().split('\n');
+    const todo = [enabled !== 'enabled' && 'enable', active !== 'active' && `start (${active || 'unknown'})`].filter(Boolean);
+    return todo.length ? { message: todo.join(', ') } : null;
+  },
+  apply: async (ctx) => {
+    await ctx.conn.exec(`systemctl enable ${unitName(svc(ctx))} 2>&1`);
+    ctx.notify(RESTART); // the handler (re)starts and waits for /health, once
+  },
+};
+
+/** Node-side poll of /health (bounded); the trusted host's credential travels on stdin into a 0600 curl config. */
+export function healthScript(s: ServiceName, address: string, port: number, timeoutS = 30): string {
+  const unit = unitName(s);
+  return `umask 077; cfg=$(mktemp); trap 'rm -f "$cfg"' EXIT; cat > "$cfg"
+end=$(( $(date +%s) + ${timeoutS} )); code=000
+while [ "$(date +%s)" -lt "$end" ]; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -m 2 -K "$cfg" http://${address}:${port}/health) || true
+  [ "$code" = 200 ] && exit 0
+  sleep 0.2
+done
+echo "${s}: /health on ${address}:${port} did not answer 200 within ${timeoutS} s (last: HTTP $code); state: $(systemctl is-active ${unit}); last journal lines:"
+journalctl -u ${unit} -n 12 --no-pager -o cat 2>/dev/null | cut -c1-300
+exit 1`;
+}
+
+/** curl config (on stdin, never argv): the internal hops answer /health only to their caller's credential. */
+export function healthCurlConfig(s: ServiceName, secrets: SecretStore): string {
+  if (s === 'gatekeeper') return '\n';
+  const credential = secrets.get(s === 'trustedhost' ? SECRETS.gatekeeperToTrusted : SECRETS.trustedToProxy);
+  return `header = "x-rampart-credential: ${credential}"\n`;
+}
+
+export const serviceRole: Role = {
+  name: 'service',
+  tasks: [user, runtime, bundle, config, unit, running],
+  handlers: [
+    {
+      name: RESTART,
+      run: async (ctx) => {
+        const s = svc(ctx);
+        await ctx.conn.exec(`systemctl daemon-reload && systemctl enable ${unitName(s)} 2>&1 && systemctl restart ${unitName(s)}`);
+        const res = await ctx.conn.exec(healthScript(s, ctx.host.privateAddress, servicePort(ctx.cluster, s)), {
+          stdin: healthCurlConfig(s, ctx.secrets), check: false,
+        });
+        if (res.code !== 0) {
+          throw new HostError(`${ctx.host.name}: ${res.stdout.trim() || res.stderr.trim()}`, `journalctl -u ${unitName(s)} on ${ctx.host.name} has the full log`);
+        }
+      },
+    },
+  ],
+};
