@@ -1,0 +1,176 @@
+// The load generator against a real HTTP server on loopback (node:http in
+// this process): concurrency honoured, keep-alive sockets reused, every
+// request accounted for, bad answers and errors counted, rate cap honoured.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { checkResponse, health, keepAliveAgent, queryOnce, runPhase } from '../../playbooks/bench/load.ts';
+
+interface Seen {
+  inFlight: number;
+  maxInFlight: number;
+  sockets: number;
+  ids: string[];
+  keys: Set<string>;
+}
+
+let server: Server;
+let base = '';
+const seen: Seen = { inFlight: 0, maxInFlight: 0, sockets: 0, ids: [], keys: new Set() };
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    let s = '';
+    req.on('data', (c) => (s += c));
+    req.on('end', () => resolve(s));
+  });
+}
+
+beforeAll(async () => {
+  // Answers like the gatekeeper: 401 without the key; for request n (the id's last
+  // number) n % 100 == 13 gets a 503, 17 a wrong node, 19 the wrong request_id,
+  // 23 garbage; others a proper read/write.
+  server = createServer(async (req, res) => {
+    if (req.url === '/health') {
+      res.end('{"status":"ok"}');
+      return;
+    }
+    seen.inFlight++;
+    seen.maxInFlight = Math.max(seen.maxInFlight, seen.inFlight);
+    const body = JSON.parse(await readBody(req)) as { request_id: string; mode?: string; sql: string };
+    seen.ids.push(body.request_id);
+    seen.keys.add(String(req.headers['x-api-key']));
+    await new Promise((r) => setTimeout(r, 3));
+    seen.inFlight--;
+    const json = (status: number, v: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(v));
+    };
+    if (req.headers['x-api-key'] !== 'k3y') return json(401, { error: { code: 'UNAUTHORIZED', message: 'a valid X-API-Key header is required' } });
+    const id = body.request_id;
+    const n = Number(id.split('-').pop()) % 100;
+    const write = body.sql.startsWith('INSERT');
+    const node = write || body.mode === 'direct' ? 'manager' : 'worker1';
+    if (n === 13) return json(503, { error: { code: 'DB_UNAVAILABLE', message: 'no database node' } });
+    if (n === 23) {
+      res.writeHead(200);
+      return res.end('<html>');
+    }
+    const answer = write
+      ? { request_id: id, mode: body.mode ?? 'customized', type: 'write', node, affected_rows: 1, insert_id: 7, duration_ms: 1 }
+      : { request_id: id, mode: body.mode, type: 'read', node, rows: [{ actor_id: 1 }], duration_ms: 1 };
+    if (n === 17) answer.node = 'elsewhere';
+    if (n === 19) answer.request_id = 'other';
+    json(200, answer);
+  });
+  server.on('connection', () => seen.sockets++);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(() => {
+  server.closeAllConnections();
+  server.close();
+});
+
+const reset = () => Object.assign(seen, { inFlight: 0, maxInFlight: 0, sockets: 0, ids: [], keys: new Set() });
+
+describe('runPhase', () => {
+  test('300 reads at concurrency 8: all accounted for, at most 8 in flight and 8 sockets, errors counted by kind', async () => {
+    reset();
+    const agent = keepAliveAgent(8);
+    const run = await runPhase({
+      url: base, apiKey: 'k3y', phase: 'random', count: 300, concurrency: 8, agent,
+      requestId: (i) => `t-r-${i}`,
+      body: (i) => ({ sql: 'SELECT 1', params: [i], mode: 'random' }),
+      expect: { type: 'read', mode: 'random', nodes: ['manager', 'worker1', 'worker2'] },
+    });
+    agent.destroy();
+    expect(run.records.length).toBe(300);
+    expect(new Set(run.records.map((r) => r.id)).size).toBe(300);
+    expect([...seen.ids].sort()).toEqual(run.records.map((r) => r.id).sort()); // the server saw exactly these
+    expect(seen.maxInFlight).toBeLessThanOrEqual(8);
+    expect(seen.maxInFlight).toBeGreaterThanOrEqual(6); // and it really ran in parallel
+    expect(seen.sockets).toBeLessThanOrEqual(8); // keep-alive: no socket per request
+    const bad = run.records.filter((r) => !r.ok);
+    // n % 100 in 13, 17, 19, 23 among 0..299: three of each
+    expect(bad.length).toBe(12);
+    expect(bad.filter((r) => r.error?.startsWith('DB_UNAVAILABLE')).length).toBe(3);
+    expect(bad.filter((r) => r.error?.includes('unknown node elsewhere')).length).toBe(3);
+    expect(bad.filter((r) => r.error?.includes('request_id other')).length).toBe(3);
+    expect(bad.filter((r) => r.error?.includes('not JSON')).length).toBe(3);
+    expect(run.records.filter((r) => r.ok).every((r) => r.node === 'worker1' && r.status === 200 && r.latencyMs > 0)).toBe(true);
+    expect(run.wallMs).toBeGreaterThan(0);
+  });
+
+  test('writes: the mode is not checked, affected_rows is; a wrong type is an error', async () => {
+    reset();
+    const agent = keepAliveAgent(4);
+    const ok = await runPhase({
+      url: base, apiKey: 'k3y', phase: 'write', count: 10, concurrency: 4, agent, requestId: (i) => `t-w-${i}`,
+      body: () => ({ sql: 'INSERT INTO actor (first_name, last_name) VALUES (?, ?)', params: ['A', 'B'] }),
+      expect: { type: 'write', nodes: ['manager'] },
+    });
+    expect(ok.records.every((r) => r.ok && r.node === 'manager')).toBe(true);
+    const wrong = await runPhase({
+      url: base, apiKey: 'k3y', phase: 'direct', count: 3, concurrency: 2, agent, requestId: (i) => `t-x-${i}`,
+      body: () => ({ sql: 'SELECT 1', mode: 'direct' }), expect: { type: 'write' },
+    });
+    agent.destroy();
+    expect(wrong.records.every((r) => !r.ok && r.error?.includes('type read instead of write'))).toBe(true);
+  });
+
+  test('the API key is sent; a wrong key gives 401 on every request', async () => {
+    reset();
+    const agent = keepAliveAgent(2);
+    const run = await runPhase({
+      url: base, apiKey: 'wrong', phase: 'direct', count: 5, concurrency: 2, agent, requestId: (i) => `t-k-${i}`,
+      body: () => ({ sql: 'SELECT 1', mode: 'direct' }), expect: { type: 'read', mode: 'direct' },
+    });
+    agent.destroy();
+    expect([...seen.keys]).toEqual(['wrong']);
+    expect(run.records.every((r) => r.status === 401 && r.error?.startsWith('UNAUTHORIZED'))).toBe(true);
+  });
+
+  test('rate cap: 20 requests at 100/s take about 0.19 s or more', async () => {
+    const agent = keepAliveAgent(8);
+    const run = await runPhase({
+      url: base, apiKey: 'k3y', phase: 'direct', count: 20, concurrency: 8, rate: 100, agent, requestId: (i) => `t-p-${i}x`,
+      body: () => ({ sql: 'SELECT 1', mode: 'direct' }), expect: { type: 'read', mode: 'direct' },
+    });
+    agent.destroy();
+    expect(run.wallMs).toBeGreaterThanOrEqual(185);
+    expect(run.records.every((r) => r.ok)).toBe(true);
+  });
+
+  test('nobody listening: every request is an error with status 0, none lost', async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const agent = keepAliveAgent(4);
+    const run = await runPhase({
+      url: `http://127.0.0.1:${port}`, apiKey: 'k3y', phase: 'direct', count: 12, concurrency: 4, agent, requestId: (i) => `t-n-${i}`,
+      body: () => ({ sql: 'SELECT 1' }), expect: { type: 'read' },
+    });
+    expect(run.records.length).toBe(12);
+    expect(run.records.every((r) => !r.ok && r.status === 0 && r.error?.startsWith('ECONNREFUSED'))).toBe(true);
+    await expect(health(agent, `http://127.0.0.1:${port}`, 1000)).rejects.toThrow();
+    agent.destroy();
+  });
+});
+
+test('health and queryOnce against the server', async () => {
+  const agent = keepAliveAgent(1);
+  expect(await health(agent, base)).toBe(200);
+  const r = await queryOnce(agent, base, 'nope', { sql: 'SELECT 1', request_id: 'q-1' });
+  expect(r.status).toBe(401);
+  expect((r.json?.error as { code: string }).code).toBe('UNAUTHORIZED');
+  agent.destroy();
+});
+
+test('checkResponse: a read without rows is not a valid read', () => {
+  const res = { status: 200, body: JSON.stringify({ request_id: 'a', mode: 'direct', type: 'read', node: 'manager' }) };
+  expect(checkResponse(res, 'a', { type: 'read', mode: 'direct' }).error).toContain('without rows');
+  expect(checkResponse({ ...res, body: JSON.stringify({ request_id: 'a', mode: 'random', type: 'read', node: 'manager', rows: [] }) }, 'a', { type: 'read', mode: 'direct' }).error).toContain('mode random instead of direct');
+});
