@@ -6,12 +6,20 @@
 import type { Role, RoleName } from '../core/types.ts';
 import { baseRole } from './base.ts';
 import { iptablesRole } from './iptables.ts';
+import { mysqlRole } from './mysql.ts';
+import { replicationRole } from './replication.ts';
+import { sakilaRole } from './sakila.ts';
+import { sysbenchRole } from './sysbench.ts';
 import { serviceRole } from './service.ts';
 
 export const ROLE_ORDER: RoleName[] = ['base', 'mysql', 'replication', 'sakila', 'sysbench', 'iptables', 'service'];
 
 const ROLES: Partial<Record<RoleName, Role>> = {
   base: baseRole,
+  mysql: mysqlRole,
+  replication: replicationRole,
+  sakila: sakilaRole,
+  sysbench: sysbenchRole,
   iptables: iptablesRole,
   service: serviceRole,
 };

@@ -5,7 +5,7 @@ import type { Dialect } from './os.ts';
 
 export const BASE_PACKAGES = ['tzdata', 'ca-certificates', 'iproute2', 'iptables', 'curl', 'procps'];
 
-const DB_PACKAGES: Record<Dialect, string[]> = {
+export const DB_PACKAGES: Record<Dialect, string[]> = {
   mariadb: ['mariadb-server', 'mariadb-client'],
   mysql: ['mysql-server', 'mysql-client'],
 };

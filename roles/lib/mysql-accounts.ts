@@ -1,0 +1,235 @@
+// Database users, grants and rampart's own schemas, as pure functions: what
+// should exist (least privilege, exact hosts), how to read what exists in one
+// query, and the SQL that makes it so (written on the manager only; it reaches
+// the workers through replication).
+import { createHash } from 'node:crypto';
+import type { Cluster, Host } from '../../core/types.ts';
+import { DB_USERS, SECRETS } from './names.ts';
+import type { Dialect } from './os.ts';
+
+/** rampart's bookkeeping schema: completion markers written in the replicated stream. */
+export const META_SCHEMA = 'rampart';
+export const META_TABLE = `${META_SCHEMA}.meta`;
+/** sysbench's own schema. */
+export const SYSBENCH_SCHEMA = 'sbtest';
+
+export interface Account {
+  user: string;
+  host: string;
+  /** Name of the secret holding the password. */
+  secret: string;
+  /** Authentication plugin; undefined = the server's default. */
+  plugin?: 'mysql_native_password';
+  /** Global privileges (besides USAGE). */
+  global: string[];
+  /** Privileges per schema. */
+  schemas: Record<string, string[]>;
+}
+
+const APP_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE'];
+/** What sysbench prepare/run/cleanup need on its own schema, nothing more. */
+export const SYSBENCH_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'CREATE', 'DROP', 'INDEX', 'ALTER'];
+
+export function managerHost(hosts: Host[]): Host | undefined {
+  return hosts.find((h) => h.node.db === 'manager');
+}
+
+export function workerHosts(hosts: Host[]): Host[] {
+  return hosts.filter((h) => h.node.db === 'worker');
+}
+
+/** Every account the cluster needs, on every DB node (created on the manager). */
+export function desiredAccounts(d: Dialect, cluster: Cluster, hosts: Host[]): Account[] {
+  const out: Account[] = [];
+  for (const p of hosts.filter((h) => h.node.service === 'proxy')) {
+    out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: APP_PRIVS } });
+  }
+  for (const w of workerHosts(hosts)) {
+    out.push({ user: DB_USERS.repl, host: w.privateAddress, secret: SECRETS.mysqlRepl, global: ['REPLICATION SLAVE'], schemas: {} });
+  }
+  if (cluster.nodes.some((n) => n.db && n.roles.includes('sysbench'))) {
+    out.push({
+      user: DB_USERS.sysbench, host: 'localhost', secret: SECRETS.mysqlSysbench,
+      // sysbench linked against the MariaDB client cannot do caching_sha2_password
+      ...(d === 'mysql' ? { plugin: 'mysql_native_password' as const } : {}),
+      global: [], schemas: { [SYSBENCH_SCHEMA]: SYSBENCH_PRIVS },
+    });
+  }
+  return out;
+}
+
+/** Schemas rampart creates on the manager. */
+export function desiredSchemas(cluster: Cluster): string[] {
+  const s = [META_SCHEMA];
+  if (cluster.nodes.some((n) => n.db && n.roles.includes('sysbench'))) s.push(SYSBENCH_SCHEMA);
+  return s;
+}
+
+/** One query printing every user, grant and schema, tab separated, tagged U/G/S/D/T. */
+export const ACCOUNTS_FACT = `mysql -N -B -e "${[
+  "SELECT 'U', User, Host, plugin, IF(plugin='mysql_native_password', authentication_string, '') FROM mysql.user",
+  "SELECT 'G', GRANTEE, PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES",
+  "SELECT 'S', GRANTEE, TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES",
+  "SELECT 'D', SCHEMA_NAME FROM information_schema.SCHEMATA",
+  `SELECT 'T', CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA='${META_SCHEMA}'`,
+].join('; ')}"`;
+
+export interface LiveUser {
+  user: string;
+  host: string;
+  plugin: string;
+  nativeHash: string;
+}
+
+export interface LiveAccounts {
+  users: LiveUser[];
+  /** grantee `'u'@'h'` -> global privileges (without USAGE). */
+  global: Map<string, Set<string>>;
+  /** grantee -> schema -> privileges. */
+  schema: Map<string, Map<string, Set<string>>>;
+  schemas: Set<string>;
+  tables: Set<string>;
+}
+
+const normPriv = (p: string) => p.trim().toUpperCase().replace('REPLICATION REPLICA', 'REPLICATION SLAVE');
+
+/** `'user'@'host'` as information_schema spells a grantee. */
+export function grantee(user: string, host: string): string {
+  return `'${user}'@'${host}'`;
+}
+
+export function parseAccounts(out: string): LiveAccounts {
+  const live: LiveAccounts = { users: [], global: new Map(), schema: new Map(), schemas: new Set(), tables: new Set() };
+  for (const line of out.split('\n')) {
+    const f = line.split('\t');
+    switch (f[0]) {
+      case 'U':
+        live.users.push({ user: f[1] ?? '', host: f[2] ?? '', plugin: f[3] ?? '', nativeHash: f[4] === 'NULL' ? '' : (f[4] ?? '') });
+        break;
+      case 'G': {
+        const p = normPriv(f[2] ?? '');
+        if (p === 'USAGE') break;
+        const set = live.global.get(f[1]) ?? new Set<string>();
+        set.add(p);
+        live.global.set(f[1], set);
+        break;
+      }
+      case 'S': {
+        const bySchema = live.schema.get(f[1]) ?? new Map<string, Set<string>>();
+        const set = bySchema.get(f[2]) ?? new Set<string>();
+        set.add(normPriv(f[3] ?? ''));
+        bySchema.set(f[2], set);
+        live.schema.set(f[1], bySchema);
+        break;
+      }
+      case 'D':
+        live.schemas.add(f[1]);
+        break;
+      case 'T':
+        live.tables.add(f[1]);
+        break;
+    }
+  }
+  return live;
+}
+
+/** MariaDB/MySQL mysql_native_password hash: '*' + upper(hex(sha1(sha1(password)))). */
+export function nativePasswordHash(password: string): string {
+  const inner = createHash('sha1').update(password).digest();
+  return '*' + createHash('sha1').update(inner).digest('hex').toUpperCase();
+}
+
+export function sqlString(v: string): string {
+  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+export function sqlIdent(v: string): string {
+  return '`' + v.replace(/`/g, '``') + '`';
+}
+
+const sameSet = (a: Set<string> | undefined, b: string[]) => (a?.size ?? 0) === b.length && b.every((x) => a?.has(x));
+
+/** Why a live account differs from the wanted one (null = as wanted). */
+export function accountDrift(d: Dialect, want: Account, live: LiveAccounts, password: string): string | null {
+  const u = live.users.find((x) => x.user === want.user && x.host === want.host);
+  const id = `${want.user}@${want.host}`;
+  if (!u) return `${id} missing`;
+  const plugin = want.plugin ?? (d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password');
+  if (u.plugin !== plugin) return `${id} uses ${u.plugin || 'no plugin'}, want ${plugin}`;
+  // salted caching_sha2 hashes cannot be compared; native ones can (without sending the password anywhere)
+  if (plugin === 'mysql_native_password' && u.nativeHash !== nativePasswordHash(password)) return `${id} password differs`;
+  const g = grantee(want.user, want.host);
+  if (!sameSet(live.global.get(g), want.global)) return `${id} global privileges differ`;
+  const liveSchemas = live.schema.get(g) ?? new Map<string, Set<string>>();
+  const wantSchemas = Object.keys(want.schemas);
+  if (liveSchemas.size !== wantSchemas.length || wantSchemas.some((s) => !sameSet(liveSchemas.get(s), want.schemas[s]))) {
+    return `${id} schema privileges differ`;
+  }
+  return null;
+}
+
+const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
+const MANAGED_USERS = new Set<string>(Object.values(DB_USERS));
+
+/** Accounts that must not exist: anonymous users, root over the network, our users on hosts no longer wanted. */
+export function unwantedUsers(live: LiveAccounts, wanted: Account[]): LiveUser[] {
+  return live.users.filter((u) => {
+    if (u.user === '') return true;
+    if (u.user === 'root' && !LOCAL_HOSTS.has(u.host)) return true;
+    if (MANAGED_USERS.has(u.user)) return !wanted.some((w) => w.user === u.user && w.host === u.host);
+    return false;
+  });
+}
+
+export interface AccountsPlan {
+  /** One line per difference, for the task's message. */
+  reasons: string[];
+  /** SQL to run through the client's stdin (contains passwords: never log it). */
+  sql: string;
+}
+
+export const META_TABLE_DDL = `CREATE TABLE IF NOT EXISTS ${META_TABLE} (k VARCHAR(64) NOT NULL PRIMARY KEY, v VARCHAR(255) NOT NULL, at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)`;
+
+/** The statements that bring users, grants and schemas to the wanted state (null = nothing to do). */
+export function planAccounts(d: Dialect, cluster: Cluster, hosts: Host[], live: LiveAccounts, password: (secret: string) => string): AccountsPlan | null {
+  const reasons: string[] = [];
+  const sql: string[] = [];
+  for (const s of desiredSchemas(cluster)) {
+    if (!live.schemas.has(s)) {
+      reasons.push(`schema ${s} missing`);
+      sql.push(`CREATE DATABASE IF NOT EXISTS ${sqlIdent(s)}`);
+    }
+  }
+  if (!live.tables.has(META_TABLE)) {
+    if (live.schemas.has(META_SCHEMA)) reasons.push(`table ${META_TABLE} missing`);
+    sql.push(META_TABLE_DDL);
+  }
+  if (live.schemas.has('test')) {
+    reasons.push('test database present');
+    sql.push('DROP DATABASE IF EXISTS `test`');
+  }
+  const wanted = desiredAccounts(d, cluster, hosts);
+  for (const u of unwantedUsers(live, wanted)) {
+    reasons.push(`drop ${u.user || "''"}@${u.host}`);
+    sql.push(`DROP USER IF EXISTS ${sqlString(u.user)}@${sqlString(u.host)}`);
+  }
+  for (const a of wanted) {
+    const pw = password(a.secret);
+    const why = accountDrift(d, a, live, pw);
+    if (!why) continue;
+    reasons.push(why);
+    sql.push(...accountStatements(a, pw));
+  }
+  if (!reasons.length && !sql.length) return null;
+  return { reasons: reasons.length ? reasons : ['meta table missing'], sql: sql.map((s) => `${s};`).join('\n') + '\n' };
+}
+
+/** Recreate one account exactly (drop + create + grants): no stale privilege survives. */
+export function accountStatements(a: Account, password: string): string[] {
+  const who = `${sqlString(a.user)}@${sqlString(a.host)}`;
+  const auth = a.plugin ? `IDENTIFIED WITH ${a.plugin} BY ${sqlString(password)}` : `IDENTIFIED BY ${sqlString(password)}`;
+  const out = [`DROP USER IF EXISTS ${who}`, `CREATE USER ${who} ${auth}`];
+  if (a.global.length) out.push(`GRANT ${a.global.join(', ')} ON *.* TO ${who}`);
+  for (const [schema, privs] of Object.entries(a.schemas)) out.push(`GRANT ${privs.join(', ')} ON ${sqlIdent(schema)}.* TO ${who}`);
+  return out;
+}

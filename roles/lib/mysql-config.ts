@@ -1,0 +1,122 @@
+// The database server's configuration, per dialect, as pure functions: a
+// stable server_id, the option file, and the live variables that prove the
+// running server uses it.
+import { createHash } from 'node:crypto';
+import type { DbRole, Host } from '../../core/types.ts';
+import type { Dialect } from './os.ts';
+
+export const MYSQL_PORT = 3306;
+
+/** systemd unit of the server. */
+export function dbService(d: Dialect): string {
+  return d === 'mariadb' ? 'mariadb' : 'mysql';
+}
+
+/** Our option file; read after the distribution's (60- sorts after 50-server.cnf / mysqld.cnf). */
+export function configPath(d: Dialect): string {
+  return d === 'mariadb' ? '/etc/mysql/mariadb.conf.d/60-rampart.cnf' : '/etc/mysql/mysql.conf.d/60-rampart.cnf';
+}
+
+/**
+ * A server_id derived from the node's NAME (not its position or address), so it
+ * never changes when nodes are added, removed or reordered. 1..2^32-1.
+ */
+export function serverIdFor(nodeName: string): number {
+  const h = createHash('sha256').update(`rampart-server-id:${nodeName}`).digest();
+  return (h.readUInt32BE(0) % 4294967294) + 1;
+}
+
+/** Throws when two DB nodes would share a server_id (astronomically unlikely; rename one). */
+export function assertUniqueServerIds(nodeNames: string[]): void {
+  const seen = new Map<number, string>();
+  for (const n of nodeNames) {
+    const id = serverIdFor(n);
+    const other = seen.get(id);
+    if (other !== undefined) throw new Error(`nodes ${other} and ${n} hash to the same server_id ${id}: rename one of them`);
+    seen.set(id, n);
+  }
+}
+
+/** One option: its line in the file, and the global variable that shows it is live. */
+export interface ServerSetting {
+  option: string;
+  value: string;
+  /** Name in SHOW GLOBAL VARIABLES. */
+  variable: string;
+  /** Expected live value (compared after normalising ON/OFF/1/0). */
+  live: string;
+}
+
+const on = (option: string, variable = option): ServerSetting => ({ option, value: 'ON', variable, live: 'ON' });
+const flag = (option: string, yes: boolean): ServerSetting => ({ option, value: yes ? 'ON' : 'OFF', variable: option, live: yes ? 'ON' : 'OFF' });
+
+export function serverSettings(d: Dialect, host: Host, role: DbRole): ServerSetting[] {
+  const worker = role === 'worker';
+  const common: ServerSetting[] = [
+    { option: 'server_id', value: String(serverIdFor(host.node.name)), variable: 'server_id', live: String(serverIdFor(host.node.name)) },
+    { option: 'bind_address', value: host.privateAddress, variable: 'bind_address', live: host.privateAddress },
+    { option: 'port', value: String(MYSQL_PORT), variable: 'port', live: String(MYSQL_PORT) },
+    // file names independent of the hostname, so a rename never orphans the logs
+    { option: 'log_bin', value: 'mysql-bin', variable: 'log_bin', live: 'ON' },
+    { option: 'relay_log', value: 'relay-bin', variable: 'relay_log', live: 'relay-bin' },
+    { option: 'binlog_format', value: 'ROW', variable: 'binlog_format', live: 'ROW' },
+    // user hosts are addresses: no DNS lookups on connect
+    on('skip_name_resolve'),
+    // safe with ROW format; Sakila creates functions and triggers
+    on('log_bin_trust_function_creators'),
+  ];
+  if (d === 'mariadb') {
+    return [...common, on('log_slave_updates'), on('gtid_strict_mode'), flag('read_only', worker)];
+  }
+  return [
+    ...common,
+    on('log_replica_updates'),
+    on('gtid_mode'),
+    on('enforce_gtid_consistency'),
+    flag('read_only', worker),
+    // replicas refuse writes even from SUPER users: no errant GTIDs
+    flag('super_read_only', worker),
+  ];
+}
+
+export function renderConfig(d: Dialect, settings: ServerSetting[]): string {
+  const lines = settings.map((s) => `${s.option} = ${s.value}`);
+  return `# managed by rampart (${d}): do not edit, the next apply rewrites it\n[mysqld]\n${lines.join('\n')}\n`;
+}
+
+/** Every variable any dialect's settings use, for one SHOW GLOBAL VARIABLES. */
+const LIVE_NAMES = [
+  'server_id', 'bind_address', 'port', 'log_bin', 'relay_log', 'binlog_format', 'skip_name_resolve',
+  'log_bin_trust_function_creators', 'log_slave_updates', 'log_replica_updates', 'gtid_strict_mode', 'gtid_mode',
+  'enforce_gtid_consistency', 'read_only', 'super_read_only',
+];
+
+/** Shell command printing `name<TAB>value` of the live variables (fails when the server is down). */
+export const LIVE_VARIABLES_FACT = `mysql -N -B -e "SHOW GLOBAL VARIABLES WHERE Variable_name IN (${LIVE_NAMES.map((n) => `'${n}'`).join(',')})"`;
+
+export function parseVariables(out: string): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const i = line.indexOf('\t');
+    if (i > 0) m.set(line.slice(0, i).toLowerCase(), line.slice(i + 1).trim());
+  }
+  return m;
+}
+
+function norm(v: string): string {
+  const u = v.trim().toUpperCase();
+  if (u === 'ON' || u === '1' || u === 'TRUE' || u === 'YES') return '1';
+  if (u === 'OFF' || u === '0' || u === 'FALSE' || u === 'NO' || u === '') return '0';
+  // relay_log may be shown as a path ending in the configured base name
+  return u.replace(/^.*\//, '');
+}
+
+/** What differs between the running server and the settings: `name: live -> wanted`. */
+export function liveDrift(settings: ServerSetting[], live: Map<string, string>): string[] {
+  const out: string[] = [];
+  for (const s of settings) {
+    const have = live.get(s.variable);
+    if (have === undefined || norm(have) !== norm(s.live)) out.push(`${s.variable}: ${have ?? '(unset)'} -> ${s.live}`);
+  }
+  return out;
+}

@@ -1,0 +1,158 @@
+// Completion markers (rows of rampart.meta written on the manager after a full
+// load, in the same replicated stream), the Sakila verification and the
+// sysbench option file, as pure functions.
+import { shq } from '../../core/ssh.ts';
+import { META_TABLE, SYSBENCH_SCHEMA, sqlString } from './mysql-accounts.ts';
+
+export const SAKILA_MARKER = 'sakila';
+export const SYSBENCH_MARKER = 'sysbench';
+
+/** Expected Sakila v1.5 content; actor only grows (the bench inserts actors). */
+export const SAKILA_EXPECTED = { actorMin: 200, film: 1000, rental: 16044 };
+
+/** Prints `marker<TAB>value` (or nothing) and `counts<TAB>actor<TAB>film<TAB>rental` (or nothing when absent). */
+export function sakilaFact(schema: string): string {
+  const q = [
+    `SELECT 'marker', v FROM ${META_TABLE} WHERE k='${SAKILA_MARKER}'`,
+    `SELECT 'counts', (SELECT COUNT(*) FROM \`${schema}\`.actor), (SELECT COUNT(*) FROM \`${schema}\`.film), (SELECT COUNT(*) FROM \`${schema}\`.rental)`,
+  ];
+  return `mysql -N -B --force -e ${shq(q.join('; '))}`;
+}
+
+export interface SakilaState {
+  marker: string | null;
+  counts: { actor: number; film: number; rental: number } | null;
+}
+
+export function parseSakila(out: string): SakilaState {
+  const st: SakilaState = { marker: null, counts: null };
+  for (const line of out.split('\n')) {
+    const f = line.split('\t');
+    if (f[0] === 'marker') st.marker = f[1] ?? '';
+    if (f[0] === 'counts') st.counts = { actor: Number(f[1]), film: Number(f[2]), rental: Number(f[3]) };
+  }
+  return st;
+}
+
+export function countsLine(c: SakilaState['counts']): string {
+  return c ? `actor=${c.actor} film=${c.film} rental=${c.rental}` : 'no sakila tables';
+}
+
+/** Why the Sakila data is not as loaded (null = complete and marked). */
+export function sakilaProblem(st: SakilaState, sha256: string): string | null {
+  if (st.marker === null) return st.counts ? `incomplete load (${countsLine(st.counts)}, no completion marker)` : 'not loaded';
+  if (st.marker !== sha256) return `loaded from another tarball (${st.marker.slice(0, 12)})`;
+  if (!st.counts) return 'marker present but tables missing';
+  const c = st.counts;
+  if (c.actor < SAKILA_EXPECTED.actorMin || c.film !== SAKILA_EXPECTED.film || c.rental !== SAKILA_EXPECTED.rental) {
+    return `unexpected counts ${countsLine(c)} (want actor>=${SAKILA_EXPECTED.actorMin} film=${SAKILA_EXPECTED.film} rental=${SAKILA_EXPECTED.rental})`;
+  }
+  return null;
+}
+
+/**
+ * Load script for the manager. Serialised by a lock (a killed apply's load may
+ * still be running on the node); the marker is checked again under the lock;
+ * the schema file starts with DROP SCHEMA, so a partial earlier load is replaced;
+ * the marker is written only after both files loaded.
+ */
+export function sakilaLoadScript(tarball: string, sha256: string, schema: string): string {
+  const del = `DELETE FROM ${META_TABLE} WHERE k='${SAKILA_MARKER}'`;
+  const mark = `INSERT INTO ${META_TABLE} (k, v) VALUES ('${SAKILA_MARKER}', ${sqlString(sha256)}) ON DUPLICATE KEY UPDATE v=VALUES(v), at=CURRENT_TIMESTAMP`;
+  return `set -euo pipefail
+exec 9>/run/lock/rampart-sakila.lock
+flock 9
+f=${shq(tarball)}
+trap 'rm -rf "$d" "$f"' EXIT
+d=$(mktemp -d)
+echo ${shq(`${sha256}  `)}"$f" | sha256sum -c --quiet -
+if [ "$(mysql -N -B -e ${shq(`SELECT v FROM ${META_TABLE} WHERE k='${SAKILA_MARKER}'`)})" = ${shq(sha256)} ] && mysql -N -B -e ${shq(`SELECT COUNT(*) FROM \`${schema}\`.rental`)} >/dev/null 2>&1; then echo already loaded; exit 0; fi
+tar xzf "$f" -C "$d"
+mysql -e ${shq(del)}
+mysql < "$d"/sakila-db/sakila-schema.sql
+mysql < "$d"/sakila-db/sakila-data.sql
+mysql -e ${shq(mark)}`;
+}
+
+/**
+ * Script for a worker: wait until the manager's completion marker has been
+ * replicated here. Replication applies in order, so once the marker is here,
+ * everything written before it is too. Polls the local table only.
+ */
+export function waitForMarkerScript(marker: string, value: string, timeoutS: number): string {
+  const q = `SELECT v FROM ${META_TABLE} WHERE k='${marker}'`;
+  return `end=$((SECONDS + ${timeoutS}))
+until [ "$(mysql -N -B -e ${shq(q)} 2>/dev/null)" = ${shq(value)} ]; do
+  if [ $SECONDS -ge $end ]; then echo "the manager's ${marker} marker did not arrive within ${timeoutS} s: is replication running?" >&2; exit 1; fi
+  sleep 0.25
+done`;
+}
+
+// ---------------------------------------------------------------- sysbench
+
+export const SYSBENCH_OPTIONS_PATH = '/etc/rampart/sysbench.cfg';
+
+export interface SysbenchSpec {
+  tables: number;
+  tableSize: number;
+  threads: number;
+  time: number;
+}
+
+/** sysbench --config-file content (0600 root): the password never reaches an argv. */
+export function sysbenchOptions(spec: SysbenchSpec, password: string): string {
+  return [
+    'db-driver=mysql',
+    'mysql-socket=/run/mysqld/mysqld.sock',
+    'mysql-user=sbtest',
+    `mysql-password=${password}`,
+    `mysql-db=${SYSBENCH_SCHEMA}`,
+    `tables=${spec.tables}`,
+    `table-size=${spec.tableSize}`,
+    `threads=${spec.threads}`,
+    `time=${spec.time}`,
+    '',
+  ].join('\n');
+}
+
+export const sysbenchMarkerValue = (spec: SysbenchSpec) => `${spec.tables}x${spec.tableSize}`;
+
+/** Prints `marker<TAB>v` and `tables<TAB>n` (sbtestN tables present). */
+export const SYSBENCH_TABLES_FACT = `mysql -N -B --force -e ${shq(
+  `SELECT 'marker', v FROM ${META_TABLE} WHERE k='${SYSBENCH_MARKER}'; SELECT 'tables', COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='${SYSBENCH_SCHEMA}' AND TABLE_NAME REGEXP '^sbtest[0-9]+$'`,
+)}`;
+
+export function parseSysbenchTables(out: string): { marker: string | null; tables: number } {
+  let marker: string | null = null;
+  let tables = 0;
+  for (const line of out.split('\n')) {
+    const f = line.split('\t');
+    if (f[0] === 'marker') marker = f[1] ?? '';
+    if (f[0] === 'tables') tables = Number(f[1]) || 0;
+  }
+  return { marker, tables };
+}
+
+export function sysbenchProblem(st: { marker: string | null; tables: number }, spec: SysbenchSpec): string | null {
+  const want = sysbenchMarkerValue(spec);
+  if (st.marker !== want) return st.marker ? `prepared as ${st.marker}, want ${want}` : st.tables ? `incomplete prepare (${st.tables} tables, no marker)` : 'not prepared';
+  if (st.tables !== spec.tables) return `${st.tables} tables, want ${spec.tables}`;
+  return null;
+}
+
+/** Prepare on the manager, under a lock, from scratch; marker last. */
+export function sysbenchPrepareScript(spec: SysbenchSpec): string {
+  const want = sysbenchMarkerValue(spec);
+  const sb = `sysbench --config-file=${SYSBENCH_OPTIONS_PATH} oltp_read_write`;
+  return `set -euo pipefail
+exec 9>/run/lock/rampart-sysbench.lock
+flock 9
+if [ "$(mysql -N -B -e ${shq(`SELECT v FROM ${META_TABLE} WHERE k='${SYSBENCH_MARKER}'`)})" = ${shq(want)} ]; then echo already prepared; exit 0; fi
+mysql -e ${shq(`DELETE FROM ${META_TABLE} WHERE k='${SYSBENCH_MARKER}'`)}
+# drop whatever a killed or different prepare left (every sbtest table)
+for t in $(mysql -N -B -e ${shq(`SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA='${SYSBENCH_SCHEMA}'`)}); do
+  mysql -e "DROP TABLE IF EXISTS \\\`${SYSBENCH_SCHEMA}\\\`.\\\`$t\\\`"
+done
+${sb} prepare >/dev/null
+mysql -e ${shq(`INSERT INTO ${META_TABLE} (k, v) VALUES ('${SYSBENCH_MARKER}', '${want}') ON DUPLICATE KEY UPDATE v=VALUES(v), at=CURRENT_TIMESTAMP`)}`;
+}

@@ -1,0 +1,150 @@
+// GTID replication, per dialect, as pure functions: the status fact and its
+// parsing, the decision "what is wrong", the statements that repair it and
+// the GTID waits. Passwords only ever travel in SQL or option-file text fed
+// through stdin, never in an argument vector.
+import { shq } from '../../core/ssh.ts';
+import { sqlString } from './mysql-accounts.ts';
+import type { Dialect } from './os.ts';
+
+/** Replica status in the installed server's own dialect (\G: one `Key: value` per line). */
+export const REPLICA_STATUS_FACT = `if mysql --version 2>/dev/null | grep -qi mariadb; then mysql -e 'SHOW SLAVE STATUS\\G'; else mysql -e 'SHOW REPLICA STATUS\\G'; fi`;
+
+export interface ReplicaStatus {
+  sourceHost: string;
+  sourcePort: number;
+  sourceUser: string;
+  ioRunning: string;
+  sqlRunning: string;
+  /** GTID auto-positioning is on (MariaDB Using_Gtid=Slave_Pos|Current_Pos, MySQL Auto_Position=1). */
+  gtid: boolean;
+  ioErrno: number;
+  ioError: string;
+  sqlErrno: number;
+  sqlError: string;
+}
+
+/** Parse SHOW SLAVE/REPLICA STATUS\G of either dialect; null when the node is not a replica. */
+export function parseReplicaStatus(text: string): ReplicaStatus | null {
+  const kv = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^\s*([A-Za-z_]+):\s?(.*)$/.exec(line);
+    if (m) kv.set(m[1], m[2].trim());
+  }
+  const get = (...names: string[]) => names.map((n) => kv.get(n)).find((v) => v !== undefined) ?? '';
+  const host = get('Source_Host', 'Master_Host');
+  if (!kv.size || (!host && !kv.has('Source_Host') && !kv.has('Master_Host'))) return null;
+  const usingGtid = get('Using_Gtid');
+  return {
+    sourceHost: host,
+    sourcePort: Number(get('Source_Port', 'Master_Port')) || 0,
+    sourceUser: get('Source_User', 'Master_User'),
+    ioRunning: get('Replica_IO_Running', 'Slave_IO_Running'),
+    sqlRunning: get('Replica_SQL_Running', 'Slave_SQL_Running'),
+    gtid: usingGtid ? /^(slave|current)_pos$/i.test(usingGtid) : get('Auto_Position') === '1',
+    ioErrno: Number(get('Last_IO_Errno')) || 0,
+    ioError: get('Last_IO_Error'),
+    sqlErrno: Number(get('Last_SQL_Errno')) || 0,
+    sqlError: get('Last_SQL_Error'),
+  };
+}
+
+export interface ReplicaSource {
+  host: string;
+  port: number;
+  user: string;
+}
+
+export type ReplicaAction =
+  | { action: 'ok' }
+  /** (Re)point at the source: CHANGE MASTER / CHANGE REPLICATION SOURCE, then start. */
+  | { action: 'configure'; reason: string }
+  /** Configured right but stopped: start it. */
+  | { action: 'start'; reason: string }
+  /** Not safely repairable by a re-run: needs a human (message says what). */
+  | { action: 'fail'; reason: string; hint: string };
+
+/** Binlog position requested by the replica is gone on the source. */
+const ER_SOURCE_FATAL_READING_BINLOG = 1236;
+
+/** What is wrong with a replica, and the least that repairs it. */
+export function replicaDecision(status: ReplicaStatus | null, want: ReplicaSource): ReplicaAction {
+  if (!status) return { action: 'configure', reason: 'not a replica yet' };
+  const at = `${status.sourceUser}@${status.sourceHost}:${status.sourcePort}`;
+  const wanted = `${want.user}@${want.host}:${want.port}`;
+  if (status.sourceHost !== want.host || status.sourcePort !== want.port || status.sourceUser !== want.user) {
+    return { action: 'configure', reason: `replicates from ${at}, want ${wanted}` };
+  }
+  if (!status.gtid) return { action: 'configure', reason: 'not using GTID positioning' };
+  if (status.sqlErrno !== 0) {
+    return {
+      action: 'fail',
+      reason: `replica SQL error ${status.sqlErrno}: ${status.sqlError}`,
+      hint: 'the replica diverged from the manager; re-seed it (drop the node and apply again) rather than skipping transactions',
+    };
+  }
+  if (status.ioErrno === ER_SOURCE_FATAL_READING_BINLOG) {
+    return {
+      action: 'fail',
+      reason: `the manager no longer has the binlogs this replica needs (${status.ioError})`,
+      hint: "seed the replica from a consistent dump of the manager (mysqldump --single-transaction --gtid --master-data), or recreate the node while the manager's binlogs are complete",
+    };
+  }
+  if (status.ioErrno !== 0 && status.ioRunning !== 'Yes') {
+    // wrong/old password, source restarted elsewhere...: give it the current credentials again
+    return { action: 'configure', reason: `replica IO error ${status.ioErrno}: ${status.ioError}` };
+  }
+  if (status.ioRunning !== 'Yes' || status.sqlRunning !== 'Yes') {
+    return { action: 'start', reason: `replica threads IO=${status.ioRunning || 'No'} SQL=${status.sqlRunning || 'No'}` };
+  }
+  return { action: 'ok' };
+}
+
+/** Point the replica at the source with GTID auto-positioning and start it (contains the password: stdin only). */
+export function changeSourceSql(d: Dialect, src: ReplicaSource, password: string): string {
+  if (d === 'mariadb') {
+    return [
+      'STOP SLAVE;',
+      `CHANGE MASTER TO MASTER_HOST=${sqlString(src.host)}, MASTER_PORT=${src.port}, MASTER_USER=${sqlString(src.user)}, MASTER_PASSWORD=${sqlString(password)}, MASTER_USE_GTID=slave_pos;`,
+      'START SLAVE;',
+    ].join('\n') + '\n';
+  }
+  return [
+    'STOP REPLICA;',
+    `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${sqlString(src.host)}, SOURCE_PORT=${src.port}, SOURCE_USER=${sqlString(src.user)}, SOURCE_PASSWORD=${sqlString(password)}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1;`,
+    'START REPLICA;',
+  ].join('\n') + '\n';
+}
+
+export function startReplicaSql(d: Dialect): string {
+  return d === 'mariadb' ? 'START SLAVE;\n' : 'START REPLICA;\n';
+}
+
+/** The source's GTID position, one line (MySQL sets may span lines). */
+export function sourcePositionSql(d: Dialect): string {
+  return d === 'mariadb' ? 'SELECT @@GLOBAL.gtid_binlog_pos' : "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '')";
+}
+
+/** Block until this replica has applied `pos` (or the timeout); returns 0 when caught up. */
+export function gtidWaitSql(d: Dialect, pos: string, timeoutS: number): string {
+  return d === 'mariadb'
+    ? `SELECT MASTER_GTID_WAIT(${sqlString(pos)}, ${timeoutS})`
+    : `SELECT WAIT_FOR_EXECUTED_GTID_SET(${sqlString(pos)}, ${timeoutS})`;
+}
+
+/**
+ * Shell script run on a replica: read the replication password from the first
+ * line of stdin, ask the source for its GTID position over the network (option
+ * file through a pipe: the password is in no argv), then wait for it locally.
+ * Prints the position waited for; exits 1 on timeout.
+ */
+export function catchUpScript(d: Dialect, src: ReplicaSource, timeoutS = 120): string {
+  const extra = d === 'mysql' ? ' --get-server-public-key' : '';
+  return `set -euo pipefail
+IFS= read -r pw
+opts() { printf '[client]\\nuser=%s\\npassword=%s\\nhost=%s\\nport=%s\\n' ${shq(src.user)} "$pw" ${shq(src.host)} ${src.port}; }
+pos=$(mysql --defaults-extra-file=<(opts)${extra} -N -B -e ${shq(sourcePositionSql(d))})
+[[ "$pos" =~ ^[0-9A-Fa-f:,-]*$ ]] || { echo "unexpected GTID position from the manager: $pos" >&2; exit 1; }
+r=$(mysql -N -B -e "${gtidWaitSql(d, '$pos', timeoutS)}")
+if [ "$r" != 0 ]; then echo "not caught up with the manager (GTID $pos) after ${timeoutS} s (wait returned $r)" >&2; exit 1; fi
+printf '%s\\n' "$pos"`;
+}
