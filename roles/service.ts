@@ -244,10 +244,17 @@ const unit: Task = {
 const running: Task = {
   name: 'service enabled and running',
   when: noService,
-  facts: (ctx) => ({ state: `systemctl is-enabled ${unitName(svc(ctx))}; systemctl is-active ${unitName(svc(ctx))}` }),
+  facts: (ctx) => ({
+    state: `systemctl is-enabled ${unitName(svc(ctx))}; systemctl is-active ${unitName(svc(ctx))}`,
+    health: healthFact(svc(ctx), ctx.host.privateAddress, servicePort(ctx.cluster, svc(ctx))),
+  }),
   check: (ctx) => {
     const [enabled, active] = ctx.facts.state.stdout.trim().split('\n');
-    const todo = [enabled !== 'enabled' && 'enable', active !== 'active' && `start (${active || 'unknown'})`].filter(Boolean);
+    const code = ctx.facts.health.stdout.trim() || '000';
+    const todo = [
+      enabled !== 'enabled' && 'enable',
+      active !== 'active' ? `start (${active || 'unknown'})` : code !== '200' && `restart (/health: HTTP ${code})`,
+    ].filter(Boolean);
     return todo.length ? { message: todo.join(', ') } : null;
   },
   apply: async (ctx) => {
@@ -255,6 +262,17 @@ const running: Task = {
     ctx.notify(RESTART); // the handler (re)starts and waits for /health, once
   },
 };
+
+/**
+ * One /health probe as a fact: the caller's credential is read from the
+ * service's own 0600 config by root and piped into curl's config (never argv).
+ */
+export function healthFact(s: ServiceName, address: string, port: number): string {
+  const header = s === 'gatekeeper'
+    ? 'echo'
+    : `sed -n 's/^  "credential": "\\([^"]*\\)",\\{0,1\\}$/header = "x-rampart-credential: \\1"/p' ${configPath(s)}`;
+  return `${header} | curl -s -o /dev/null -w '%{http_code}' -m 2 -K - http://${address}:${port}/health`;
+}
 
 /** Node-side poll of /health (bounded); the trusted host's credential travels on stdin into a 0600 curl config. */
 export function healthScript(s: ServiceName, address: string, port: number, timeoutS = 30): string {

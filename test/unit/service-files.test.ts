@@ -1,0 +1,169 @@
+// What the service role writes: configs from cluster.yaml + hosts + secrets
+// (accepted by the services' own validator), units without any secret, the
+// runtime choice, and reproducible bundles.
+import { describe, expect, test } from 'bun:test';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { loadCluster } from '../../core/spec.ts';
+import type { Cluster, Host, SecretStore, ServiceName } from '../../core/types.ts';
+import { validateConfig, type GatekeeperConfig, type ProxyConfig, type TrustedHostConfig } from '../../services/config.ts';
+import { runtimeBinary, runtimePackage, serviceBundle } from '../../roles/lib/artifact.ts';
+import { DB_USERS, SECRETS } from '../../roles/lib/names.ts';
+import {
+  configText, healthCurlConfig, healthFact, healthScript, runtimeState, serviceConfig, unitText,
+} from '../../roles/service.ts';
+import { ROOT } from '../support/cluster.ts';
+
+const cluster: Cluster = loadCluster(join(ROOT, 'cluster.yaml'));
+const hosts: Host[] = cluster.nodes.map((node, i) => ({
+  name: node.name, address: `10.77.0.${10 + i}`, privateAddress: `10.77.0.${10 + i}`, port: 22, user: 'ubuntu',
+  sshFrom: '10.77.0.1/32', node,
+}));
+const ip = Object.fromEntries(hosts.map((h) => [h.name, h.privateAddress]));
+const host = (name: string) => hosts.find((h) => h.name === name)!;
+
+/** An in-memory store generating random values, like the real one (no file). */
+class MemorySecrets implements SecretStore {
+  readonly values = new Map<string, string>();
+  get(name: string): string {
+    if (!this.values.has(name)) this.values.set(name, randomBytes(24).toString('base64url'));
+    return this.values.get(name)!;
+  }
+}
+const secrets = new MemorySecrets();
+const SERVICES: ServiceName[] = ['gatekeeper', 'trustedhost', 'proxy'];
+
+describe('service configs', () => {
+  test('gatekeeper: listens on its private address :80, API key, policy, limits, upstream = trusted host', () => {
+    const c = validateConfig(serviceConfig(cluster, host('gatekeeper'), hosts, secrets), 'gatekeeper') as GatekeeperConfig;
+    expect(c.listen).toEqual({ host: ip.gatekeeper, port: 80 });
+    expect(c.apiKeys).toEqual([secrets.get(SECRETS.apiKey)]);
+    expect(c.policy).toEqual({ statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'] });
+    expect(c.maxBodyBytes).toBe(65536);
+    expect(c.rateLimit).toEqual({ requests: 2000, perSeconds: 1 });
+    expect(c.upstream).toEqual({ url: `http://${ip.trustedhost}:5000`, credential: secrets.get(SECRETS.gatekeeperToTrusted) });
+  });
+
+  test('trusted host: expects the gatekeeper credential, forwards to the proxy with its own', () => {
+    const c = validateConfig(serviceConfig(cluster, host('trustedhost'), hosts, secrets), 'trustedhost') as TrustedHostConfig;
+    expect(c.listen).toEqual({ host: ip.trustedhost, port: 5000 });
+    expect(c.credential).toBe(secrets.get(SECRETS.gatekeeperToTrusted));
+    expect(c.upstream).toEqual({ url: `http://${ip.proxy}:5000`, credential: secrets.get(SECRETS.trustedToProxy) });
+    expect(c.credential).not.toBe(c.upstream.credential);
+  });
+
+  test('proxy: expected credential, manager + workers on 3306, app user, schema and modes from cluster.yaml', () => {
+    const c = validateConfig(serviceConfig(cluster, host('proxy'), hosts, secrets), 'proxy') as ProxyConfig;
+    expect(c.credential).toBe(secrets.get(SECRETS.trustedToProxy));
+    expect(c.db.manager).toEqual({ name: 'manager', host: ip.manager, port: 3306 });
+    expect(c.db.workers).toEqual([{ name: 'worker1', host: ip.worker1, port: 3306 }, { name: 'worker2', host: ip.worker2, port: 3306 }]);
+    expect(c.db.user).toBe(DB_USERS.app);
+    expect(c.db.password).toBe(secrets.get(SECRETS.mysqlApp));
+    expect(c.db.database).toBe('sakila');
+    expect([c.defaultMode, c.modes, c.probeIntervalMs, c.maxLagSeconds]).toEqual(['customized', ['direct', 'random', 'customized'], 250, 5]);
+  });
+
+  test('a node without a service, or a missing next hop, is an error naming the fix', () => {
+    expect(() => serviceConfig(cluster, host('manager'), hosts, secrets)).toThrow(/no service/);
+    expect(() => serviceConfig(cluster, host('gatekeeper'), hosts.filter((h) => h.name !== 'trustedhost'), secrets)).toThrow(/trustedhost/);
+  });
+
+  test('the config text is stable (same inputs -> same bytes, so no spurious restart)', () => {
+    for (const s of SERVICES) expect(configText(cluster, host(s), hosts, secrets)).toBe(configText(cluster, host(s), hosts, secrets));
+  });
+});
+
+describe('units and health probes hold no secret', () => {
+  const allSecrets = () => [...secrets.values.values()];
+
+  test('units: config path in env, no secret anywhere, sandboxing, restart policy', () => {
+    for (const s of SERVICES) {
+      const unit = unitText(s, s === 'gatekeeper' ? 80 : 5000);
+      for (const v of allSecrets()) expect(unit).not.toContain(v);
+      expect(unit).toContain(`Environment=RAMPART_SERVICE_CONFIG=/etc/rampart/${s}.json`);
+      expect(unit).toContain(`ExecStart=/opt/rampart/bin/bun /opt/rampart/${s}/service.js\n`);
+      for (const l of ['User=rampart', 'Restart=always', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'MemoryMax=256M']) {
+        expect(unit).toContain(`${l}\n`);
+      }
+    }
+  });
+
+  test('only a port below 1024 gets CAP_NET_BIND_SERVICE; others get no capability', () => {
+    expect(unitText('gatekeeper', 80)).toContain('AmbientCapabilities=CAP_NET_BIND_SERVICE\n');
+    expect(unitText('gatekeeper', 8080)).toContain('CapabilityBoundingSet=\nAmbientCapabilities=\n');
+    expect(unitText('proxy', 5000)).toContain('CapabilityBoundingSet=\nAmbientCapabilities=\n');
+    expect(unitText('proxy', 5000)).not.toContain('CAP_NET_BIND_SERVICE');
+  });
+
+  test('health: credentials go to curl through stdin, never on the command line', () => {
+    for (const s of SERVICES) {
+      const cmds = [healthFact(s, ip[s], 5000), healthScript(s, ip[s], 5000)];
+      for (const cmd of cmds) for (const v of allSecrets()) expect(cmd).not.toContain(v);
+      expect(healthFact(s, ip[s], 5000)).toContain('-K -');
+    }
+    expect(healthCurlConfig('trustedhost', secrets)).toBe(`header = "x-rampart-credential: ${secrets.get(SECRETS.gatekeeperToTrusted)}"\n`);
+    expect(healthCurlConfig('proxy', secrets)).toBe(`header = "x-rampart-credential: ${secrets.get(SECRETS.trustedToProxy)}"\n`);
+    expect(healthCurlConfig('gatekeeper', secrets)).not.toContain('credential');
+  });
+
+  test('the health fact extracts exactly the top-level credential from the written config', async () => {
+    for (const s of ['trustedhost', 'proxy'] as const) {
+      const dir = mkdtempSync(join(tmpdir(), 'rampart-hf-'));
+      const file = join(dir, 'c.json');
+      await Bun.write(file, configText(cluster, host(s), hosts, secrets));
+      // run the fact's sed half against the real file
+      const sed = healthFact(s, '127.0.0.1', 1).split(' | curl')[0].replace(`/etc/rampart/${s}.json`, file);
+      const out = Bun.spawnSync(['bash', '-c', sed]).stdout.toString();
+      expect(out).toBe(healthCurlConfig(s, secrets));
+      rmSync(dir, { recursive: true });
+    }
+  });
+});
+
+describe('runtime', () => {
+  test('package per CPU: avx2 x86_64, baseline, aarch64; unknown arch is an error', () => {
+    expect(runtimePackage('x86_64 avx2')).toBe('@oven/bun-linux-x64');
+    expect(runtimePackage('x86_64 baseline')).toBe('@oven/bun-linux-x64-baseline');
+    expect(runtimePackage('aarch64 baseline')).toBe('@oven/bun-linux-aarch64');
+    expect(() => runtimePackage('riscv64 baseline')).toThrow(/riscv64/);
+  });
+
+  test('the installed runtime binary is found; a missing package names the install command', () => {
+    expect(statSync(runtimeBinary('@oven/bun-linux-x64')).size).toBeGreaterThan(10_000_000);
+    let err: unknown;
+    try {
+      runtimeBinary('@oven/bun-linux-x64-baseline');
+    } catch (e) {
+      err = e;
+    }
+    expect((err as Error).message).toContain('@oven/bun-linux-x64-baseline');
+    expect((err as { hint?: string }).hint).toMatch(/^npm install --no-save @oven\/bun-linux-x64-baseline@\d/);
+  });
+
+  test('stamp parsing: current only when size and mtime match the stamp', () => {
+    expect(runtimeState('107394952 1763729000\nabc 107394952 1763729000\n')).toEqual({ sha: 'abc', current: true });
+    expect(runtimeState('107394952 1763729999\nabc 107394952 1763729000\n')).toEqual({ sha: 'abc', current: false });
+    expect(runtimeState('')).toBeNull();
+  });
+});
+
+describe('bundle', () => {
+  test('same sources -> same bytes (two independent builds), reused while inputs are unchanged', async () => {
+    const a = mkdtempSync(join(tmpdir(), 'rampart-build-a-'));
+    const b = mkdtempSync(join(tmpdir(), 'rampart-build-b-'));
+    try {
+      const [x, y] = await Promise.all([serviceBundle(a, 'trustedhost'), serviceBundle(b, 'trustedhost')]);
+      expect(x.sha256).toBe(y.sha256);
+      expect(x.size).toBeGreaterThan(100_000);
+      expect(await Bun.file(x.path).text()).not.toContain(ROOT); // no absolute paths of the controller
+      const mtime = statSync(x.path).mtimeMs;
+      expect(await serviceBundle(a, 'trustedhost')).toEqual(x); // same run: memoised
+      expect(statSync(x.path).mtimeMs).toBe(mtime);
+    } finally {
+      rmSync(a, { recursive: true });
+      rmSync(b, { recursive: true });
+    }
+  }, 60_000);
+});
