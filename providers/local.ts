@@ -16,7 +16,7 @@ import {
   fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type Subnet,
 } from './local/network.ts';
 import {
-  createContainer, destroyContainer, listContainers, pinMirror, sshBanner, sshLogin, startContainer, waitForSsh,
+  createContainer, destroyContainer, listContainers, pinMirror, reattachVeth, sshBanner, sshLogin, startContainer, waitForSsh,
   type ContainerInfo,
 } from './local/lxc.ts';
 
@@ -168,7 +168,7 @@ export class LocalProvider implements Provider {
 
     const built = await ensureBaseImage(this.spec.mirror, this.suite, events);
     changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: imagePath(this.suite) });
-    const base = await ensureBaseRootfs(this.suite);
+    const base = await ensureBaseRootfs(this.suite, events);
 
     const bridge = await bridgeState(this.spec.bridge, this.subnet);
     if (bridge !== 'ok') {
@@ -230,6 +230,11 @@ export class LocalProvider implements Provider {
         if (await pinMirror(t.container, this.spec.mirror, mirrorAddrs)) {
           action = 'change';
           detail = `mirror pin updated in /etc/hosts`;
+        }
+        // A bridge deleted under running nodes takes their veths with it.
+        if (c.running && bridge !== 'ok' && (await reattachVeth(t.container, this.spec.bridge))) {
+          action = 'change';
+          detail = `re-attached to ${this.spec.bridge}${detail === t.address ? '' : `; ${detail}`}`;
         }
         if (!c.running) {
           progress(`starting ${t.node.name}`);

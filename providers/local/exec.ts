@@ -2,6 +2,7 @@
 // any) goes through stdin, so user values are never parsed by a shell and
 // nothing secret shows up in `ps`.
 import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { ProviderError } from '../../core/errors.ts';
 
 export interface RunResult {
@@ -58,4 +59,14 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     child.stdin.on('error', () => { /* the command may exit before reading stdin */ });
     child.stdin.end(opts.input ?? '');
   });
+}
+
+/** Unmount everything mounted at or below `path` (deepest first), e.g. what an interrupted debootstrap left. */
+export async function unmountUnder(path: string): Promise<void> {
+  const mounts = (await readFile('/proc/self/mounts', 'utf8').catch(() => ''))
+    .split('\n')
+    .map((l) => l.split(' ')[1]?.replace(/\\040/g, ' '))
+    .filter((m): m is string => !!m && (m === path || m.startsWith(`${path}/`)))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) await run('umount', ['-l', m], { check: false });
 }

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
-import { run } from './exec.ts';
+import { run, unmountUnder } from './exec.ts';
 
 export const CACHE_DIR = process.env.RAMPART_IMAGE_CACHE ?? '/var/cache/rampart';
 export const IMAGE_PACKAGES = ['systemd-sysv', 'openssh-server', 'sudo', 'iproute2', 'dbus', 'procps', 'ca-certificates', 'iptables'];
@@ -95,7 +95,8 @@ export async function ensureBaseImage(mirror: string, suite: string, events?: Pr
   const rootfs = join(work, 'rootfs');
   try {
     if (imageExists(suite)) return false;
-    await rm(work, { recursive: true, force: true });
+    await removeStaleWork();
+    await removeTree(work);
     await mkdir(rootfs, { recursive: true });
     // mktemp-like dirs are 0700: _apt and mysql then fail inside the node.
     await chmod(rootfs, 0o755);
@@ -106,6 +107,9 @@ export async function ensureBaseImage(mirror: string, suite: string, events?: Pr
       timeoutMs: 15 * 60_000,
       hint: `debootstrap needs the Debian mirror ${mirror} (provider.local.mirror) over HTTP`,
     });
+    if (!existsSync(join(rootfs, 'usr/bin/systemctl')) || !existsSync(join(rootfs, 'usr/sbin/sshd'))) {
+      throw new ProviderError(`debootstrap of ${suite} finished without systemd or sshd in ${rootfs}`, 'check the mirror and the suite name (provider.local.suite)');
+    }
     await configureImage(rootfs, mirror, suite);
     events?.progress?.(`packing the base image (debootstrap took ${Math.round((Date.now() - t0) / 1000)} s)`);
     const tmp = join(work, 'image.tar.zst');
@@ -114,8 +118,23 @@ export async function ensureBaseImage(mirror: string, suite: string, events?: Pr
     await rename(tmp, imagePath(suite));
     return true;
   } finally {
-    await rm(work, { recursive: true, force: true }).catch(() => undefined);
+    await removeTree(work).catch(() => undefined);
     await unlink(lockPath).catch(() => undefined);
+  }
+}
+
+/** rm -rf that first unmounts what is mounted inside (debootstrap mounts /proc and /sys in its target). */
+async function removeTree(path: string): Promise<void> {
+  await unmountUnder(path);
+  await rm(path, { recursive: true, force: true });
+}
+
+/** Temp dirs of builds/unpacks whose process is gone (killed mid-way). */
+async function removeStaleWork(): Promise<void> {
+  const names = await readdir(CACHE_DIR).catch(() => [] as string[]);
+  for (const n of names) {
+    const m = /^\.(?:build|unpack)-.+?-(\d+)(?:-\d+)?$/.exec(n);
+    if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) await removeTree(join(CACHE_DIR, n));
   }
 }
 
@@ -157,11 +176,13 @@ async function configureImage(rootfs: string, mirror: string, suite: string): Pr
  * holds only its own changes). Named after the image's mtime, so a rebuilt
  * image never changes the layer under existing nodes.
  */
-export async function ensureBaseRootfs(suite: string): Promise<{ path: string; created: boolean }> {
+export async function ensureBaseRootfs(suite: string, events?: ProviderEvents): Promise<{ path: string; created: boolean }> {
   const st = await stat(imagePath(suite));
   const path = join(CACHE_DIR, `${suite}-base.rootfs.${Math.floor(st.mtimeMs)}`);
   if (existsSync(join(path, 'sbin/init')) || existsSync(join(path, 'usr/sbin/init'))) return { path, created: false };
   const tmp = join(CACHE_DIR, `.unpack-${suite}-${process.pid}-${Date.now()}`);
+  await removeStaleWork();
+  events?.progress?.(`unpacking the base image into the shared node layer ${path}`);
   try {
     await mkdir(tmp, { mode: 0o755 });
     await chmod(tmp, 0o755);

@@ -251,6 +251,22 @@ export async function createContainer(o: CreateOptions): Promise<void> {
   await writeFile(join(dir, MARKER), JSON.stringify({ ...marker, complete: true }) + '\n', { mode: 0o644 });
 }
 
+/**
+ * Put a running container's host-side veth back on the bridge (after the
+ * bridge was deleted and recreated under it). True when it had to.
+ */
+export async function reattachVeth(name: string, bridge: string): Promise<boolean> {
+  const info = await run('lxc-info', ['-n', name], { check: false });
+  const link = /^Link:\s*(\S+)/m.exec(info.stdout)?.[1];
+  if (!link) return false;
+  const res = await run('ip', ['-j', 'link', 'show', 'dev', link], { check: false });
+  const master = res.code === 0 ? (JSON.parse(res.stdout) as { master?: string }[])[0]?.master : undefined;
+  if (master === bridge) return false;
+  await run('ip', ['link', 'set', 'dev', link, 'master', bridge]);
+  await run('ip', ['link', 'set', 'dev', link, 'up']);
+  return true;
+}
+
 export async function startContainer(name: string): Promise<void> {
   const dir = join(await lxcPath(), name);
   const res = await run('lxc-start', ['-n', name], { check: false, timeoutMs: 60_000 });

@@ -233,6 +233,43 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
     for (const h of res.hosts) expect(ssh(h.address, 'sudo -n true').code).toBe(0);
   }, 300_000);
 
+  test('a bridge deleted under running nodes is recreated and their veths re-attached; a removed mirror pin is rewritten', async () => {
+    const n1 = hostOf('n1').address;
+    expect(ssh(n1, "sudo -n sed -i '/deb.debian.org/d' /etc/hosts").code).toBe(0);
+    expect(sh('ip', ['link', 'delete', BRIDGE]).code).toBe(0);
+    const changes = actions((await provider.up(events)).changes);
+    expect(changes[`bridge ${BRIDGE}`]).toBe('create');
+    expect(changes['container rpt-n1']).toBe('change');
+    expect(changes['container rpt-n2']).toBe('change');
+    for (const h of hosts) expect(ssh(h.address, 'true').code).toBe(0);
+    expect(ssh(n1, 'cat /etc/hosts').stdout).toContain(` ${MIRROR}`);
+    expect((await provider.up()).changes.filter((c) => c.action !== 'ok')).toEqual([]);
+  }, 120_000);
+
+  test('a container destroyed by hand leaves the shared base layer intact', () => {
+    const config = readFileSync('/var/lib/lxc/rpt-n1/config', 'utf8');
+    const lower = /^lxc\.rootfs\.path = overlay:([^:]+):/m.exec(config)?.[1];
+    expect(lower).toBeDefined();
+    expect(existsSync(join(lower!, 'usr/sbin/sshd'))).toBe(true);
+    expect(readFileSync(join(lower!, 'etc/machine-id'), 'utf8')).toBe('');
+    // the node's own files live in its layer only
+    expect(existsSync(join(lower!, 'home/ubuntu'))).toBe(false);
+  });
+
+  test('not root: a ProviderError that says so', () => {
+    const code = `import('${join(import.meta.dir, '../../providers/local.ts')}').then(async ({ LocalProvider }) => {
+      try { await new LocalProvider(JSON.parse(process.env.RPT_CLUSTER)).plan(); console.log('no error'); }
+      catch (e) { console.log(JSON.stringify({ name: e.name, message: e.message, hint: e.hint })); }
+    })`;
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', code], {
+      encoding: 'utf8', cwd: '/tmp', env: { PATH: process.env.PATH, HOME: '/tmp', RPT_CLUSTER: JSON.stringify(cluster) },
+    });
+    const err = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}');
+    expect(err.name).toBe('ProviderError');
+    expect(err.message).toMatch(/needs root/);
+    expect(err.hint).toMatch(/as root/);
+  });
+
   test('a container no longer in cluster.yaml: plan says delete, up leaves it, down removes it', async () => {
     const shrunk = new LocalProvider({ ...cluster, nodes: cluster.nodes.filter((n) => n.name === 'n1') });
     const plan = await shrunk.plan();
