@@ -13,6 +13,7 @@ import { connect, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, readJson, statePaths } from '../core/state.ts';
 import type { Cluster, Connection, Host, ProxyMode, ServiceName } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
+import { SYSBENCH_SCHEMA } from '../roles/lib/mysql-accounts.ts';
 import { DB_USERS, SECRETS } from '../roles/lib/names.ts';
 import { collectLogs, makeResultsDir, resultsDir, writeArtifacts, type ServiceLog } from './bench/collect.ts';
 import { dbAlive } from './bench/db.ts';
@@ -305,7 +306,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
             }
             const sb = cluster.database.sysbench;
             const run = await runSysbench(hosts, {
-              user: DB_USERS.sysbench, password: store.get(SECRETS.mysqlSysbench), database: DB_USERS.sysbench,
+              user: DB_USERS.sysbench, password: store.get(SECRETS.mysqlSysbench), database: SYSBENCH_SCHEMA,
               tables: sb.tables, tableSize: sb.tableSize, threads: sb.threads, time: opts.sysbenchTime,
             }, (m) => (task.output = m));
             sysbench = run.results;

@@ -19,27 +19,6 @@ export async function dialectOf(conn: Connection): Promise<Dialect> {
   return /mariadb/i.test(await scalar(conn, 'SELECT VERSION()')) ? 'mariadb' : 'mysql';
 }
 
-/** The statement printing the manager's GTID position. */
-export function gtidPositionSql(d: Dialect): string {
-  return d === 'mariadb' ? 'SELECT @@GLOBAL.gtid_binlog_pos' : 'SELECT @@GLOBAL.gtid_executed';
-}
-
-/** SQL literal of a string (GTID sets hold only [0-9a-f:,-] and newlines; escaped anyway). */
-export function sqlString(v: string): string {
-  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '')}'`;
-}
-
-/**
- * The statement waiting for a replica to reach `position`, printing 0 when it
- * did. MariaDB: MASTER_GTID_WAIT (0 ok, -1 timeout); MySQL:
- * WAIT_FOR_EXECUTED_GTID_SET (0 ok, 1 timeout).
- */
-export function gtidWaitSql(d: Dialect, position: string, timeoutSeconds: number): string {
-  return d === 'mariadb'
-    ? `SELECT MASTER_GTID_WAIT(${sqlString(position)}, ${timeoutSeconds})`
-    : `SELECT WAIT_FOR_EXECUTED_GTID_SET(${sqlString(position)}, ${timeoutSeconds})`;
-}
-
 /** Is the database server answering on this node? */
 export async function dbAlive(conn: Connection): Promise<boolean> {
   const res = await conn.exec('mysqladmin ping --connect-timeout=2 >/dev/null 2>&1', { check: false });

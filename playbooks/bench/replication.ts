@@ -3,7 +3,8 @@
 // exactly the expected number of new rows.
 import { createHash } from 'node:crypto';
 import type { Connection } from '../../core/types.ts';
-import { dialectOf, gtidPositionSql, gtidWaitSql, scalar } from './db.ts';
+import { gtidWaitSql, sourcePositionSql } from '../../roles/lib/mysql-replication.ts';
+import { dialectOf, scalar } from './db.ts';
 import type { NodeProof, ReplicationProof } from './types.ts';
 
 export interface DbNodes {
@@ -18,7 +19,7 @@ export async function syncWorkers(nodes: DbNodes, timeoutSeconds: number): Promi
   const m = nodes.manager.conn;
   if (!m) throw new Error(`${nodes.manager.name}: no SSH connection`);
   const d = await dialectOf(m);
-  const gtid = (await scalar(m, gtidPositionSql(d))).trim();
+  const gtid = (await scalar(m, sourcePositionSql(d))).trim();
   const workers: Record<string, string | null> = {};
   await Promise.all(nodes.workers.map(async (w) => {
     if (!w.conn) {

@@ -2,7 +2,6 @@
 // the bench's flags.
 import { describe, expect, test } from 'bun:test';
 import { benchOptions } from '../../playbooks/bench.ts';
-import { gtidWaitSql, sqlString } from '../../playbooks/bench/db.ts';
 import { judgeProof } from '../../playbooks/bench/replication.ts';
 import { optionFile, parseSysbench } from '../../playbooks/bench/sysbench.ts';
 import type { NodeProof } from '../../playbooks/bench/types.ts';
@@ -78,12 +77,6 @@ Latency (ms):
     expect(f.split('\n')).toContain('time=7');
     expect(f.split('\n')).toContain('table-size=10000');
   });
-});
-
-test('GTID wait statements per dialect, literal escaped', () => {
-  expect(gtidWaitSql('mariadb', '0-1-42', 30)).toBe("SELECT MASTER_GTID_WAIT('0-1-42', 30)");
-  expect(gtidWaitSql('mysql', 'uuid:1-5', 30)).toBe("SELECT WAIT_FOR_EXECUTED_GTID_SET('uuid:1-5', 30)");
-  expect(sqlString("a'b\\")).toBe("'a\\'b\\\\'");
 });
 
 describe('benchOptions', () => {

@@ -1,0 +1,182 @@
+// `zx bench` on a real LXC cluster of its own (rpbench, 10.82.0.0/24, bridge
+// rpbench0): applied from scratch, benched with small counts, then benched
+// again with worker1's database stopped in the middle of the read phase.
+// Needs Linux + root; skips elsewhere, but fails when CI=true.
+// Traffic: only to the cluster's nodes on 10.82.0.0/24 (HTTP to the
+// gatekeeper, SSH to the nodes).
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BenchSummary } from '../../playbooks/bench/types.ts';
+import { e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
+
+const NAME = 'rpbench';
+const SUBNET = '10.82.0.0/24';
+const available = e2eAvailable();
+const dir = mkdtempSync(join(tmpdir(), 'rpbench-'));
+const file = join(dir, 'cluster.yaml');
+const ADDR: Record<string, string> = { gatekeeper: '10.82.0.10', trustedhost: '10.82.0.11', proxy: '10.82.0.12', manager: '10.82.0.13', worker1: '10.82.0.14', worker2: '10.82.0.15' };
+const DB = ['manager', 'worker1', 'worker2'];
+const SERVICES = ['gatekeeper', 'trustedhost', 'proxy'];
+const OUR_ID = /^b\d{14}-[wdrc]-\d+$/;
+
+function actorRows(node: string): number {
+  const r = onNode(file, ADDR[node], 'mysql -N -B -e "SELECT COUNT(*) FROM sakila.actor"');
+  if (r.code !== 0) throw new Error(`${node}: ${r.stderr}`);
+  return Number(r.stdout.trim());
+}
+
+/** request_ids of this run in a collected service log (JSON lines), with their status. */
+function loggedIds(path: string): Map<string, number> {
+  const ids = new Map<string, number>();
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const v = JSON.parse(line) as { request_id: string; status: number };
+    if (OUR_ID.test(v.request_id)) ids.set(v.request_id, v.status);
+  }
+  return ids;
+}
+
+/** Run the bench as a child process (so the test can act on the cluster meanwhile). */
+function benchChild(args: string[]): { done: Promise<{ code: number; json: BenchSummary; stderr: string }> } {
+  const child = spawn(join(ROOT, 'node_modules/.bin/zx'), ['bench', '-f', file, '--json', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number; json: BenchSummary; stderr: string }>((resolve) =>
+    child.on('close', (code) => {
+      let json = {} as BenchSummary;
+      try {
+        json = JSON.parse(stdout.trim().split('\n').pop() ?? '') as BenchSummary;
+      } catch {
+        /* no summary */
+      }
+      resolve({ code: code ?? -1, json, stderr });
+    }),
+  );
+  return { done };
+}
+
+describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
+  beforeAll(async () => {
+    testClusterFile(dir, NAME, SUBNET);
+    const r = await zx('apply', file);
+    if (r.code !== 0) throw new Error(`apply failed (${r.code}):\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
+  }, 1_500_000);
+
+  afterAll(async () => {
+    const r = await zx('teardown', file);
+    if (r.code !== 0) process.stderr.write(`teardown failed (${r.code}): ${r.stderr.slice(-2000)}\n`);
+    rmSync(dir, { recursive: true, force: true });
+  }, 600_000);
+
+  test('50 writes + 50 reads per mode: report, exact rows, identical dumps, distribution, logs, sysbench', async () => {
+    const before = Object.fromEntries(DB.map((n) => [n, actorRows(n)]));
+    const r = await zx<BenchSummary>('bench', file, ['--writes', '50', '--reads', '50', '--sysbench-time', '2']);
+    const s = r.json;
+    if (r.code !== 0) process.stderr.write(`${r.stderr.slice(-3000)}\n${JSON.stringify(s?.incidents)}\n`);
+    expect(r.code).toBe(0);
+    expect(s.ok).toBe(true);
+
+    // report files
+    for (const f of ['report.md', 'report.html', 'summary.json', 'cluster.yaml']) expect(existsSync(join(s.dir, f))).toBe(true);
+    expect(readFileSync(join(s.dir, 'cluster.yaml'), 'utf8')).toBe(readFileSync(file, 'utf8'));
+    expect(readFileSync(join(s.dir, 'report.html'), 'utf8')).not.toMatch(/https?:\/\/|<script|<link|src=/i);
+    expect(JSON.parse(readFileSync(join(s.dir, 'summary.json'), 'utf8')).ok).toBe(true);
+
+    // exact row counts, seen independently over SSH: +50 on every DB node
+    for (const n of DB) expect(actorRows(n) - before[n]).toBe(50);
+    expect(s.replication?.nodes.map((n) => (n.after ?? 0) - (n.before ?? 0))).toEqual([50, 50, 50]);
+
+    // identical dumps, byte for byte
+    const dumps = DB.map((n) => readFileSync(join(s.dir, 'dumps', `${n}-actor.sql`)));
+    expect(dumps[0].length).toBeGreaterThan(1000);
+    expect(dumps[0].toString()).toContain('RAMPART');
+    for (const d of dumps.slice(1)) expect(Buffer.compare(d, dumps[0])).toBe(0);
+
+    // every request succeeded; per-mode node distribution
+    const byPhase = Object.fromEntries(s.phases.map((p) => [p.phase, p]));
+    for (const p of s.phases) {
+      expect(p.count).toBe(50);
+      expect(p.errors).toBe(0);
+    }
+    expect(Object.keys(byPhase.write.byNode)).toEqual(['manager']);
+    expect(Object.keys(byPhase.direct.byNode)).toEqual(['manager']);
+    expect(Object.keys(byPhase.random.byNode).sort()).toEqual(['worker1', 'worker2']);
+    expect(Object.keys(byPhase.customized.byNode).every((n) => n === 'worker1' || n === 'worker2')).toBe(true);
+
+    // the logs account for every request on every hop (read from the collected files)
+    for (const svc of SERVICES) {
+      const ids = loggedIds(join(s.dir, 'logs', `${svc}-${svc}.log`));
+      expect(ids.size).toBe(200);
+      expect([...ids.values()].every((st) => st === 200)).toBe(true);
+    }
+    expect(s.logs.every((h) => h.found === 200 && h.missing.length === 0)).toBe(true);
+
+    // sysbench: standalone and cluster results, read_write only on the manager
+    expect(s.sysbench.length).toBeGreaterThanOrEqual(4);
+    expect(s.sysbench.every((x) => x.ok && x.tps > 0)).toBe(true);
+    expect(s.sysbench.filter((x) => x.test === 'oltp_read_write').every((x) => x.node === 'manager')).toBe(true);
+    expect(readdirSync(join(s.dir, 'sysbench')).length).toBe(s.sysbench.length);
+  }, 600_000);
+
+  test('wrong API key: exit 4, says 401; no applied cluster: exit 4, says so', async () => {
+    const secrets = join(dir, '.rampart', 'secrets.json');
+    copyFileSync(secrets, `${secrets}.keep`);
+    try {
+      const v = JSON.parse(readFileSync(secrets, 'utf8')) as Record<string, string>;
+      v.gatekeeper_api_key = 'not-the-key-not-the-key';
+      writeFileSync(secrets, JSON.stringify(v), { mode: 0o600 });
+      const r = await zx<{ error: { message: string } }>('bench', file, ['--writes', '1', '--reads', '1', '--no-sysbench']);
+      expect(r.code).toBe(4);
+      expect(r.json.error.message).toContain('refused the API key (401)');
+    } finally {
+      copyFileSync(`${secrets}.keep`, secrets);
+      rmSync(`${secrets}.keep`);
+    }
+    const other = testClusterFile(join(dir, 'none'), 'rpbenchx', '10.82.1.0/24');
+    const r = await zx<{ error: { message: string; hint: string } }>('bench', other, ['--no-sysbench']);
+    expect(r.code).toBe(4);
+    expect(r.json.error.message).toContain('no applied cluster');
+    expect(r.json.error.hint).toContain('zx apply');
+  }, 120_000);
+
+  test('worker1 stopped during the read phase: random/customized reads still succeed, the report says what happened', async () => {
+    const start = actorRows('manager');
+    // paced so the read phases last a few seconds each: direct, then random, then customized (4 s each)
+    const run = benchChild(['--writes', '20', '--reads', '600', '--rate', '150', '--no-sysbench']);
+    const deadline = Date.now() + 60_000;
+    while (actorRows('manager') < start + 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    // writes done: direct runs ~4 s, then random ~4 s; stop worker1 in the middle of random
+    await new Promise((r) => setTimeout(r, 6_000));
+    const stop = onNode(file, ADDR.worker1, 'systemctl stop mariadb');
+    expect(stop.code).toBe(0);
+    const { code, json: s, stderr } = await run.done;
+    try {
+      if (!s.phases) throw new Error(`no summary (exit ${code}): ${stderr.slice(-2000)}`);
+      const byPhase = Object.fromEntries(s.phases.map((p) => [p.phase, p]));
+      // every read answered, routed around worker1
+      for (const m of ['direct', 'random', 'customized']) expect(byPhase[m].errors).toBe(0);
+      expect(byPhase.random.byNode.worker1).toBeGreaterThan(0); // served until it stopped
+      expect(byPhase.random.byNode.worker2).toBeGreaterThan(byPhase.random.byNode.worker1);
+      expect(Object.keys(byPhase.customized.byNode)).toEqual(['worker2']);
+      // what happened is said: worker1's database down, it stopped serving random reads, the proof incomplete
+      const said = s.incidents.join('\n');
+      expect(said).toContain('worker1: its database server is not answering');
+      expect(said).toMatch(/random: worker1 served \d+ request\(s\), none after/);
+      expect(s.replication?.ok).toBe(false);
+      expect(s.distribution.every((d) => d.ok)).toBe(true);
+      expect(code).toBe(1);
+      const md = readFileSync(join(s.dir, 'report.md'), 'utf8');
+      expect(md).toContain('## What happened');
+      expect(md).toContain('worker1: its database server is not answering');
+      // every request is still in every hop's log
+      expect(s.logs.every((h) => h.found === 20 + 1800 && h.missing.length === 0)).toBe(true);
+    } finally {
+      onNode(file, ADDR.worker1, 'systemctl start mariadb');
+    }
+  }, 300_000);
+});
