@@ -54,15 +54,21 @@ export function jumpNode(cluster: Cluster): NodeSpec | undefined {
   if (!pub) {
     throw new ProviderError(
       'provider.aws.jump is true but no node has `public: true`',
-      'mark the gatekeeper `public: true` in cluster.yaml, or set provider.aws.jump: false (every node then gets a public IP)',
+      'mark the gatekeeper `public: true` in cluster.yaml, or set provider.aws.jump: false (SSH then goes to every node directly)',
     );
   }
   return pub;
 }
 
-/** Whether a node gets a public IPv4 address. */
-export function hasPublicIp(cluster: Cluster, node: NodeSpec): boolean {
-  return !cluster.provider.aws.jump || node.public === true;
+/**
+ * Whether a node gets a public IPv4 address. Every node does: a default VPC has
+ * no NAT gateway, so without one a node could not reach the Ubuntu mirror (apt).
+ * A public address opens nothing by itself: inbound traffic is what the node's
+ * security group allows (with `jump`, SSH only from the gatekeeper's group).
+ * A NAT gateway would cost about 10x the per-node public IPv4 charge.
+ */
+export function hasPublicIp(_cluster: Cluster, _node: NodeSpec): boolean {
+  return true;
 }
 
 /** Characters AWS accepts in a rule description (anything else fails the whole call). */
