@@ -30,7 +30,7 @@ function sources(name: string, self: Host, hosts: Host[]): (string | null)[] {
 }
 
 /** Does the node's OUTPUT get restricted (security.egress)? */
-export function egressOf(cluster: Cluster, host: Host): { mirror: boolean } | null {
+export function egressOf(cluster: Cluster, host: Pick<Host, 'name'>): { mirror: boolean } | null {
   const e = cluster.security.egress.find((x) => x.node === host.name);
   return e ? { mirror: e.mirror } : null;
 }
