@@ -10,13 +10,13 @@ import { ProviderError } from '../core/errors.ts';
 import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } from '../core/state.ts';
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
 import { checkPlatform, ensureHostPackages, missingHostPackages } from './local/host.ts';
-import { ensureBaseImage, ensureBaseRootfs, imageExists, imagePath } from './local/image.ts';
+import { aptSources, ensureBaseImage, ensureBaseRootfs, imageExists, imagePath } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
   fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type Subnet,
 } from './local/network.ts';
 import {
-  createContainer, destroyContainer, listContainers, pinMirror, reattachVeth, sshBanner, sshLogin, startContainer, waitForSsh,
+  createContainer, destroyContainer, listContainers, reattachVeth, sshBanner, sshLogin, startContainer, syncMirror, waitForSsh,
   type ContainerInfo,
 } from './local/lxc.ts';
 
@@ -147,7 +147,9 @@ export class LocalProvider implements Provider {
       if (!c || !c.marker?.complete) items.push({ action: 'create', resource, detail: `${t.address}, then start` });
       else if (c.marker.address !== t.address) items.push({ action: 'change', resource, detail: `recreate: address ${c.marker.address} -> ${t.address}` });
       else if (!c.running) items.push({ action: 'change', resource, detail: 'start' });
-      else items.push({ action: 'ok', resource, detail: t.address });
+      else if (await syncMirror(t.container, this.spec.mirror, mirrorAddrs, aptSources(this.spec.mirror, this.suite), false)) {
+        items.push({ action: 'change', resource, detail: 'rewrite mirror pin (/etc/hosts) and apt sources' });
+      } else items.push({ action: 'ok', resource, detail: t.address });
     }
     for (const name of this.extras(found, targets)) {
       items.push({ action: 'delete', resource: `container ${name}`, detail: 'not in cluster.yaml; removed by down' });
@@ -206,6 +208,7 @@ export class LocalProvider implements Provider {
     const found = await this.containers(targets);
     for (const name of this.extras(found, targets)) progress(`container ${name} is not in cluster.yaml: left alone (down removes it)`);
 
+    const sources = aptSources(this.spec.mirror, this.suite);
     const started = new Set<string>();
     const results = await Promise.all(targets.map(async (t): Promise<PlanItem> => {
       const resource = `container ${t.container}`;
@@ -219,7 +222,7 @@ export class LocalProvider implements Provider {
           name: t.container, cluster: this.cluster.name, node: t.node.name, hostname: t.node.name,
           address: t.address, prefix: this.subnet.prefix, gateway: this.subnet.gateway, bridge: this.spec.bridge,
           baseRootfs: base.path, adminUser: this.user, publicKey: key.publicKey,
-          mirror: this.spec.mirror, mirrorAddrs,
+          mirror: this.spec.mirror, mirrorAddrs, aptSources: sources,
         });
         action = c ? 'change' : 'create';
         detail = c ? `recreated (${c.marker?.complete ? 'address changed' : 'incomplete'}), ${t.address}` : t.address;
@@ -227,9 +230,9 @@ export class LocalProvider implements Provider {
         await startContainer(t.container);
         started.add(t.container);
       } else {
-        if (await pinMirror(t.container, this.spec.mirror, mirrorAddrs)) {
+        if (await syncMirror(t.container, this.spec.mirror, mirrorAddrs, sources)) {
           action = 'change';
-          detail = `mirror pin updated in /etc/hosts`;
+          detail = `mirror pin (/etc/hosts) or apt sources updated`;
         }
         // A bridge deleted under running nodes takes their veths with it.
         if (c.running && bridge !== 'ok' && (await reattachVeth(t.container, this.spec.bridge))) {

@@ -108,7 +108,9 @@ async function rootfsSpec(dir: string): Promise<string> {
 async function mountOverlay(lower: string, upper: string, work: string, target: string): Promise<void> {
   await mkdir(work, { recursive: true, mode: 0o755 });
   await mkdir(target, { recursive: true, mode: 0o755 });
-  await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, target]);
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, target], {
+    hint: 'nodes are overlayfs clones of the base image: the kernel needs overlay support (modprobe overlay)',
+  });
 }
 
 /**
@@ -129,16 +131,28 @@ async function openRootfs(name: string): Promise<RootfsAccess> {
   return { path: target, release: () => run('umount', [target]).then(() => rmdir(target).catch(() => undefined)) };
 }
 
-/** Rewrite the mirror pin in a container's /etc/hosts; true when it changed. */
-export async function pinMirror(name: string, mirror: string, addrs: string[]): Promise<boolean> {
+/**
+ * Point a container at the mirror: the pin in /etc/hosts (the nodes have no
+ * DNS) and the apt sources. True when a file changed (or, with write=false,
+ * would change).
+ */
+export async function syncMirror(name: string, mirror: string, addrs: string[], sources: string, write = true): Promise<boolean> {
   const root = await openRootfs(name);
   try {
-    const path = join(root.path, 'etc/hosts');
-    const current = await readFile(path, 'utf8').catch(() => '');
+    let changed = false;
+    const hosts = join(root.path, 'etc/hosts');
+    const current = await readFile(hosts, 'utf8').catch(() => '');
     const next = hostsWithMirror(current, mirror, addrs);
-    if (next === current) return false;
-    await safeWrite(path, next, 0o644);
-    return true;
+    if (next !== current) {
+      if (write) await safeWrite(hosts, next, 0o644);
+      changed = true;
+    }
+    const list = join(root.path, 'etc/apt/sources.list');
+    if ((await readFile(list, 'utf8').catch(() => '')) !== sources) {
+      if (write) await safeWrite(list, sources, 0o644);
+      changed = true;
+    }
+    return changed;
   } finally {
     await root.release();
   }
@@ -161,6 +175,8 @@ export interface CreateOptions {
   publicKey: string;
   mirror: string;
   mirrorAddrs: string[];
+  /** apt sources.list content for the cluster's mirror. */
+  aptSources: string;
 }
 
 function containerConfig(o: CreateOptions, dir: string): string {
@@ -210,6 +226,7 @@ export async function createContainer(o: CreateOptions): Promise<void> {
     await safeWrite(join(etc, 'machine-id'), `${randomBytes(16).toString('hex')}\n`, 0o444);
     const hosts = `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${o.address} ${o.hostname}\n`;
     await safeWrite(join(etc, 'hosts'), hostsWithMirror(hosts, o.mirror, o.mirrorAddrs), 0o644);
+    await safeWrite(join(etc, 'apt/sources.list'), o.aptSources, 0o644);
 
     // Host key made here (ed25519 only, milliseconds): the image's first-boot
     // `ssh-keygen -A` would spend seconds of boot on an RSA key. Only this

@@ -16,6 +16,7 @@ import type { Cluster, Host, PlanItem } from '../../core/types.ts';
 import { LocalProvider } from '../../providers/local.ts';
 import { fenceRuleset, parseSubnet } from '../../providers/local/network.ts';
 import { hostsWithMirror } from '../../providers/local/lxc.ts';
+import { aptSources } from '../../providers/local/image.ts';
 
 const NAME = 'rpt';
 const BRIDGE = 'rpt0';
@@ -233,9 +234,10 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
     for (const h of res.hosts) expect(ssh(h.address, 'sudo -n true').code).toBe(0);
   }, 300_000);
 
-  test('a bridge deleted under running nodes is recreated and their veths re-attached; a removed mirror pin is rewritten', async () => {
+  test('a bridge deleted under running nodes is recreated and their veths re-attached; a mangled mirror pin and apt sources are rewritten', async () => {
     const n1 = hostOf('n1').address;
-    expect(ssh(n1, "sudo -n sed -i '/deb.debian.org/d' /etc/hosts").code).toBe(0);
+    expect(ssh(n1, "sudo -n sh -c \"sed -i '/deb.debian.org/d' /etc/hosts; echo 'deb http://mirror.invalid/debian bookworm main' > /etc/apt/sources.list\"").code).toBe(0);
+    expect(actions(await provider.plan())['container rpt-n1']).toBe('change');
     expect(sh('ip', ['link', 'delete', BRIDGE]).code).toBe(0);
     const changes = actions((await provider.up(events)).changes);
     expect(changes[`bridge ${BRIDGE}`]).toBe('create');
@@ -243,6 +245,7 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
     expect(changes['container rpt-n2']).toBe('change');
     for (const h of hosts) expect(ssh(h.address, 'true').code).toBe(0);
     expect(ssh(n1, 'cat /etc/hosts').stdout).toContain(` ${MIRROR}`);
+    expect(ssh(n1, 'cat /etc/apt/sources.list').stdout).toBe(aptSources(MIRROR, 'bookworm'));
     expect((await provider.up()).changes.filter((c) => c.action !== 'ok')).toEqual([]);
   }, 120_000);
 
