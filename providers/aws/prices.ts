@@ -3,6 +3,7 @@
 // published in 2025 (these rates have not changed since at least 2019). Not
 // fetched live: other regions cost somewhat more; check
 // https://aws.amazon.com/ec2/pricing/on-demand/ before relying on them.
+import { hasPublicIp } from './rules.ts';
 import type { Cluster } from '../../core/types.ts';
 
 export const PRICES_AS_OF = '2025 (us-east-1 on-demand Linux list prices)';
@@ -64,7 +65,7 @@ export function hourlyCost(cluster: Cluster, publicIps = countPublicIps(cluster)
 }
 
 function countPublicIps(cluster: Cluster): number {
-  return cluster.provider.aws.jump ? cluster.nodes.filter((n) => n.public).length : cluster.nodes.length;
+  return cluster.nodes.filter((n) => hasPublicIp(cluster, n)).length;
 }
 
 /** e.g. `$0.3182/hour (~$229/month): instances $0.3132 + 1 public IPv4 $0.0050; us-east-1 prices of 2025` */

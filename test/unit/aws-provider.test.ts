@@ -733,7 +733,7 @@ describe('plan', () => {
       'key-pair rampart-rampart', ...cluster.nodes.map((n) => `security-group rampart-${n.name}`), ...cluster.nodes.map((n) => `instance ${n.name}`),
     ]);
     const cost = hourlyCost(cluster);
-    const expected = cluster.nodes.reduce((s, n) => s + HOURLY_USD[n.type], 0) + 1 * PUBLIC_IPV4_HOURLY_USD;
+    const expected = cluster.nodes.reduce((s, n) => s + HOURLY_USD[n.type], 0) + cluster.nodes.length * PUBLIC_IPV4_HOURLY_USD;
     expect(cost.total).toBeCloseTo(expected, 6);
     expect(cost.unknown).toEqual([]);
     const line = items.find((i) => i.resource === 'hourly cost')!;
