@@ -132,13 +132,13 @@ export class LocalProvider implements Provider {
 
     const bridge = await bridgeState(this.spec.bridge, this.subnet);
     items.push({ action: bridge === 'ok' ? 'ok' : bridge === 'missing' ? 'create' : 'change', resource: `bridge ${this.spec.bridge}`, detail: `${this.subnet.gateway}/${this.subnet.prefix}` });
-    const fwd = await ipForward();
-    items.push({ action: fwd === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwd === '1' ? 'on' : 'turn on (restored by down)' });
-
     const mirrorAddrs = await resolveMirror(this.spec.mirror);
     const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, mirrorAddrs);
     const fence = installed ? await fenceState(this.table, ruleset) : 'missing';
     items.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` });
+
+    const fwd = await ipForward();
+    items.push({ action: fwd === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwd === '1' ? 'on' : 'turn on (restored by down)' });
 
     const found = await this.containers(targets, installed);
     for (const t of targets) {
@@ -179,7 +179,17 @@ export class LocalProvider implements Provider {
     }
     changes.push({ action: bridge === 'ok' ? 'ok' : bridge === 'missing' ? 'create' : 'change', resource: `bridge ${this.spec.bridge}`, detail: `${this.subnet.gateway}/${this.subnet.prefix}` });
 
-    // Record what we found before changing the host, so down can put it back.
+    // The fence and the nodes' /etc/hosts pin are rewritten from the same lookup, so they always agree.
+    const mirrorAddrs = await resolveMirror(this.spec.mirror);
+    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, mirrorAddrs);
+    const fence = await fenceState(this.table, ruleset);
+    if (fence !== 'ok') {
+      progress(`writing nftables fence inet ${this.table} (mirror ${this.spec.mirror}: ${mirrorAddrs.join(', ')})`);
+      await applyFence(this.table, ruleset);
+    }
+    changes.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` });
+
+    // Forwarding only once the fence stands; what was found is recorded so down can put it back.
     ensureStateDir(this.cluster.dir);
     const prev = readJson<LocalState | null>(this.statePath, null);
     const fwdFound = await enableIpForward();
@@ -189,20 +199,10 @@ export class LocalProvider implements Provider {
       subnet: this.subnet.cidr,
       table: this.table,
       ipForwardFound: prev?.ipForwardFound ?? fwdFound,
+      mirrorAddrs,
     };
-    changes.push({ action: fwdFound === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwdFound === '1' ? 'on' : `turned on (was ${fwdFound})` });
-
-    // The fence and the nodes' /etc/hosts pin are rewritten from the same lookup, so they always agree.
-    const mirrorAddrs = await resolveMirror(this.spec.mirror);
-    state.mirrorAddrs = mirrorAddrs;
     writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n', 0o600);
-    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, mirrorAddrs);
-    const fence = await fenceState(this.table, ruleset);
-    if (fence !== 'ok') {
-      progress(`writing nftables fence inet ${this.table} (mirror ${this.spec.mirror}: ${mirrorAddrs.join(', ')})`);
-      await applyFence(this.table, ruleset);
-    }
-    changes.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` });
+    changes.push({ action: fwdFound === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwdFound === '1' ? 'on' : `turned on (was ${fwdFound})` });
 
     const key = ensureSshKey(this.cluster.dir);
     const found = await this.containers(targets);

@@ -1,5 +1,7 @@
 // Host prerequisites: Linux, root, and the Debian packages the provider drives
 // (installed with apt when missing).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
 import { run } from './exec.ts';
@@ -15,10 +17,21 @@ export function checkPlatform(): void {
   }
 }
 
-/** Host packages that are not installed (dpkg's view). */
+/** The command each package provides (what is checked where there is no dpkg). */
+const PACKAGE_COMMANDS: Record<string, string> = {
+  lxc: 'lxc-start', debootstrap: 'debootstrap', nftables: 'nft', iptables: 'iptables',
+  rsync: 'rsync', 'openssh-client': 'ssh-keygen', zstd: 'zstd',
+};
+
+function onPath(cmd: string): boolean {
+  const dirs = (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').concat(['/usr/sbin', '/sbin']);
+  return dirs.some((d) => d && existsSync(join(d, cmd)));
+}
+
+/** Host packages that are not installed (dpkg's view; the commands on PATH without dpkg). */
 export async function missingHostPackages(): Promise<string[]> {
   const res = await run('dpkg-query', ['-W', '-f=${Package} ${db:Status-Status}\n', ...HOST_PACKAGES], { check: false }).catch(() => null);
-  if (!res) return [...HOST_PACKAGES];
+  if (!res) return HOST_PACKAGES.filter((p) => !onPath(PACKAGE_COMMANDS[p]));
   const installed = new Set(
     res.stdout.split('\n').filter((l) => l.endsWith(' installed')).map((l) => l.split(' ')[0]),
   );
