@@ -149,6 +149,8 @@ export interface PlanItem {
   action: 'create' | 'change' | 'delete' | 'ok';
   resource: string;
   detail?: string;
+  /** Set by up() when it created (or re-created) this node: a new machine, so a new host key to pin. */
+  newNode?: string;
 }
 
 export interface Provider {

@@ -70,7 +70,7 @@ export async function main(args: string[]): Promise<never> {
     ).run();
 
     // A node created in this run is a new machine with a new host key: pin it afresh.
-    const created = new Set(changes.filter((c) => c.action === 'create' && c.resource.startsWith('node ')).map((c) => c.resource.slice(5)));
+    const created = new Set(changes.flatMap((c) => (c.newNode ? [c.newNode] : [])));
     knownHosts.forget(hosts.filter((h) => created.has(h.node.name)).map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port)));
 
     const report = await run({

@@ -47,7 +47,11 @@ export async function main(args: string[]): Promise<never> {
       { ...listrOptions(!json), exitOnError: true } as never,
     ).run();
     const paths = statePaths(cluster.dir);
-    new KnownHosts(paths.knownHosts).forget(hosts.map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port)));
+    // Forget the removed nodes' host keys: those described before down, and every
+    // address cluster.yaml gives (a node that was not running is gone too).
+    const ids = hosts.map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port));
+    if (cluster.provider.type === 'local') ids.push(...cluster.nodes.flatMap((n) => (n.address ? [KnownHosts.id(n.address, 22)] : [])));
+    new KnownHosts(paths.knownHosts).forget(ids);
     if (flags.purge) rmSync(paths.dir, { recursive: true, force: true });
     if (json) process.stdout.write(JSON.stringify({ removed, durationMs: Date.now() - started }) + '\n');
     else for (const r of removed.filter((x) => x.action === 'delete')) process.stderr.write(`removed ${r.resource}\n`);

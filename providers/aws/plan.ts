@@ -158,7 +158,7 @@ export function computePlan(input: PlanInput): { actions: Actions; items: PlanIt
     if (!inst) {
       actions.runInstances.push(node.name);
       const price = HOURLY_USD[node.type];
-      items.push({ action: 'create', resource, detail: `${node.type}, ${hasPublicIp(cluster, node) ? 'public IP' : 'private only'}, ${price === undefined ? 'price unknown' : `$${price}/h`}` });
+      items.push({ action: 'create', resource, newNode: node.name, detail: `${node.type}, ${hasPublicIp(cluster, node) ? 'public IP' : 'private only'}, ${price === undefined ? 'price unknown' : `$${price}/h`}` });
       continue;
     }
     for (const extra of mine) if (extra !== inst) {

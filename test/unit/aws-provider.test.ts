@@ -511,7 +511,7 @@ describe('apply again', () => {
     const [run] = fake.inputs<RunInput>('RunInstances');
     expect(run.TagSpecifications[0].Tags).toContainEqual({ Key: 'rampart:node', Value: 'worker2' });
     expect(run.NetworkInterfaces[0].Groups).toEqual([fake.groupOf('worker2')!.id]);
-    expect(changes).toEqual([{ action: 'create', resource: 'instance worker2', detail: `t2.micro, public IP, $${HOURLY_USD['t2.micro']}/h` }]);
+    expect(changes).toEqual([{ action: 'create', resource: 'instance worker2', newNode: 'worker2', detail: `t2.micro, public IP, $${HOURLY_USD['t2.micro']}/h` }]);
     expect(hosts.find((h) => h.name === 'worker2')!.privateAddress).toBe(fake.instanceOf('worker2')!.privateIp);
   });
 
