@@ -64,6 +64,10 @@ export function firewallRules(cluster: Cluster, host: Host, hosts: Host[], mirro
   }
   if (egress) {
     output.unshift(`-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT');
+    // a bastion (AWS jump) must still reach the nodes the controller's SSH goes through it to
+    for (const h of hosts) {
+      if (h.jump && h.name !== host.name && h.jump.address === host.address) output.push(`-A OUTPUT -d ${cidr(h.privateAddress)} ${tcp(h.port)} -j ACCEPT`);
+    }
     if (egress.mirror) {
       for (const r of uniqSorted(mirror.resolvers)) {
         output.push(`-A OUTPUT -d ${cidr(r)} -p udp -m udp --dport 53 -j ACCEPT`, `-A OUTPUT -d ${cidr(r)} ${tcp(53)} -j ACCEPT`);

@@ -95,6 +95,20 @@ describe('ruleset per node (repo cluster.yaml)', () => {
     expect(rules).toContain(`-A OUTPUT -d ${ip.proxy}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`);
   });
 
+  test('an egress-restricted jump host may still open SSH to the nodes reached through it', () => {
+    const jumped: Host[] = hosts.map((h) => (h.name === 'gatekeeper'
+      ? { ...h, address: '198.51.100.7' }
+      : { ...h, sshFrom: `${ip.gatekeeper}/32`, jump: { address: '198.51.100.7', port: 22, user: 'ubuntu' } }));
+    const c: Cluster = { ...cluster, security: { ...cluster.security, egress: [{ node: 'gatekeeper', mirror: false }] } };
+    const rules = firewallRules(c, jumped.find((h) => h.name === 'gatekeeper')!, jumped).split('\n');
+    for (const n of ['trustedhost', 'proxy', 'manager', 'worker1', 'worker2']) {
+      expect(rules).toContain(`-A OUTPUT -d ${ip[n]}/32 -p tcp -m tcp --dport 22 -j ACCEPT`);
+    }
+    expect(rules).toContain(`-A OUTPUT -d ${ip.trustedhost}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`);
+    // and the nodes behind it accept SSH from the bastion only
+    expect(firewallRules(c, jumped.find((h) => h.name === 'proxy')!, jumped)).toContain(`-A INPUT -s ${ip.gatekeeper}/32 -p tcp -m tcp --dport 22 -j ACCEPT`);
+  });
+
   test('an unknown node in a flow is an error', () => {
     const c: Cluster = { ...cluster, security: { flows: [{ from: ['ghost'], to: ['proxy'], port: 1 }], egress: [] } };
     expect(() => firewallRules(c, host('proxy'), hosts)).toThrow(/ghost/);
