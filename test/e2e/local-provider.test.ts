@@ -15,7 +15,7 @@ import { ProviderError } from '../../core/errors.ts';
 import type { Cluster, Host, PlanItem } from '../../core/types.ts';
 import { LocalProvider } from '../../providers/local.ts';
 import { fenceRuleset, parseSubnet } from '../../providers/local/network.ts';
-import { hostsWithMirror } from '../../providers/local/lxc.ts';
+import { hostsWithMirror, waitForSsh } from '../../providers/local/lxc.ts';
 import { aptSources } from '../../providers/local/image.ts';
 
 const NAME = 'rpt';
@@ -258,6 +258,20 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
     // the node's own files live in its layer only
     expect(existsSync(join(lower!, 'home/ubuntu'))).toBe(false);
   });
+
+  test('clear errors: a subnet already in use, a node that never answers SSH', async () => {
+    const clash = new LocalProvider({ ...cluster, name: 'rpx', provider: { ...cluster.provider, local: { ...cluster.provider.local, bridge: 'rpx0' } } });
+    const err = await clash.plan().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ProviderError);
+    expect((err as ProviderError).message).toContain(`10.78.0.0/24 is already used by interface ${BRIDGE}`);
+    expect((err as ProviderError).hint).toMatch(/subnet/);
+    // an unused address on the cluster's own bridge: nothing listens there
+    const t0 = Date.now();
+    const timeout = await waitForSsh('ghost', '10.78.0.99', 1500).catch((e: unknown) => e);
+    expect(timeout).toBeInstanceOf(ProviderError);
+    expect((timeout as ProviderError).message).toMatch(/node ghost \(10\.78\.0\.99\) did not answer SSH within 2 s/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  }, 30_000);
 
   test('not root: a ProviderError that says so', () => {
     const code = `import('${join(import.meta.dir, '../../providers/local.ts')}').then(async ({ LocalProvider }) => {
