@@ -13,8 +13,7 @@ import { connect, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, readJson, statePaths } from '../core/state.ts';
 import type { Cluster, Connection, Host, ProxyMode, ServiceName } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
-import { SYSBENCH_SCHEMA } from '../roles/lib/mysql-accounts.ts';
-import { DB_USERS, SECRETS } from '../roles/lib/names.ts';
+import { SECRETS } from '../roles/lib/names.ts';
 import { collectLogs, makeResultsDir, resultsDir, writeArtifacts, type ServiceLog } from './bench/collect.ts';
 import { dbAlive } from './bench/db.ts';
 import { health, keepAliveAgent, queryOnce, runPhase, type Expectation } from './bench/load.ts';
@@ -306,7 +305,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
             }
             const sb = cluster.database.sysbench;
             const run = await runSysbench(hosts, {
-              user: DB_USERS.sysbench, password: store.get(SECRETS.mysqlSysbench), database: SYSBENCH_SCHEMA,
+              password: store.get(SECRETS.mysqlSysbench),
               tables: sb.tables, tableSize: sb.tableSize, threads: sb.threads, time: opts.sysbenchTime,
             }, (m) => (task.output = m));
             sysbench = run.results;
@@ -339,7 +338,9 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
     for (const p of phases) {
       if (p.type !== 'read') continue;
       const unused = workerNames.filter((w) => !p.byNode[w] && down.includes(w));
-      if (unused.length && p.phase !== 'direct') incidents.push(`${p.phase}: ${unused.join(', ')} served no read (down); the other worker(s) took them and every read ${p.errors ? 'that succeeded' : ''} was answered`.replace('  ', ' '));
+      if (!unused.length || p.phase === 'direct') continue;
+      const others = Object.entries(p.byNode).map(([n, c]) => `${n} ${c}`).join(', ') || 'nobody';
+      incidents.push(`${p.phase}: ${unused.join(', ')} served no read (database down); served by ${others}; ${p.errors ? `${p.errors} read(s) failed` : 'every read succeeded'}`);
     }
     const distribution = checkDistribution(phases, { manager: topo.manager.node.name, workers: workerNames }, down);
 

@@ -8,14 +8,13 @@
 //   every worker (writes to the manager, reads spread over the workers);
 //   (2) oltp_read_only on every DB node at once.
 import type { Connection } from '../../core/types.ts';
+import { sysbenchOptions } from '../../roles/lib/mysql-meta.ts';
 import type { SysbenchResult } from './types.ts';
 
 export type SysbenchTest = SysbenchResult['test'];
 
 export interface SysbenchSettings {
-  user: string;
   password: string;
-  database: string;
   tables: number;
   tableSize: number;
   threads: number;
@@ -31,22 +30,13 @@ export interface DbHost {
 /** Where the option file lives on the node while the runs last. */
 export const OPTION_FILE = '/root/.rampart-bench-sysbench.cfg';
 
-/** The option file's content (sysbench --config-file: one `option=value` per line). */
+/**
+ * The option file's content: the sysbench role's own (user, socket, schema,
+ * sizes), with this run's time. A copy of our own rather than the role's
+ * /etc/rampart/sysbench.cfg because --sysbench-time may differ from cluster.yaml.
+ */
 export function optionFile(s: SysbenchSettings): string {
-  return [
-    'db-driver=mysql',
-    'mysql-host=localhost',
-    `mysql-user=${s.user}`,
-    `mysql-password=${s.password}`,
-    `mysql-db=${s.database}`,
-    `tables=${s.tables}`,
-    `table-size=${s.tableSize}`,
-    `threads=${s.threads}`,
-    `time=${s.time}`,
-    'events=0',
-    'report-interval=0',
-    '',
-  ].join('\n');
+  return sysbenchOptions({ tables: s.tables, tableSize: s.tableSize, threads: s.threads, time: s.time }, s.password);
 }
 
 /** Parse sysbench's final report. Throws when it does not look like one. */
@@ -66,7 +56,7 @@ export function parseSysbench(out: string): { tps: number; qps: number; latencyA
 }
 
 async function runOne(h: DbHost, test: SysbenchTest, setup: SysbenchResult['setup']): Promise<{ result: SysbenchResult; output: string }> {
-  const res = await h.conn.exec(`sysbench ${test} --config-file=${OPTION_FILE} run 2>&1`, { check: false });
+  const res = await h.conn.exec(`sysbench ${test} --config-file=${OPTION_FILE} --report-interval=0 run 2>&1`, { check: false });
   const base = { test, setup, node: h.name };
   if (res.code !== 0) {
     const last = res.stdout.trim().split('\n').filter((l) => /FATAL|error/i.test(l)).slice(-2).join(' | ') || res.stdout.trim().split('\n').pop() || `exit ${res.code}`;

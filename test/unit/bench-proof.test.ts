@@ -71,8 +71,8 @@ Latency (ms):
   test('refuses output without a final report', () => {
     expect(() => parseSysbench('FATAL: error 1045: Access denied for user')).toThrow(/no transactions/);
   });
-  test('option file: settings and password inside (never argv), one option per line', () => {
-    const f = optionFile({ user: 'sbtest', password: 'p@ss', database: 'sbtest', tables: 10, tableSize: 10000, threads: 4, time: 7 });
+  test('option file: the role\'s settings with this run\'s time, password inside (never argv)', () => {
+    const f = optionFile({ password: 'p@ss', tables: 10, tableSize: 10000, threads: 4, time: 7 });
     expect(f.split('\n')).toContain('mysql-password=p@ss');
     expect(f.split('\n')).toContain('time=7');
     expect(f.split('\n')).toContain('table-size=10000');
