@@ -266,7 +266,10 @@ export interface HostRecap {
 
 export interface RunReport {
   check: boolean;
+  /** The engine's part: connect, facts, roles. */
   durationMs: number;
+  /** The provider's part (creating/starting nodes, or checking they run), set by apply. */
+  providerMs?: number;
   hosts: Record<string, HostRecap>;
   results: TaskResult[];
   provider?: PlanItem[];

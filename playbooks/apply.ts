@@ -49,6 +49,7 @@ export async function main(args: string[]): Promise<never> {
 
     let hosts: Host[] = [];
     let changes: PlanItem[] = [];
+    const providerStart = Date.now();
     await new Listr(
       [
         {
@@ -69,6 +70,7 @@ export async function main(args: string[]): Promise<never> {
       { ...listrOptions(!json), exitOnError: true } as never,
     ).run();
 
+    const providerMs = Date.now() - providerStart;
     // A node created in this run is a new machine with a new host key: pin it afresh.
     const created = new Set(changes.flatMap((c) => (c.newNode ? [c.newNode] : [])));
     knownHosts.forget(hosts.filter((h) => created.has(h.node.name)).map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port)));
@@ -78,6 +80,7 @@ export async function main(args: string[]): Promise<never> {
       privateKey: key.privateKey, knownHosts, secrets: new FileSecretStore(cluster.dir), progress: !json,
     });
     report.provider = changes;
+    report.providerMs = providerMs;
     if (json) {
       process.stdout.write(JSON.stringify(report) + '\n');
     } else {
