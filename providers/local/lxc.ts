@@ -70,7 +70,8 @@ async function safeWrite(path: string, content: string, mode: number): Promise<v
   const st = await lstat(path).catch(() => null);
   if (st?.isSymbolicLink()) await rm(path);
   const tmp = `${path}.rampart-tmp`;
-  await writeFile(tmp, content, { mode });
+  await rm(tmp, { force: true });
+  await writeFile(tmp, content, { mode, flag: 'wx' }); // never through a planted link
   await chmod(tmp, mode);
   await rename(tmp, path);
 }
