@@ -1,13 +1,14 @@
-// iptables: the node's filter table from cluster.yaml's security section.
-// Compared with the live ruleset (iptables-save, normalised) and loaded
-// atomically with iptables-restore only when it differs (validated first);
-// persisted in /etc/iptables/rules.v4, restored at boot by a oneshot unit.
+// iptables: the node's filter table from cluster.yaml's security section
+// (IPv4; IPv6 closed but for ICMPv6 and replies). Compared with the live
+// ruleset (iptables-save, normalised) and loaded atomically with
+// iptables-restore only when it differs (validated first); persisted in
+// /etc/iptables/rules.v4 + rules.v6, restored at boot by a oneshot unit.
 import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
 import { HostError } from '../core/errors.ts';
 import type { Fact, Role, Task, TaskContext } from '../core/types.ts';
 import {
-  egressOf, FIREWALL_UNIT, FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, firewallRules, LIVE_RULES_FACT, MIRROR_FACT,
-  parseMirrorFact, RULES_PATH, rulesetDelta, sameRuleset,
+  egressOf, FIREWALL_UNIT, FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, firewallRules, firewallRules6, LIVE_RULES6_FACT, LIVE_RULES_FACT,
+  MIRROR_FACT, parseMirrorFact, RULES6_PATH, RULES_PATH, rulesetDelta, sameRuleset,
 } from './lib/firewall.ts';
 
 type FactCtx = Omit<TaskContext, 'facts'>;
@@ -27,21 +28,43 @@ function desired(ctx: TaskContext): string {
   return firewallRules(ctx.cluster, ctx.host, ctx.hosts, mirror);
 }
 
+function deltaText(want: string, have: string): string {
+  const d = rulesetDelta(want, have);
+  const parts = [d.missing && `${d.missing} rule(s) missing`, d.extra && `${d.extra} extra`, d.policies.length && `policy ${d.policies.join(', ')}`];
+  return parts.filter(Boolean).join(', ') || 'order differs';
+}
+
+interface Load {
+  v4?: string;
+  v6?: string;
+}
+
 const live: Task = {
   name: 'firewall rules',
-  facts: (ctx) => ({ live: LIVE_RULES_FACT, ...mirrorFacts(ctx) }),
+  facts: (ctx) => ({ live: LIVE_RULES_FACT, live6: LIVE_RULES6_FACT, ...mirrorFacts(ctx) }),
   check: (ctx) => {
-    const want = desired(ctx);
-    const have = (ctx.facts.live as Fact).stdout;
-    if (sameRuleset(want, have)) return null;
-    const d = rulesetDelta(want, have);
-    const parts = [d.missing && `${d.missing} rule(s) missing`, d.extra && `${d.extra} extra`, d.policies.length && `policy ${d.policies.join(', ')}`].filter(Boolean);
-    return { message: `load ruleset (${parts.join(', ') || 'order differs'})`, data: want };
+    const want4 = desired(ctx);
+    const want6 = firewallRules6(ctx.cluster, ctx.host);
+    const have4 = (ctx.facts.live as Fact).stdout;
+    const have6 = (ctx.facts.live6 as Fact).stdout;
+    const load: Load = {};
+    const msg: string[] = [];
+    if (!sameRuleset(want4, have4)) {
+      load.v4 = want4;
+      msg.push(`IPv4: ${deltaText(want4, have4)}`);
+    }
+    if (!sameRuleset(want6, have6)) {
+      load.v6 = want6;
+      msg.push(`IPv6: ${deltaText(want6, have6)}`);
+    }
+    return msg.length ? { message: `load ruleset (${msg.join('; ')})`, data: load } : null;
   },
   apply: async ({ conn }, diff) => {
-    const rules = diff.data as string;
+    const load = diff.data as Load;
     // test the exact text first, then swap the whole table in one transaction
-    await conn.exec('set -e; t=$(mktemp); trap \'rm -f "$t"\' EXIT; cat > "$t"; iptables-restore --test "$t"; iptables-restore "$t"', { stdin: rules });
+    const restore = (tool: string) => `set -e; t=$(mktemp); trap 'rm -f "$t"' EXIT; cat > "$t"; ${tool} --test "$t"; ${tool} "$t"`;
+    if (load.v4) await conn.exec(restore('iptables-restore'), { stdin: load.v4 });
+    if (load.v6) await conn.exec(restore('ip6tables-restore'), { stdin: load.v6 });
   },
 };
 
@@ -49,21 +72,25 @@ const persist: Task = {
   name: 'firewall persistence',
   facts: (ctx) => ({
     rules: fileFactCommand(RULES_PATH),
+    rules6: fileFactCommand(RULES6_PATH),
     unit: fileFactCommand(FIREWALL_UNIT_PATH),
     enabled: `systemctl is-enabled ${FIREWALL_UNIT}`,
     ...mirrorFacts(ctx),
   }),
   check: (ctx) => {
     const want = desired(ctx);
+    const want6 = firewallRules6(ctx.cluster, ctx.host);
     const todo: string[] = [];
     if (ctx.facts.rules.stdout !== fileState(want, '0600', 'root:root')) todo.push(RULES_PATH);
+    if (ctx.facts.rules6.stdout !== fileState(want6, '0600', 'root:root')) todo.push(RULES6_PATH);
     if (ctx.facts.unit.stdout !== fileState(FIREWALL_UNIT_TEXT, '0644', 'root:root')) todo.push(FIREWALL_UNIT);
     if (ctx.facts.enabled.stdout.trim() !== 'enabled') todo.push('enable');
-    return todo.length ? { message: `write ${todo.join(', ')}`, data: { want, todo } } : null;
+    return todo.length ? { message: `write ${todo.join(', ')}`, data: { want, want6, todo } } : null;
   },
   apply: async ({ conn }, diff) => {
-    const { want, todo } = diff.data as { want: string; todo: string[] };
+    const { want, want6, todo } = diff.data as { want: string; want6: string; todo: string[] };
     if (todo.includes(RULES_PATH)) await conn.writeFile(RULES_PATH, want, { mode: '0600', owner: 'root:root' });
+    if (todo.includes(RULES6_PATH)) await conn.writeFile(RULES6_PATH, want6, { mode: '0600', owner: 'root:root' });
     if (todo.includes(FIREWALL_UNIT)) await conn.writeFile(FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, { mode: '0644', owner: 'root:root' });
     // enable only (no start): the live table is the other task's job
     await conn.exec(`systemctl daemon-reload && systemctl enable ${shq(FIREWALL_UNIT)} 2>&1`);

@@ -13,6 +13,7 @@ export interface MirrorAccess {
 }
 
 export const RULES_PATH = '/etc/iptables/rules.v4';
+export const RULES6_PATH = '/etc/iptables/rules.v6';
 export const FIREWALL_UNIT = 'rampart-firewall.service';
 export const FIREWALL_UNIT_PATH = `/etc/systemd/system/${FIREWALL_UNIT}`;
 
@@ -84,6 +85,27 @@ export function firewallRules(cluster: Cluster, host: Host, hosts: Host[], mirro
     `:OUTPUT ${egress ? 'DROP' : 'ACCEPT'} [0:0]`,
     ...dedupe(input),
     ...dedupe(output),
+    'COMMIT',
+    '',
+  ].join('\n');
+}
+
+/**
+ * IPv6: the flows are IPv4 (private addresses), so nothing is let in but
+ * ICMPv6 (neighbour discovery) and replies. Without it a node's sshd on [::]
+ * would be reachable over link-local addresses past the IPv4 rules.
+ */
+export function firewallRules6(cluster: Cluster, host: Pick<Host, 'name'>): string {
+  const egress = egressOf(cluster, host);
+  return [
+    '*filter',
+    ':INPUT DROP [0:0]',
+    ':FORWARD DROP [0:0]',
+    `:OUTPUT ${egress ? 'DROP' : 'ACCEPT'} [0:0]`,
+    `-A INPUT ${ESTABLISHED}`,
+    '-A INPUT -i lo -j ACCEPT',
+    '-A INPUT -p ipv6-icmp -j ACCEPT',
+    ...(egress ? [`-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT', '-A OUTPUT -p ipv6-icmp -j ACCEPT'] : []),
     'COMMIT',
     '',
   ].join('\n');
@@ -177,6 +199,7 @@ export function rulesetDelta(want: string, have: string): { missing: number; ext
 
 /** The live filter table (iptables-save of either backend; empty when none). */
 export const LIVE_RULES_FACT = 'iptables-save -t filter 2>/dev/null || iptables-save 2>/dev/null';
+export const LIVE_RULES6_FACT = 'ip6tables-save -t filter 2>/dev/null || ip6tables-save 2>/dev/null';
 
 /**
  * Prints `addr <ip>` for every IPv4 address of the hosts in the node's apt
@@ -204,7 +227,7 @@ export function parseMirrorFact(stdout: string): MirrorAccess {
 /** The oneshot unit that loads rules.v4 before any network interface comes up. */
 export const FIREWALL_UNIT_TEXT = `# managed by rampart
 [Unit]
-Description=rampart firewall (iptables-restore ${RULES_PATH})
+Description=rampart firewall (iptables-restore ${RULES_PATH}, ip6tables-restore ${RULES6_PATH})
 DefaultDependencies=no
 After=local-fs.target
 Before=network-pre.target shutdown.target
@@ -215,6 +238,7 @@ Conflicts=shutdown.target
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/sbin/iptables-restore ${RULES_PATH}
+ExecStart=/usr/sbin/ip6tables-restore ${RULES6_PATH}
 
 [Install]
 WantedBy=multi-user.target

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadCluster } from '../../core/spec.ts';
 import type { Cluster, Host } from '../../core/types.ts';
 import {
-  firewallRules, normaliseRuleset, parseMirrorFact, rulesetDelta, sameRuleset,
+  FIREWALL_UNIT_TEXT, firewallRules, firewallRules6, normaliseRuleset, parseMirrorFact, rulesetDelta, sameRuleset,
 } from '../../roles/lib/firewall.ts';
 import { ROOT } from '../support/cluster.ts';
 
@@ -107,6 +107,25 @@ describe('ruleset per node (repo cluster.yaml)', () => {
     expect(rules).toContain(`-A OUTPUT -d ${ip.trustedhost}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`);
     // and the nodes behind it accept SSH from the bastion only
     expect(firewallRules(c, jumped.find((h) => h.name === 'proxy')!, jumped)).toContain(`-A INPUT -s ${ip.gatekeeper}/32 -p tcp -m tcp --dport 22 -j ACCEPT`);
+  });
+
+  test('IPv6: closed but for ICMPv6, loopback and replies; OUTPUT restricted on egress nodes', () => {
+    expect(firewallRules6(cluster, host('manager')).split('\n')).toEqual([
+      '*filter', ':INPUT DROP [0:0]', ':FORWARD DROP [0:0]', ':OUTPUT ACCEPT [0:0]',
+      '-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-A INPUT -i lo -j ACCEPT', '-A INPUT -p ipv6-icmp -j ACCEPT',
+      'COMMIT', '',
+    ]);
+    const th = firewallRules6(cluster, host('trustedhost'));
+    expect(th).toContain(':OUTPUT DROP [0:0]');
+    expect(th).toContain('-A OUTPUT -p ipv6-icmp -j ACCEPT');
+    expect(th.split('\n').filter((l) => l.startsWith('-A OUTPUT')).length).toBe(3);
+  });
+
+  test('the boot unit restores both families before the network comes up', () => {
+    expect(FIREWALL_UNIT_TEXT).toContain('ExecStart=/usr/sbin/iptables-restore /etc/iptables/rules.v4\n');
+    expect(FIREWALL_UNIT_TEXT).toContain('ExecStart=/usr/sbin/ip6tables-restore /etc/iptables/rules.v6\n');
+    expect(FIREWALL_UNIT_TEXT).toContain('Before=network-pre.target');
+    expect(FIREWALL_UNIT_TEXT).toContain('DefaultDependencies=no');
   });
 
   test('an unknown node in a flow is an error', () => {
