@@ -3,7 +3,7 @@
 // and keeps their stdout (one JSON line per request) for assertions.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { GatekeeperConfig, ProxyConfig, TrustedHostConfig } from '../../services/config.ts';
@@ -40,13 +40,22 @@ export interface LaunchOptions {
   maxLagSeconds?: number;
   log?: boolean;
   rateLimit?: { requests: number; perSeconds: number };
+  /** Connections per DB node in the proxy. */
+  poolSize?: number;
+  /** Runtime of the three processes (default bun; node runs them through tsx and @elysiajs/node). */
+  runtime?: 'bun' | 'node';
+  /** Send each service's stdout to `<logDir>/<name>.log` instead of a pipe (cheaper under load). */
+  logDir?: string;
 }
 
-function startProcess(name: string, configPath: string, port: number): Promise<ServiceProcess> {
-  const child: ChildProcess = spawn(BUN, [join(ROOT, 'services', name, 'main.ts')], {
+function startProcess(name: string, configPath: string, port: number, logDir?: string, runtime: 'bun' | 'node' = 'bun'): Promise<ServiceProcess> {
+  const logFile = logDir ? join(logDir, `${name}.log`) : undefined;
+  const entry = join(ROOT, 'services', name, 'main.ts');
+  const [cmd, args] = runtime === 'node' ? ['node', ['--import', 'tsx', entry]] : [BUN, [entry]];
+  const child: ChildProcess = spawn(cmd, args, {
     cwd: ROOT,
     env: { ...process.env, RAMPART_SERVICE_CONFIG: configPath },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', logFile ? openSync(logFile, 'w') : 'pipe', 'pipe'],
   });
   let out = '';
   let err = '';
@@ -57,7 +66,7 @@ function startProcess(name: string, configPath: string, port: number): Promise<S
     name,
     url: `http://127.0.0.1:${port}`,
     pid: child.pid ?? 0,
-    logs: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+    logs: () => (logFile ? readFileSync(logFile, 'utf8') : out).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
@@ -86,7 +95,7 @@ export async function launchServices(opts: LaunchOptions): Promise<Services> {
   const common = { maxBodyBytes: 65536, policy, log: opts.log ?? true };
   const proxy: ProxyConfig = {
     service: 'proxy', listen: { host: '127.0.0.1', port: pxPort }, ...common, credential: credentials.proxy,
-    db: opts.db, defaultMode: opts.defaultMode ?? 'customized', modes: ['direct', 'random', 'customized'],
+    db: { ...opts.db, poolSize: opts.poolSize ?? opts.db.poolSize }, defaultMode: opts.defaultMode ?? 'customized', modes: ['direct', 'random', 'customized'],
     probeIntervalMs: opts.probeIntervalMs ?? 100, maxLagSeconds: opts.maxLagSeconds ?? 5,
   };
   const trustedhost: TrustedHostConfig = {
@@ -110,9 +119,9 @@ export async function launchServices(opts: LaunchOptions): Promise<Services> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    started.push(await startProcess('proxy', write('proxy', proxy), pxPort));
-    started.push(await startProcess('trustedhost', write('trustedhost', trustedhost), thPort));
-    started.push(await startProcess('gatekeeper', write('gatekeeper', gatekeeper), gkPort));
+    started.push(await startProcess('proxy', write('proxy', proxy), pxPort, opts.logDir, opts.runtime));
+    started.push(await startProcess('trustedhost', write('trustedhost', trustedhost), thPort, opts.logDir, opts.runtime));
+    started.push(await startProcess('gatekeeper', write('gatekeeper', gatekeeper), gkPort, opts.logDir, opts.runtime));
   } catch (e) {
     await stop();
     throw e;

@@ -193,6 +193,31 @@ describe.skipIf(!avail.ok)('services on loopback against MariaDB', () => {
     }
   });
 
+  test('the same source serves on Node through @elysiajs/node', async () => {
+    const nodeSvc = await launchServices({
+      runtime: 'node', schemas: [cluster.database],
+      db: {
+        manager: { name: 'manager', host: '127.0.0.1', port: cluster.primary.port },
+        workers: [{ name: 'worker1', host: '127.0.0.1', port: cluster.replicas[0].port }],
+        user: cluster.app.user, password: cluster.app.password, database: cluster.database,
+      },
+    });
+    try {
+      const call = (payload: Record<string, unknown>, headers: Record<string, string> = {}) => ask(payload, headers, nodeSvc.gatekeeper.url);
+      const read = await call({ sql: 'SELECT name FROM whoami', mode: 'random' }, { 'x-api-key': nodeSvc.apiKey });
+      expect(read.status).toBe(200);
+      expect(read.body).toMatchObject({ type: 'read', node: 'worker1', rows: [{ name: 'worker1' }] });
+      const write = await call({ sql: 'DELETE FROM items WHERE id = ?', params: [-1] }, { 'x-api-key': nodeSvc.apiKey });
+      expect(write.body).toMatchObject({ type: 'write', node: 'manager', affected_rows: 0 });
+      expect((await call({ sql: 'SELECT 1' }, { 'x-api-key': 'wrong' })).status).toBe(401);
+      expect((await call({ sql: 'DROP TABLE items' }, { 'x-api-key': nodeSvc.apiKey })).status).toBe(403);
+      const tooBig = await call({ sql: `SELECT '${'x'.repeat(70_000)}'` }, { 'x-api-key': nodeSvc.apiKey });
+      expect(tooBig.status).toBe(413);
+    } finally {
+      await nodeSvc.stop();
+    }
+  }, 60_000);
+
   test('a replica stopped under load is routed around with no failed request', async () => {
     let detectedMs = -1;
     const health = async () => (await (await fetch(`${svc.proxy.url}/health`, { headers: { 'x-rampart-credential': svc.credentials.proxy } })).json()) as { status: string; nodes: Array<{ name: string; healthy: boolean }> };

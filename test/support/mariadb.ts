@@ -97,7 +97,7 @@ async function startInstance(root: string, name: string, serverId: number, repli
   spawnSync('chown', ['-R', 'mysql:mysql', dir]);
   chmodSync(dir, 0o755);
   const init = await run('mariadb-install-db', [`--defaults-file=${cnf}`, '--auth-root-authentication-method=socket', '--skip-test-db']);
-  if (init.code !== 0) throw new Error(`mariadb-install-db ${name} failed: ${init.stderr.slice(-2000)}`);
+  if (init.code !== 0) throw new Error(`mariadb-install-db ${name} failed (exit ${init.code}): ${(init.stderr + init.stdout).slice(-2000)}`);
   const safe = spawn('mysqld_safe', [`--defaults-file=${cnf}`], { detached: true, stdio: 'ignore' });
   safe.unref();
   const inst: Instance = {
