@@ -43,23 +43,64 @@ function bunVersion(): string {
   }
 }
 
+/** Per input file: `[size, mtimeMs, sha256]`, so unchanged files are not read again. */
+type FileHashes = Record<string, [number, number, string]>;
+
+interface Stamp {
+  /** Hash of the bun version, the entry and every input's content. */
+  key: string;
+  files: FileHashes;
+  /** The bundle as written: `[size, mtimeMs, sha256]`. */
+  output: [number, number, string];
+}
+
+// Content hashes of input files, shared by the three services' bundles in one run.
+const fileHashes = new Map<string, Promise<string>>();
+
+async function hashInput(rel: string, known: FileHashes): Promise<{ sha: string; entry: [number, number, string] }> {
+  const abs = resolve(REPO_ROOT, rel);
+  const st = statSync(abs);
+  const k = known[rel];
+  if (k && k[0] === st.size && k[1] === st.mtimeMs) return { sha: k[2], entry: k };
+  const id = `${abs} ${st.size} ${st.mtimeMs}`;
+  let p = fileHashes.get(id);
+  if (!p) {
+    p = readFile(abs).then((d) => sha256(d));
+    fileHashes.set(id, p);
+  }
+  const sha = await p;
+  return { sha, entry: [st.size, st.mtimeMs, sha] };
+}
+
 /** Hash of everything a bundle was made from (bun version + every input file), from its metafile. */
-async function inputsKey(metaPath: string, entry: string): Promise<string | null> {
+async function inputsKey(metaPath: string, entry: string, known: FileHashes): Promise<{ key: string; files: FileHashes } | null> {
   let inputs: string[];
   try {
     inputs = Object.keys((JSON.parse(await readFile(metaPath, 'utf8')) as { inputs: Record<string, unknown> }).inputs).sort();
   } catch {
     return null;
   }
-  const h = createHash('sha256').update(`bun ${bunVersion()}\nentry ${entry}\n`);
-  for (const input of inputs) {
-    try {
-      h.update(`${input}\n`).update(await readFile(resolve(REPO_ROOT, input)));
-    } catch {
-      return null; // an input is gone: rebuild
-    }
+  let hashed: { sha: string; entry: [number, number, string] }[];
+  try {
+    hashed = await Promise.all(inputs.map((i) => hashInput(i, known)));
+  } catch {
+    return null; // an input is gone: rebuild
   }
-  return h.digest('hex');
+  const h = createHash('sha256').update(`bun ${bunVersion()}\nentry ${entry}\n`);
+  const files: FileHashes = {};
+  inputs.forEach((input, i) => {
+    h.update(`${input} ${hashed[i].sha}\n`);
+    files[input] = hashed[i].entry;
+  });
+  return { key: h.digest('hex'), files };
+}
+
+function readStamp(path: string): Stamp | null {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Stamp;
+  } catch {
+    return null;
+  }
 }
 
 function run(cmd: string, args: string[]): Promise<string> {
@@ -80,17 +121,22 @@ async function buildBundle(clusterDir: string, service: ServiceName): Promise<Ar
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const out = join(dir, `${service}.js`);
   const meta = join(dir, `${service}.meta.json`);
-  const stamp = join(dir, `${service}.inputs`);
-  const have = existsSync(out) && existsSync(stamp) ? readFileSync(stamp, 'utf8').trim() : null;
-  if (have && have === (await inputsKey(meta, entry))) {
-    const data = readFileSync(out);
-    return { path: out, sha256: sha256(data), size: data.length };
+  const stampPath = join(dir, `${service}.stamp.json`);
+  const stamp = readStamp(stampPath);
+  if (stamp && existsSync(out)) {
+    const now = await inputsKey(meta, entry, stamp.files);
+    const st = statSync(out);
+    if (now && now.key === stamp.key && st.size === stamp.output[0] && st.mtimeMs === stamp.output[1]) {
+      return { path: out, sha256: stamp.output[2], size: st.size };
+    }
   }
   await run(BUN, ['build', entry, '--target=bun', '--outfile', out, `--metafile=${meta}`]);
-  const key = await inputsKey(meta, entry);
-  if (key) writeFileAtomic(stamp, key + '\n', 0o600);
   const data = readFileSync(out);
-  return { path: out, sha256: sha256(data), size: data.length };
+  const st = statSync(out);
+  const art = { path: out, sha256: sha256(data), size: data.length };
+  const now = await inputsKey(meta, entry, {});
+  if (now) writeFileAtomic(stampPath, JSON.stringify({ key: now.key, files: now.files, output: [st.size, st.mtimeMs, art.sha256] } satisfies Stamp) + '\n', 0o600);
+  return art;
 }
 
 // One build per service per process (= per apply), shared by every host.
