@@ -81,7 +81,7 @@ export interface DbConfig {
   poolSize?: number;
   /** Per-query timeout (default 5000). */
   queryTimeoutMs?: number;
-  /** Connect timeout (default 1000). */
+  /** Connect timeout of query connections (default 3000; probes use probeTimeoutMs). */
   connectTimeoutMs?: number;
 }
 

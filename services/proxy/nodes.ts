@@ -68,7 +68,7 @@ export class DbNode {
   private probing = false;
   private closed = false;
 
-  constructor(endpoint: DbEndpoint, readonly role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number) {
+  constructor(endpoint: DbEndpoint, readonly role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number, probeTimeoutMs = 750) {
     this.name = endpoint.name;
     const base: mysql.PoolOptions = {
       host: endpoint.host,
@@ -76,7 +76,7 @@ export class DbNode {
       user: db.user,
       password: db.password,
       database: db.database,
-      connectTimeout: db.connectTimeoutMs ?? 1000,
+      connectTimeout: db.connectTimeoutMs ?? 3000,
       enableKeepAlive: true,
       multipleStatements: false,
       dateStrings: true,
@@ -85,7 +85,8 @@ export class DbNode {
       queueLimit: 0,
     };
     this.pool = mysql.createPool({ ...base, connectionLimit: db.poolSize ?? 16, maxIdle: db.poolSize ?? 16 });
-    this.probePool = mysql.createPool({ ...base, connectionLimit: 1, maxIdle: 1 });
+    // Probes decide health: a node that cannot even connect within the probe timeout is down.
+    this.probePool = mysql.createPool({ ...base, connectTimeout: probeTimeoutMs, connectionLimit: 1, maxIdle: 1 });
     // Errors on idle connections must not crash the process; queries report them.
     this.pool.on('connection', (c) => c.on('error', () => undefined));
     this.probePool.on('connection', (c) => c.on('error', () => undefined));

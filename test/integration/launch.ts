@@ -51,7 +51,8 @@ export interface LaunchOptions {
 function startProcess(name: string, configPath: string, port: number, logDir?: string, runtime: 'bun' | 'node' = 'bun'): Promise<ServiceProcess> {
   const logFile = logDir ? join(logDir, `${name}.log`) : undefined;
   const entry = join(ROOT, 'services', name, 'main.ts');
-  const [cmd, args] = runtime === 'node' ? ['node', ['--import', 'tsx', entry]] : [BUN, [entry]];
+  const bunFlags = (process.env.RAMPART_BUN_FLAGS ?? '').split(' ').filter(Boolean); // e.g. --smol
+  const [cmd, args] = runtime === 'node' ? ['node', ['--import', 'tsx', entry]] : [BUN, [...bunFlags, entry]];
   const child: ChildProcess = spawn(cmd, args, {
     cwd: ROOT,
     env: { ...process.env, RAMPART_SERVICE_CONFIG: configPath },

@@ -6,7 +6,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,7 +88,9 @@ async function startInstance(root: string, name: string, serverId: number, repli
     '[mysqld]', 'user=mysql', `datadir=${data}`, `socket=${socket}`, `pid-file=${join(dir, 'mysqld.pid')}`,
     `port=${port}`, 'bind-address=127.0.0.1', 'skip-name-resolve', `server_id=${serverId}`,
     'log_bin=mysql-bin', 'binlog_format=ROW', 'log_slave_updates=1', 'gtid_strict_mode=1',
-    `log_error=${join(dir, 'error.log')}`, 'innodb_buffer_pool_size=64M', 'max_connections=600',
+    `log_error=${join(dir, 'error.log')}`, 'innodb_buffer_pool_size=64M',
+    // Many instances on one host (other tests, other users) can exhaust fs.aio-max-nr: use synchronous I/O.
+    'innodb_use_native_aio=0', 'max_connections=600',
     'performance_schema=OFF', 'log_output=TABLE', `general_log=${generalLog ? 1 : 0}`,
     `read_only=${replica ? 1 : 0}`, '',
     '[mysqld_safe]', `log_error=${join(dir, 'error.log')}`, `pid-file=${join(dir, 'mysqld.pid')}`, '',
@@ -97,7 +99,11 @@ async function startInstance(root: string, name: string, serverId: number, repli
   spawnSync('chown', ['-R', 'mysql:mysql', dir]);
   chmodSync(dir, 0o755);
   const init = await run('mariadb-install-db', [`--defaults-file=${cnf}`, '--auth-root-authentication-method=socket', '--skip-test-db']);
-  if (init.code !== 0) throw new Error(`mariadb-install-db ${name} failed (exit ${init.code}): ${(init.stderr + init.stdout).slice(-2000)}`);
+  if (init.code !== 0) {
+    let log = '';
+    try { log = readFileSync(join(dir, 'error.log'), 'utf8').slice(-1500); } catch { /* none */ }
+    throw new Error(`mariadb-install-db ${name} failed (exit ${init.code}): ${init.stderr.split('\n')[0]}\n${log}`);
+  }
   const safe = spawn('mysqld_safe', [`--defaults-file=${cnf}`], { detached: true, stdio: 'ignore' });
   safe.unref();
   const inst: Instance = {
