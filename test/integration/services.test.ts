@@ -136,7 +136,7 @@ describe.skipIf(!avail.ok)('services on loopback against MariaDB', () => {
     }
     const res = await fetch(`${svc.proxy.url}/health`, { headers: { 'x-rampart-credential': svc.credentials.proxy } });
     const h = (await res.json()) as { nodes: Array<{ name: string; latency_ms: number }> };
-    console.error(seen, JSON.stringify(h));
+    if ((seen.worker1 ?? 0) < 57) console.error('customized spread', seen, JSON.stringify(h));
     expect(seen.worker1 ?? 0).toBeGreaterThanOrEqual(57);
     expect(h.nodes[2].latency_ms).toBeGreaterThan(h.nodes[1].latency_ms + SLOW_MS / 2);
   }, 30_000);
