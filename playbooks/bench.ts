@@ -310,6 +310,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
             }, (m) => (task.output = m));
             sysbench = run.results;
             sysbenchOut = run.outputs;
+            incidents.push(...run.notes);
             for (const r of sysbench) if (!r.ok) incidents.push(`sysbench ${r.setup} ${r.test} on ${r.node} failed: ${r.error}`);
             timings.sysbench = performance.now() - s;
           },
@@ -343,6 +344,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
       incidents.push(`${p.phase}: ${unused.join(', ')} served no read (database down); served by ${others}; ${p.errors ? `${p.errors} read(s) failed` : 'every read succeeded'}`);
     }
     const distribution = checkDistribution(phases, { manager: topo.manager.node.name, workers: workerNames }, down);
+    for (const d of distribution) if (!d.ok) incidents.push(`distribution wrong: ${d.message}`);
 
     // Every request on every hop: gatekeeper, trusted host, proxy (the proxy's node checked too).
     const accounting: HopAccounting[] = [];
