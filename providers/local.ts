@@ -16,7 +16,7 @@ import {
   fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type Subnet,
 } from './local/network.ts';
 import {
-  createContainer, destroyContainer, listContainers, reattachVeth, sshBanner, sshLogin, startContainer, syncMirror, waitForSsh,
+  createContainer, destroyContainer, ensureHostKey, forgetHostKey, listContainers, reattachVeth, sshBanner, sshLogin, startContainer, syncMirror, waitForSsh,
   type ContainerInfo,
 } from './local/lxc.ts';
 
@@ -63,6 +63,11 @@ export class LocalProvider implements Provider {
 
   private get statePath(): string {
     return join(statePaths(this.cluster.dir).dir, 'local.json');
+  }
+
+  /** Node SSH host keys, kept so a recreated node keeps its identity. */
+  private get hostKeyDir(): string {
+    return join(statePaths(this.cluster.dir).dir, 'local-hostkeys');
   }
 
   containerName(node: NodeSpec): string {
@@ -215,16 +220,19 @@ export class LocalProvider implements Provider {
       const c = this.ours(found.get(t.container), t);
       let action: PlanItem['action'] = 'ok';
       let detail = t.address;
+      let newNode: string | undefined;
       if (!c || !c.marker?.complete || c.marker.address !== t.address) {
         if (c) await destroyContainer(t.container);
         progress(`creating ${t.node.name} (${t.container}, ${t.address})`);
+        const hostKeyPath = await ensureHostKey(this.hostKeyDir, t.container, t.node.name);
         await createContainer({
           name: t.container, cluster: this.cluster.name, node: t.node.name, hostname: t.node.name,
           address: t.address, prefix: this.subnet.prefix, gateway: this.subnet.gateway, bridge: this.spec.bridge,
           baseRootfs: base.path, adminUser: this.user, publicKey: key.publicKey,
-          mirror: this.spec.mirror, mirrorAddrs, aptSources: sources,
+          mirror: this.spec.mirror, mirrorAddrs, aptSources: sources, hostKeyPath,
         });
         action = c ? 'change' : 'create';
+        newNode = t.node.name; // a new machine: apply pins its new host key
         detail = c ? `recreated (${c.marker?.complete ? 'address changed' : 'incomplete'}), ${t.address}` : t.address;
         progress(`starting ${t.node.name}`);
         await startContainer(t.container);
@@ -247,7 +255,7 @@ export class LocalProvider implements Provider {
           detail = `started${detail === t.address ? '' : `; ${detail}`}`;
         }
       }
-      return { action, resource, detail };
+      return newNode ? { action, resource, detail, newNode } : { action, resource, detail };
     }));
     changes.push(...results);
 
@@ -291,6 +299,7 @@ export class LocalProvider implements Provider {
     if (mine.length) progress(`destroying ${mine.length} container(s): ${mine.join(' ')}`);
     await Promise.all(mine.map(async (name) => {
       await destroyContainer(name);
+      await forgetHostKey(this.hostKeyDir, name);
       items.push({ action: 'delete', resource: `container ${name}` });
     }));
     items.sort((a, b) => a.resource.localeCompare(b.resource));

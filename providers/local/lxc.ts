@@ -161,6 +161,28 @@ export async function syncMirror(name: string, mirror: string, addrs: string[], 
 
 // ------------------------------------------------------------------ create / start / stop
 
+/** A node's SSH host key in the state folder (0600), made on first use. */
+export async function ensureHostKey(dir: string, container: string, hostname: string): Promise<string> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+  const path = join(dir, `${container}_ed25519`);
+  const have = await readFile(`${path}.pub`, 'utf8').then(() => readFile(path, 'utf8')).then(() => true, () => false);
+  if (!have) {
+    await rm(path, { force: true });
+    await rm(`${path}.pub`, { force: true });
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `root@${hostname}`, '-f', path]);
+  }
+  await chmod(path, 0o600);
+  return path;
+}
+
+export async function forgetHostKey(dir: string, container: string): Promise<void> {
+  const path = join(dir, `${container}_ed25519`);
+  await rm(path, { force: true });
+  await rm(`${path}.pub`, { force: true });
+  await rmdir(dir).catch(() => undefined); // only when empty
+}
+
 export interface CreateOptions {
   name: string;
   cluster: string;
@@ -178,6 +200,8 @@ export interface CreateOptions {
   mirrorAddrs: string[];
   /** apt sources.list content for the cluster's mirror. */
   aptSources: string;
+  /** The node's SSH host key (private; `.pub` beside it) on the controller. */
+  hostKeyPath: string;
 }
 
 function containerConfig(o: CreateOptions, dir: string): string {
@@ -229,14 +253,13 @@ export async function createContainer(o: CreateOptions): Promise<void> {
     await safeWrite(join(etc, 'hosts'), hostsWithMirror(hosts, o.mirror, o.mirrorAddrs), 0o644);
     await safeWrite(join(etc, 'apt/sources.list'), o.aptSources, 0o644);
 
-    // Host key made here (ed25519 only, milliseconds): the image's first-boot
-    // `ssh-keygen -A` would spend seconds of boot on an RSA key. Only this
-    // key is offered, so sshd does not complain about the others.
+    // The node's SSH host key comes from the controller's state folder: made
+    // there once (ed25519, milliseconds, where first-boot `ssh-keygen -A`
+    // would spend seconds on RSA), it survives a recreated node, so the
+    // engine's pinned host key stays valid. Only this key is offered.
     const hostKey = join(etc, 'ssh/ssh_host_ed25519_key');
-    await rm(hostKey, { force: true });
-    await rm(`${hostKey}.pub`, { force: true });
-    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `root@${o.hostname}`, '-f', hostKey]);
-    await chmod(hostKey, 0o600);
+    await safeWrite(hostKey, await readFile(o.hostKeyPath, 'utf8'), 0o600);
+    await safeWrite(`${hostKey}.pub`, await readFile(`${o.hostKeyPath}.pub`, 'utf8'), 0o644);
     await mkdir(join(etc, 'ssh/sshd_config.d'), { recursive: true, mode: 0o755 });
     await safeWrite(join(etc, 'ssh/sshd_config.d/10-rampart-hostkey.conf'), 'HostKey /etc/ssh/ssh_host_ed25519_key\n', 0o644);
 

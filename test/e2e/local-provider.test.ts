@@ -162,8 +162,9 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
       expect(r.code).toBe(0);
       expect(r.stdout.trim()).toBe(h.name);
     }
-    // the state file is private
+    // the state files are private
     expect(statSync(join(dir, '.rampart', 'local.json')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, '.rampart', 'local-hostkeys', 'rpt-n1_ed25519')).mode & 0o777).toBe(0o600);
   }, 600_000);
 
   test('nodes run systemd and have their own identity (machine-id, SSH host keys)', async () => {
@@ -220,6 +221,8 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
   }, 120_000);
 
   test('a container destroyed by hand is recreated, a stopped one is started', async () => {
+    const hostKeyBefore = ssh(hostOf('n2').address, 'cat /etc/ssh/ssh_host_ed25519_key.pub').stdout.trim();
+    expect(hostKeyBefore).toMatch(/^ssh-ed25519 /);
     expect(sh('lxc-destroy', ['-f', '-n', 'rpt-n2']).code).toBe(0);
     expect(sh('lxc-stop', ['-k', '-n', 'rpt-n1']).code).toBe(0);
     expect(await provider.describe()).toEqual([]);
@@ -232,6 +235,8 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
     expect(changes['container rpt-n1']).toBe('change');
     expect(changes[`bridge ${BRIDGE}`]).toBe('ok');
     for (const h of res.hosts) expect(ssh(h.address, 'sudo -n true').code).toBe(0);
+    // same identity: the engine's pinned host key still matches the recreated node
+    expect(ssh(hostOf('n2').address, 'cat /etc/ssh/ssh_host_ed25519_key.pub').stdout.trim()).toBe(hostKeyBefore);
   }, 300_000);
 
   test('a bridge deleted under running nodes is recreated and their veths re-attached; a mangled mirror pin and apt sources are rewritten', async () => {
@@ -308,6 +313,7 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
     expect(sh('ip', ['link', 'show', 'dev', BRIDGE]).code).not.toBe(0);
     expect(sh('nft', ['list', 'table', 'inet', TABLE]).code).not.toBe(0);
     expect(existsSync(join(dir, '.rampart', 'local.json'))).toBe(false);
+    expect(existsSync(join(dir, '.rampart', 'local-hostkeys'))).toBe(false);
     // ip_forward is shared: only the last rampart cluster down puts it back.
     if (!othersBefore && !otherRampartTables()) {
       expect(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim()).toBe(ipForwardBefore);
