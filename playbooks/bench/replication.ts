@@ -65,12 +65,13 @@ export const sha256 = (s: string): string => createHash('sha256').update(s).dige
 export function judgeProof(input: { expected: number; gtid: string; nodes: NodeProof[] }): ReplicationProof {
   const messages: string[] = [];
   for (const n of input.nodes) {
-    if (n.error) messages.push(`${n.node}: ${n.error}`);
+    // SSH errors already start with the host's name
+    if (n.error) messages.push(n.error.startsWith(`${n.node}: `) ? n.error : `${n.node}: ${n.error}`);
     else if (!n.caughtUp) messages.push(`${n.node}: did not reach the manager's GTID position`);
     if (n.before !== null && n.after !== null && n.after - n.before !== input.expected) {
       messages.push(`${n.node}: ${n.after - n.before} new actor rows, expected ${input.expected}`);
     }
-    if (n.before === null || n.after === null) messages.push(`${n.node}: row count not readable`);
+    if (!n.error && (n.before === null || n.after === null)) messages.push(`${n.node}: row count not readable`);
   }
   const shas = input.nodes.map((n) => n.dumpSha256);
   const identicalDumps = shas.length > 0 && shas.every((s) => s !== null && s === shas[0]);

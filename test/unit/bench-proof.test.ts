@@ -27,10 +27,12 @@ describe('judgeProof', () => {
     expect(p.messages.join('\n')).toContain('dumps differ');
   });
   test('a worker down (no dump, no count, not caught up): not ok, its error said', () => {
-    const p = judgeProof({ expected: 5, gtid: 'g', nodes: [node('manager', 1, 6, 'aa'), node('worker1', 1, null, null, false, 'ERROR 2002: cannot connect')] });
+    const p = judgeProof({ expected: 5, gtid: 'g', nodes: [node('manager', 1, 6, 'aa'), node('worker1', 1, null, null, false, 'worker1: ERROR 2002: cannot connect')] });
     expect(p.ok).toBe(false);
-    expect(p.messages).toContain('worker1: ERROR 2002: cannot connect');
-    expect(p.messages).toContain('worker1: row count not readable');
+    expect(p.messages).toEqual(['worker1: ERROR 2002: cannot connect']);
+    const quiet = judgeProof({ expected: 5, gtid: 'g', nodes: [node('manager', 1, 6, 'aa'), node('worker1', 1, null, 'aa')] });
+    expect(quiet.ok).toBe(false);
+    expect(quiet.messages).toEqual(['worker1: row count not readable']);
   });
   test('same counts but more rows than expected (someone else wrote): not ok', () => {
     expect(judgeProof({ expected: 5, gtid: 'g', nodes: [node('manager', 1, 7, 'aa'), node('worker1', 1, 7, 'aa')] }).ok).toBe(false);
