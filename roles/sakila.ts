@@ -9,7 +9,7 @@ import { RampartError } from '../core/errors.ts';
 import { ensureStateDir } from '../core/state.ts';
 import type { Cluster, Role, Task } from '../core/types.ts';
 import {
-  countsLine, parseSakila, SAKILA_MARKER, sakilaFact, sakilaLoadScript, sakilaProblem, waitForMarkerScript,
+  countsLine, parseSakila, sakilaDoneQuery, sakilaDoneValue, sakilaFact, sakilaLoadScript, sakilaProblem, waitForScript,
 } from './lib/mysql-meta.ts';
 
 export class SakilaError extends RampartError {}
@@ -92,7 +92,7 @@ const replicated: Task = {
   },
   apply: async ({ conn, cluster, host }) => {
     const { sha256 } = cluster.database.sakila;
-    await conn.exec(waitForMarkerScript(SAKILA_MARKER, sha256, 300));
+    await conn.exec(waitForScript('the sakila load', sakilaDoneQuery(cluster.database.schema), sakilaDoneValue(sha256), 300));
     const st = parseSakila((await conn.exec(sakilaFact(cluster.database.schema), { check: false })).stdout);
     const problem = sakilaProblem(st, sha256);
     if (problem) throw new SakilaError(`${host.name}: sakila replicated but ${problem}`, 'compare with the manager; the replica may have diverged');

@@ -7,8 +7,8 @@ import { fileFactCommand, fileState } from '../core/ssh.ts';
 import type { Role, Task } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
 import {
-  parseSysbenchTables, SYSBENCH_MARKER, SYSBENCH_OPTIONS_PATH, SYSBENCH_TABLES_FACT, sysbenchMarkerValue, sysbenchOptions,
-  sysbenchPrepareScript, sysbenchProblem, waitForMarkerScript,
+  parseSysbenchTables, SYSBENCH_DONE_QUERY, sysbenchDoneValue, SYSBENCH_OPTIONS_PATH, SYSBENCH_TABLES_FACT, sysbenchOptions,
+  sysbenchPrepareScript, sysbenchProblem, waitForScript,
 } from './lib/mysql-meta.ts';
 import { SECRETS } from './lib/names.ts';
 
@@ -63,7 +63,7 @@ const replicated: Task = {
     return p ? { message: `wait for replication: ${p}` } : null;
   },
   apply: async ({ conn, cluster }) => {
-    await conn.exec(waitForMarkerScript(SYSBENCH_MARKER, sysbenchMarkerValue(cluster.database.sysbench), 300));
+    await conn.exec(waitForScript('the sysbench tables', SYSBENCH_DONE_QUERY, sysbenchDoneValue(cluster.database.sysbench), 300));
     const st = parseSysbenchTables((await conn.exec(SYSBENCH_TABLES_FACT, { check: false })).stdout);
     const p = sysbenchProblem(st, cluster.database.sysbench);
     if (p) throw new Error(`sysbench tables replicated but ${p}`);

@@ -75,18 +75,24 @@ mysql -e ${shq(mark)}`;
 }
 
 /**
- * Script for a worker: wait until the manager's completion marker has been
- * replicated here. Replication applies in order, so once the marker is here,
- * everything written before it is too. Polls the local table only.
+ * Script for a worker: wait until `query` prints `expected` here, i.e. the
+ * manager's completion marker (and what it vouches for) has been replicated.
+ * Replication applies in order, so once the marker is here, everything written
+ * before it is too. Polls the local server only.
  */
-export function waitForMarkerScript(marker: string, value: string, timeoutS: number): string {
-  const q = `SELECT v FROM ${META_TABLE} WHERE k='${marker}'`;
+export function waitForScript(what: string, query: string, expected: string, timeoutS: number): string {
   return `end=$((SECONDS + ${timeoutS}))
-until [ "$(mysql -N -B -e ${shq(q)} 2>/dev/null)" = ${shq(value)} ]; do
-  if [ $SECONDS -ge $end ]; then echo "the manager's ${marker} marker did not arrive within ${timeoutS} s: is replication running?" >&2; exit 1; fi
+until [ "$(mysql -N -B -e ${shq(query)} 2>/dev/null)" = ${shq(expected)} ]; do
+  if [ $SECONDS -ge $end ]; then echo "${what} did not arrive from the manager within ${timeoutS} s: is replication running?" >&2; exit 1; fi
   sleep 0.25
 done`;
 }
+
+/** Prints `<marker>/<rental rows>` once the load is complete. */
+export function sakilaDoneQuery(schema: string): string {
+  return `SELECT CONCAT(v, '/', (SELECT COUNT(*) FROM \`${schema}\`.rental)) FROM ${META_TABLE} WHERE k='${SAKILA_MARKER}'`;
+}
+export const sakilaDoneValue = (sha256: string) => `${sha256}/${SAKILA_EXPECTED.rental}`;
 
 // ---------------------------------------------------------------- sysbench
 
@@ -99,7 +105,12 @@ export interface SysbenchSpec {
   time: number;
 }
 
-/** sysbench --config-file content (0600 root): the password never reaches an argv. */
+/**
+ * sysbench --config-file content (0600 root): connection and run options, so
+ * the password never reaches an argv. (sysbench 1.0 reads only its general
+ * options from this file; the test's own options go on the command line, see
+ * sysbenchCommand.)
+ */
 export function sysbenchOptions(spec: SysbenchSpec, password: string): string {
   return [
     'db-driver=mysql',
@@ -107,15 +118,26 @@ export function sysbenchOptions(spec: SysbenchSpec, password: string): string {
     'mysql-user=sbtest',
     `mysql-password=${password}`,
     `mysql-db=${SYSBENCH_SCHEMA}`,
-    `tables=${spec.tables}`,
-    `table-size=${spec.tableSize}`,
     `threads=${spec.threads}`,
     `time=${spec.time}`,
     '',
   ].join('\n');
 }
 
+/**
+ * The sysbench command line for a test and action (no secret in it), e.g.
+ * oltp_read_only run on any DB node, oltp_read_write run on the manager only:
+ * workers are read-only replicas.
+ */
+export function sysbenchCommand(spec: SysbenchSpec, test: 'oltp_read_only' | 'oltp_read_write', action: 'prepare' | 'run' | 'cleanup'): string {
+  return `sysbench --config-file=${SYSBENCH_OPTIONS_PATH} ${test} --tables=${spec.tables} --table_size=${spec.tableSize} ${action}`;
+}
+
 export const sysbenchMarkerValue = (spec: SysbenchSpec) => `${spec.tables}x${spec.tableSize}`;
+
+/** Prints `<marker>/<number of sbtestN tables>`. */
+export const SYSBENCH_DONE_QUERY = `SELECT CONCAT((SELECT COALESCE(MAX(v), '') FROM ${META_TABLE} WHERE k='${SYSBENCH_MARKER}'), '/', (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA='${SYSBENCH_SCHEMA}' AND TABLE_NAME REGEXP '^sbtest[0-9]+$'))`;
+export const sysbenchDoneValue = (spec: SysbenchSpec) => `${sysbenchMarkerValue(spec)}/${spec.tables}`;
 
 /** Prints `marker<TAB>v` and `tables<TAB>n` (sbtestN tables present). */
 export const SYSBENCH_TABLES_FACT = `mysql -N -B --force -e ${shq(
@@ -143,16 +165,15 @@ export function sysbenchProblem(st: { marker: string | null; tables: number }, s
 /** Prepare on the manager, under a lock, from scratch; marker last. */
 export function sysbenchPrepareScript(spec: SysbenchSpec): string {
   const want = sysbenchMarkerValue(spec);
-  const sb = `sysbench --config-file=${SYSBENCH_OPTIONS_PATH} oltp_read_write`;
   return `set -euo pipefail
 exec 9>/run/lock/rampart-sysbench.lock
 flock 9
-if [ "$(mysql -N -B -e ${shq(`SELECT v FROM ${META_TABLE} WHERE k='${SYSBENCH_MARKER}'`)})" = ${shq(want)} ]; then echo already prepared; exit 0; fi
+if [ "$(mysql -N -B -e ${shq(SYSBENCH_DONE_QUERY)})" = ${shq(sysbenchDoneValue(spec))} ]; then echo already prepared; exit 0; fi
 mysql -e ${shq(`DELETE FROM ${META_TABLE} WHERE k='${SYSBENCH_MARKER}'`)}
 # drop whatever a killed or different prepare left (every sbtest table)
 for t in $(mysql -N -B -e ${shq(`SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA='${SYSBENCH_SCHEMA}'`)}); do
   mysql -e "DROP TABLE IF EXISTS \\\`${SYSBENCH_SCHEMA}\\\`.\\\`$t\\\`"
 done
-${sb} prepare >/dev/null
+${sysbenchCommand(spec, 'oltp_read_write', 'prepare')} >/dev/null
 mysql -e ${shq(`INSERT INTO ${META_TABLE} (k, v) VALUES ('${SYSBENCH_MARKER}', '${want}') ON DUPLICATE KEY UPDATE v=VALUES(v), at=CURRENT_TIMESTAMP`)}`;
 }
