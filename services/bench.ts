@@ -42,13 +42,13 @@ interface Run {
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN;
 
 /** CONCURRENCY loops calling `once` for `seconds`. `once` returns null on success, else why it failed. */
-async function measure(name: string, seconds: number, once: () => Promise<string | null>): Promise<Run> {
+async function measure(name: string, seconds: number, once: () => Promise<string | null>, concurrency = CONCURRENCY): Promise<Run> {
   const lat: number[] = [];
   const errors: string[] = [];
   let failed = 0;
   const stopAt = performance.now() + seconds * 1000;
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+  await Promise.all(Array.from({ length: concurrency }, async () => {
     while (performance.now() < stopAt) {
       const s = performance.now();
       let err: string | null;
@@ -151,23 +151,27 @@ async function main(): Promise<number> {
     const cpuPerReq = Object.fromEntries(hops.map((p, i) => [p.name, ((cpuSeconds(p.pid) - cpu0[i]) * 1e6) / runs[1].requests]));
     cpuPerReq.client = (selfUsage.user + selfUsage.system) / runs[1].requests;
     runs.push(await measure('3 hops mode=customized -> replica', SECONDS, viaServices('customized')));
+    // Unloaded latency: one request at a time, so queueing does not hide what the hops add.
+    const quiet = Math.max(2, Math.round(SECONDS / 3));
+    const idle = [await measure('mysql2 straight, concurrency 1', quiet, straight, 1), await measure('3 hops direct, concurrency 1', quiet, viaServices('direct'), 1)];
     sample();
     clearInterval(sampler);
     await new Promise((r) => setTimeout(r, 300));
-    const served = runs[1].requests + runs[2].requests;
+    const served = runs[1].requests + runs[2].requests + idle[1].requests;
     const logged = Object.fromEntries(hops.map((p) => [p.name, p.logs().length - linesBefore[p.name]]));
 
     const base = runs[0];
-    const table = runs.map((r) => ({
+    const row = (r: Run, b: Run) => ({
       run: r.name,
       requests: String(r.requests),
       failed: String(r.failed),
       'req/s': String(Math.round(r.rps)),
       'p50 ms': r.p50.toFixed(2),
       'p99 ms': r.p99.toFixed(2),
-      'vs straight': `${((r.rps / base.rps) * 100).toFixed(0)}%`,
-      'p50 added ms': (r.p50 - base.p50).toFixed(2),
-    }));
+      'vs straight': `${((r.rps / b.rps) * 100).toFixed(0)}%`,
+      'p50 added ms': (r.p50 - b.p50).toFixed(2),
+    });
+    const table = [...runs.map((r) => row(r, base)), ...idle.map((r) => row(r, idle[0]))];
     const result = {
       concurrency: CONCURRENCY, seconds: SECONDS, query: SQL, runtime: `bun ${Bun.version}`, runs: table,
       rss_mb: Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, Math.round(v)])),
@@ -185,13 +189,13 @@ async function main(): Promise<number> {
         `peak RSS under load (MB): ${Object.entries(result.rss_mb).map(([k, v]) => `${k} ${v}`).join(', ')}`,
         `CPU per request (mode=direct run, us): ${Object.entries(result.cpu_us_per_request_mode_direct).map(([k, v]) => `${k} ${v}`).join(', ')}`,
         `log lines in the measured runs: ${Object.entries(logged).map(([k, v]) => `${k} ${v}`).join(', ')} (requests sent: ${served})`,
-        `concurrency ${CONCURRENCY}, ${SECONDS}s per run, ${result.runtime}, query: ${SQL}`,
+        `concurrency ${CONCURRENCY} (last two rows: 1), ${SECONDS}s per loaded run, ${result.runtime}, query: ${SQL}`,
       ];
       process.stdout.write(`${out.join('\n')}\n`);
     }
     const lost = Object.values(logged).some((n) => n !== served);
-    const failed = runs.some((r) => r.failed > 0);
-    for (const r of runs) for (const e of r.errors) say(`${r.name}: ${e}`);
+    const failed = [...runs, ...idle].some((r) => r.failed > 0);
+    for (const r of [...runs, ...idle]) for (const e of r.errors) say(`${r.name}: ${e}`);
     if (lost) say('some requests have no log line on some hop (lost?)');
     return failed || lost ? 1 : 0;
   } finally {

@@ -58,14 +58,16 @@ export async function readJsonBody(request: Request, maxBytes: number): Promise<
   if (type !== 'application/json') throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', 'Content-Type must be application/json');
   const declared = Number(request.headers.get('content-length') ?? '0');
   if (declared > maxBytes) throw new HttpError(413, 'BODY_TOO_LARGE', `body exceeds ${maxBytes} bytes`);
-  let bytes: Uint8Array;
   if (request.headers.has('content-length')) {
-    // Length known and within the limit (checked above; Bun also caps the body it buffers).
-    bytes = new Uint8Array(await request.arrayBuffer());
-    if (bytes.byteLength > maxBytes) throw new HttpError(413, 'BODY_TOO_LARGE', `body exceeds ${maxBytes} bytes`);
-  } else {
-    bytes = await readCapped(request, maxBytes);
+    // The HTTP parser delimits the body by Content-Length, checked above (and Bun caps what it buffers).
+    if (declared === 0) throw new HttpError(400, 'EMPTY_BODY', 'a JSON body is required');
+    try {
+      return await request.json();
+    } catch {
+      throw new HttpError(400, 'INVALID_JSON', 'body is not valid JSON');
+    }
   }
+  const bytes = await readCapped(request, maxBytes);
   if (bytes.byteLength === 0) throw new HttpError(400, 'EMPTY_BODY', 'a JSON body is required');
   try {
     return JSON.parse(decoder.decode(bytes));
