@@ -4,7 +4,8 @@
 //   - the reachability matrix: every declared flow open, everything else
 //     closed, node -> node and host -> node on 22/80/3306/5000
 //   - POST /query through the gatekeeper answers rows; a wrong key gets 401
-//   - drift: a flushed firewall on the proxy is reported (only there) and repaired
+//   - drift: a flushed firewall on the proxy is reported (only there) and repaired;
+//     an edited service config is rewritten and restarts only its service
 //   - a rebooted node comes back with its firewall and its service
 // Traffic: only between this host (the bridge's .1) and the cluster's nodes.
 // Needs Linux + root; skips elsewhere, fails when CI=true.
@@ -199,6 +200,7 @@ describe.skipIf(!RUN)('full cluster: firewall and services (LXC)', () => {
   }, 30_000);
 
   test('drift: a flushed firewall on the proxy is reported there only, and apply repairs just that', async () => {
+    await apply(); // converge first (the shared checkout's service sources may have moved on)
     // a full flush (policies back to ACCEPT: `iptables -F` alone would leave INPUT DROP with no rules)
     const flush = onNode(file, addr.proxy, 'iptables -P INPUT ACCEPT; iptables -P FORWARD ACCEPT; iptables -P OUTPUT ACCEPT; iptables -F; iptables-save -t filter | grep -c "^-A" || true');
     expect(flush.stdout.trim()).toBe('0');
@@ -213,16 +215,31 @@ describe.skipIf(!RUN)('full cluster: firewall and services (LXC)', () => {
     expect(changedTasks(await apply(['--check']))).toEqual([]);
   }, 180_000);
 
+  test('drift: an edited service config is rewritten and only that service restarts', async () => {
+    await apply(); // converge first (the shared checkout's service sources may have moved on)
+    const before = unitTimestamps();
+    onNode(file, addr.gatekeeper, `sed -i 's/"maxBodyBytes": [0-9]*/"maxBodyBytes": 1024/' /etc/rampart/gatekeeper.json`);
+    const check = await apply(['--check']);
+    expect(changedTasks(check)).toEqual(['gatekeeper/service/service config']); // --check notifies no handler
+    const fixed = await apply();
+    expect(changedTasks(fixed)).toEqual(['gatekeeper/service/handler: restart service', 'gatekeeper/service/service config']);
+    const after = unitTimestamps();
+    expect(after.gatekeeper).not.toBe(before.gatekeeper);
+    expect(after.trustedhost).toBe(before.trustedhost);
+    expect(after.proxy).toBe(before.proxy);
+    expect(onNode(file, addr.gatekeeper, 'grep -c \'"maxBodyBytes": 65536\' /etc/rampart/gatekeeper.json').stdout.trim()).toBe('1');
+  }, 180_000);
+
   test('a rebooted node comes back with its firewall (boot unit) and its service', async () => {
-    const before = onNode(file, addr.proxy, 'cat /proc/sys/kernel/random/boot_id').stdout.trim();
+    // /run is a tmpfs: a marker there disappears with the reboot (boot_id is the host's in a container)
+    expect(onNode(file, addr.proxy, 'touch /run/rampart-e2e-before-reboot && echo ok').stdout.trim()).toBe('ok');
     onNode(file, addr.proxy, 'systemctl reboot');
     let after = '';
-    for (let i = 0; i < 60 && (!after || after === before); i++) {
+    for (let i = 0; i < 90 && after !== 'rebooted'; i++) {
       await Bun.sleep(1000);
-      after = onNode(file, addr.proxy, 'cat /proc/sys/kernel/random/boot_id').stdout.trim();
+      after = onNode(file, addr.proxy, 'systemctl is-system-running --wait >/dev/null 2>&1; test -e /run/rampart-e2e-before-reboot && echo same || echo rebooted').stdout.trim();
     }
-    expect(after).not.toBe(before);
-    expect(after).not.toBe('');
+    expect(after).toBe('rebooted');
     const state = onNode(file, addr.proxy, 'systemctl is-active rampart-firewall.service; iptables-save -t filter; echo @@; cat /etc/iptables/rules.v4');
     const [head, persisted] = state.stdout.split('@@\n');
     expect(head.split('\n')[0]).toBe('active');
