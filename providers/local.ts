@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises';
 import { ProviderError } from '../core/errors.ts';
 import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } from '../core/state.ts';
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
-import { checkPlatform, ensureHostPackages, missingHostPackages } from './local/host.ts';
+import { checkPlatform, ensureHostLimits, ensureHostPackages, missingHostPackages } from './local/host.ts';
 import { aptSources, ensureBaseImage, ensureBaseRootfs, imageExists, imagePath } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
@@ -171,6 +171,8 @@ export class LocalProvider implements Provider {
     const changes: PlanItem[] = [];
 
     const installed = await ensureHostPackages(events);
+    const raised = await ensureHostLimits(events);
+    if (raised.length) changes.push({ action: 'change', resource: 'host limits', detail: raised.join(' ') });
     changes.push(installed.length ? { action: 'create', resource: 'host packages', detail: installed.join(' ') } : { action: 'ok', resource: 'host packages' });
 
     const built = await ensureBaseImage(this.spec.mirror, this.suite, events);

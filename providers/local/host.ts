@@ -1,6 +1,6 @@
 // Host prerequisites: Linux, root, and the Debian packages the provider drives
 // (installed with apt when missing).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
@@ -66,4 +66,29 @@ export async function ensureHostPackages(events?: ProviderEvents): Promise<strin
       `install them by hand: apt-get install --no-install-recommends ${HOST_PACKAGES.join(' ')}`);
   }
   return missing;
+}
+
+/**
+ * Every node's systemd takes inotify instances from the host's per-user pool
+ * (containers run as root). The stock limit (128) runs out after a dozen nodes:
+ * systemd then logs "Failed to create inotify object: Too many open files" and
+ * never starts sshd. Raise the limits when they are lower (never lowers them;
+ * not restored by down: higher limits are harmless and other clusters may need them).
+ */
+export const INOTIFY_MIN: Record<string, number> = {
+  'fs/inotify/max_user_instances': 8192,
+  'fs/inotify/max_user_watches': 524288,
+};
+
+export async function ensureHostLimits(events?: ProviderEvents): Promise<string[]> {
+  const raised: string[] = [];
+  for (const [key, min] of Object.entries(INOTIFY_MIN)) {
+    const path = join('/proc/sys', key);
+    const now = Number(readFileSync(path, 'utf8').trim());
+    if (now >= min) continue;
+    events?.progress?.(`raising ${key.replaceAll('/', '.')} from ${now} to ${min}`);
+    writeFileSync(path, `${min}\n`);
+    raised.push(`${key.replaceAll('/', '.')}=${min}`);
+  }
+  return raised;
 }
