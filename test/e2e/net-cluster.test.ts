@@ -117,7 +117,9 @@ describe.skipIf(!RUN)('full cluster: firewall and services (LXC)', () => {
     cluster = loadCluster(file);
     // the local provider's addresses: explicit, or .10 + index
     addr = Object.fromEntries(cluster.nodes.map((n, i) => [n.name, n.address ?? `10.81.0.${10 + i}`]));
+    const t0 = Date.now();
     first = await apply();
+    process.stderr.write(`first apply: ${Date.now() - t0} ms (engine ${first.durationMs} ms)\n`);
   }, 900_000);
 
   afterAll(async () => {
@@ -133,7 +135,9 @@ describe.skipIf(!RUN)('full cluster: firewall and services (LXC)', () => {
   test('a second apply reports changed=0 on every host and restarts no service', async () => {
     const before = unitTimestamps();
     for (const s of SERVICES) expect(Number(before[s])).toBeGreaterThan(0);
+    const t0 = Date.now();
     const again = await apply();
+    process.stderr.write(`no-op apply: ${Date.now() - t0} ms (engine ${again.durationMs} ms)\n`);
     expect(changedTasks(again)).toEqual([]);
     for (const h of Object.values(again.hosts)) expect(h.changed).toBe(0);
     expect(unitTimestamps()).toEqual(before);
