@@ -1,0 +1,168 @@
+// The database roles on real LXC nodes (own cluster rpdb, 10.80.0.0/24):
+// an apply killed at three points (during the MariaDB install, between the
+// replication steps, during the Sakila load) is completed by the next apply
+// with nothing lost or doubled; a second apply changes nothing; replication
+// carries a row to both workers (GTID wait); Sakila counts on every DB node;
+// drift (a stopped replica, an edited config) is reported and repaired exactly
+// where it is.
+// Layout: the DB nodes of cluster.yaml only (default, fast), or the full
+// default layout with RAMPART_E2E_DB_FULL=1. Keep the cluster afterwards with
+// RAMPART_E2E_KEEP=1. Needs Linux + root; skips elsewhere, fails when CI=true.
+// Traffic: only to the cluster's own nodes on its bridge.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { loadCluster } from '../../core/spec.ts';
+import type { Host, RunReport } from '../../core/types.ts';
+import { LocalProvider } from '../../providers/local.ts';
+import { e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
+
+const NAME = 'rpdb';
+const SUBNET = '10.80.0.0/24';
+const DIR = '/tmp/rampart-e2e-db';
+const FULL = process.env.RAMPART_E2E_DB_FULL === '1';
+const available = e2eAvailable();
+
+let file = '';
+let hosts: Host[] = [];
+const addr = (name: string) => hosts.find((h) => h.name === name)!.address;
+const dbHosts = () => hosts.filter((h) => h.node.db);
+const workers = () => hosts.filter((h) => h.node.db === 'worker');
+
+function sql(node: string, query: string): string {
+  const r = onNode(file, addr(node), `mysql -N -B -e ${JSON.stringify(query).replace(/\$/g, '\\$')}`);
+  if (r.code !== 0) throw new Error(`${node}: ${query}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
+/** Run `zx apply` with human progress (no --json) and SIGKILL it when `trigger` appears on stderr (plus `delayMs`). */
+function applyKilledAt(trigger: string, delayMs: number): Promise<{ killed: boolean; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(join(ROOT, 'node_modules/.bin/zx'), ['apply', '-f', file], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let killed = false;
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      if (!killed && stderr.includes(trigger)) {
+        killed = true;
+        setTimeout(() => child.kill('SIGKILL'), delayMs);
+      }
+    });
+    child.on('close', () => resolve({ killed, stderr }));
+  });
+}
+
+const changedTasks = (r: RunReport) => r.results.filter((x) => x.status === 'changed').map((x) => `${x.host} | ${x.role} | ${x.task}`).sort();
+const failures = (r: RunReport) => r.results.filter((x) => x.status === 'failed').map((x) => `${x.host} | ${x.task}: ${x.message}`);
+
+describe.skipIf(!available)('DB roles on LXC', () => {
+  beforeAll(async () => {
+    file = testClusterFile(DIR, NAME, SUBNET, (doc) => {
+      if (FULL) return;
+      const nodes = (doc.toJS().nodes as { db?: string; roles: string[] }[]).filter((n) => n.db);
+      for (const n of nodes) n.roles = n.roles.filter((r) => r !== 'iptables');
+      doc.set('nodes', nodes);
+      doc.setIn(['security', 'flows'], [{ from: workers0(nodes), to: ['manager'], port: 3306 }]);
+      doc.setIn(['security', 'egress'], []);
+    });
+    // start from nothing: the first apply must install MariaDB
+    await zx('teardown', file);
+  }, 300_000);
+
+  afterAll(async () => {
+    if (process.env.RAMPART_E2E_KEEP !== '1') await zx('teardown', file);
+  }, 300_000);
+
+  test('an apply killed during the install, between replication steps and during the Sakila load is completed by the next apply', async () => {
+    const points: [string, number][] = [
+      ['❯ role base', 12_000],        // apt is installing mariadb-server
+      ['❯ role replication', 300],    // CHANGE MASTER done or under way, catch-up not yet
+      ['❯ role sakila', 1_500],       // tarball uploaded, schema/data loading
+    ];
+    for (const [trigger, delay] of points) {
+      const r = await applyKilledAt(trigger, delay);
+      expect({ trigger, killed: r.killed, tail: r.killed ? '' : r.stderr.slice(-2000) }).toEqual({ trigger, killed: true, tail: '' });
+    }
+    const done = await zx<RunReport>('apply', file);
+    expect(failures(done.json)).toEqual([]);
+    expect(done.code).toBe(0);
+    hosts = await new LocalProvider(loadCluster(file)).describe();
+    expect(dbHosts().length).toBeGreaterThanOrEqual(2);
+  }, 900_000);
+
+  test('a second apply changes nothing on any host', async () => {
+    const r = await zx<RunReport>('apply', file);
+    expect(r.code).toBe(0);
+    expect(changedTasks(r.json)).toEqual([]);
+    for (const [h, recap] of Object.entries(r.json.hosts)) expect({ h, changed: recap.changed, failed: recap.failed }).toEqual({ h, changed: 0, failed: 0 });
+  }, 300_000);
+
+  test('nothing lost or doubled: exact Sakila and sysbench content, one marker each, identical checksums on every DB node', async () => {
+    const cluster = loadCluster(file);
+    const { tables, tableSize } = cluster.database.sysbench;
+    const sums = new Set<string>();
+    for (const h of dbHosts()) {
+      expect(sql(h.name, 'SELECT COUNT(*) FROM sakila.actor; SELECT COUNT(*) FROM sakila.film; SELECT COUNT(*) FROM sakila.rental').split('\n')).toEqual(['200', '1000', '16044']);
+      expect(sql(h.name, "SELECT k FROM rampart.meta ORDER BY k").split('\n')).toEqual(['sakila', 'sysbench']);
+      const sb = Array.from({ length: tables }, (_, i) => `(SELECT COUNT(*) FROM sbtest.sbtest${i + 1})`).join(' + ');
+      expect(sql(h.name, `SELECT ${sb}`)).toBe(String(tables * tableSize));
+      sums.add(sql(h.name, 'CHECKSUM TABLE sakila.rental, sakila.payment, sakila.film_text, sbtest.sbtest1'));
+    }
+    expect(sums.size).toBe(1);
+  }, 120_000);
+
+  test('replication: a row written on the manager is on every worker after a GTID wait; workers are read-only', () => {
+    const token = randomBytes(8).toString('hex');
+    sql('manager', `CREATE TABLE IF NOT EXISTS rampart.e2e_probe (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(32)); INSERT INTO rampart.e2e_probe (token) VALUES ('${token}')`);
+    const pos = sql('manager', 'SELECT @@gtid_binlog_pos');
+    expect(pos).toMatch(/^\d+-\d+-\d+/);
+    for (const w of workers()) {
+      expect(sql(w.name, `SELECT MASTER_GTID_WAIT('${pos}', 30)`)).toBe('0');
+      expect(sql(w.name, `SELECT COUNT(*) FROM rampart.e2e_probe WHERE token='${token}'`)).toBe('1');
+      expect(sql(w.name, 'SELECT @@read_only, @@gtid_strict_mode')).toBe('1\t1');
+    }
+    expect(sql('manager', 'SELECT @@read_only, @@log_bin, @@binlog_format')).toBe('0\t1\tROW');
+    const ids = new Set(dbHosts().map((h) => sql(h.name, 'SELECT @@server_id')));
+    expect(ids.size).toBe(dbHosts().length);
+    sql('manager', 'DROP TABLE rampart.e2e_probe');
+  });
+
+  test('users: least privilege, no anonymous user, no remote root, no test database', () => {
+    const users = sql('manager', "SELECT CONCAT(user, '@', host) FROM mysql.user ORDER BY 1").split('\n');
+    expect(users.filter((u) => u.startsWith('@'))).toEqual([]);
+    expect(users.filter((u) => u.startsWith('root@') && !/^root@(localhost|127\.0\.0\.1|::1)$/.test(u))).toEqual([]);
+    expect(users.filter((u) => u.startsWith('rampart_repl@')).sort()).toEqual(workers().map((w) => `rampart_repl@${w.privateAddress}`).sort());
+    expect(users).toContain('sbtest@localhost');
+    expect(sql('manager', "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='test'")).toBe('0');
+    expect(sql('manager', "SHOW GRANTS FOR 'sbtest'@'localhost'")).not.toMatch(/ON \*\.\*.*(SELECT|INSERT|ALL)/);
+    const proxy = hosts.find((h) => h.node.service === 'proxy');
+    if (proxy) {
+      const g = sql('manager', `SHOW GRANTS FOR 'rampart_app'@'${proxy.privateAddress}'`);
+      expect(g).toContain('GRANT SELECT, INSERT, UPDATE, DELETE ON `sakila`.*');
+    }
+  });
+
+  test('drift: a stopped replica on worker1 and an edited config on worker2 are reported exactly, and repaired exactly', async () => {
+    sql('worker1', 'STOP SLAVE');
+    const w2 = onNode(file, addr('worker2'), "sed -i 's/^binlog_format = ROW/binlog_format = MIXED/' /etc/mysql/mariadb.conf.d/60-rampart.cnf");
+    expect(w2.code).toBe(0);
+    const expected = [
+      'worker1 | replication | replica of the manager (GTID)',
+      'worker2 | mysql | server config',
+    ];
+    const check = await zx<RunReport>('apply', file, ['--check']);
+    expect(check.code).toBe(0);
+    expect(changedTasks(check.json)).toEqual(expected);
+    const fix = await zx<RunReport>('apply', file);
+    expect(failures(fix.json)).toEqual([]);
+    expect(changedTasks(fix.json)).toEqual(expected);
+    expect(sql('worker1', 'SHOW SLAVE STATUS\\G').match(/Slave_(IO|SQL)_Running: Yes/g)).toHaveLength(2);
+    const again = await zx<RunReport>('apply', file);
+    expect(changedTasks(again.json)).toEqual([]);
+  }, 300_000);
+});
+
+function workers0(nodes: { db?: string }[]): string[] {
+  return (nodes as { db?: string; name?: string }[]).filter((n) => n.db === 'worker').map((n) => n.name!);
+}
