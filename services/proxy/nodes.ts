@@ -56,6 +56,13 @@ export function isTimeout(e: unknown): boolean {
 
 const ALPHA = 0.3;
 
+interface CallbackConnection {
+  query(sql: string, cb: (err: unknown) => void): unknown;
+}
+
+/** Valid on MariaDB 10.x and MySQL 8; no quote- or escape-changing modes. */
+export const SQL_MODE = 'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION';
+
 export class DbNode {
   readonly name: string;
   healthy = false;
@@ -88,7 +95,14 @@ export class DbNode {
     // Probes decide health: a node that cannot even connect within the probe timeout is down.
     this.probePool = mysql.createPool({ ...base, connectTimeout: probeTimeoutMs, connectionLimit: 1, maxIdle: 1 });
     // Errors on idle connections must not crash the process; queries report them.
-    this.pool.on('connection', (c) => c.on('error', () => undefined));
+    // Every connection gets a fixed sql_mode without ANSI_QUOTES / NO_BACKSLASH_ESCAPES: the
+    // policy's tokenizer reads quotes and backslashes as in the default mode, so the server must too.
+    // (Queued before any other command on the new connection.)
+    this.pool.on('connection', (c) => {
+      c.on('error', () => undefined);
+      // The event hands over the callback-style connection (the promise typings say otherwise).
+      (c as unknown as CallbackConnection).query(`SET SESSION sql_mode = '${SQL_MODE}'`, () => undefined);
+    });
     this.probePool.on('connection', (c) => c.on('error', () => undefined));
   }
 

@@ -44,6 +44,8 @@ describe.skipIf(!avail.ok)('services on loopback against MariaDB', () => {
   beforeAll(async () => {
     cluster = await startCluster({ replicas: 2, generalLog: true });
     relay = await startDelayRelay(cluster.replicas[1].port, SLOW_MS);
+    // A server default that changes how quotes and backslashes parse; the proxy must override it.
+    await cluster.primary.sql("SET GLOBAL sql_mode = 'ANSI_QUOTES,NO_BACKSLASH_ESCAPES'");
     svc = await launchServices({
       schemas: [cluster.database],
       db: {
@@ -99,6 +101,14 @@ describe.skipIf(!avail.ok)('services on loopback against MariaDB', () => {
     // an UPDATE through the path changes the primary
     const up = await ask({ sql: 'UPDATE items SET qty = qty + 1 WHERE id = ?', params: [r.body.insert_id as number] });
     expect(up.body).toMatchObject({ node: 'manager', affected_rows: 1 });
+  });
+
+  test('the proxy pins sql_mode, so quotes parse as the policy read them', async () => {
+    // Under ANSI_QUOTES + NO_BACKSLASH_ESCAPES (the primary's global default here) this would be
+    // an identifier followed by junk; with the pinned mode it is the string a'b.
+    const r = await ask({ sql: 'SELECT "a\\\'b" AS s', mode: 'direct' });
+    expect(r.status).toBe(200);
+    expect(r.body.rows).toEqual([{ s: "a'b" }]);
   });
 
   test('direct mode reads from the manager', async () => {

@@ -80,6 +80,7 @@ async function startInstance(root: string, name: string, serverId: number, repli
   const dir = join(root, name);
   const data = join(dir, 'data');
   mkdirSync(data, { recursive: true });
+  mkdirSync(join(dir, 'tmp'));
   const port = await freePort();
   const socket = join(dir, 'mysqld.sock');
   const cnf = join(dir, 'my.cnf');
@@ -90,7 +91,9 @@ async function startInstance(root: string, name: string, serverId: number, repli
     'log_bin=mysql-bin', 'binlog_format=ROW', 'log_slave_updates=1', 'gtid_strict_mode=1',
     `log_error=${join(dir, 'error.log')}`, 'innodb_buffer_pool_size=64M',
     // Many instances on one host (other tests, other users) can exhaust fs.aio-max-nr: use synchronous I/O.
-    'innodb_use_native_aio=0', 'max_connections=600',
+    'innodb_use_native_aio=0',
+    // Own temp dir: temporary table names in a shared /tmp can collide with other servers'.
+    `tmpdir=${join(dir, 'tmp')}`, 'max_connections=600',
     'performance_schema=OFF', 'log_output=TABLE', `general_log=${generalLog ? 1 : 0}`,
     `read_only=${replica ? 1 : 0}`, '',
     '[mysqld_safe]', `log_error=${join(dir, 'error.log')}`, `pid-file=${join(dir, 'mysqld.pid')}`, '',
