@@ -5,6 +5,7 @@
 // restart policy and sandboxing. Uploads only what differs (sha256 from
 // facts); restarts only when something changed, then waits for /health.
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
 import type { Cluster, Host, Role, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
@@ -205,7 +206,6 @@ const bundle: Task = {
   },
   apply: async (ctx, diff) => {
     const art = diff.data as { path: string };
-    const { readFile } = await import('node:fs/promises');
     await ctx.conn.writeFile(bundlePath(svc(ctx)), await readFile(art.path), { mode: '0644', owner: 'root:root' });
     ctx.notify(RESTART);
   },
