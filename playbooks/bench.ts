@@ -261,7 +261,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
           title: 'baseline: replicas caught up, actor rows per DB node',
           task: async (_, task) => {
             try {
-              const sync = await syncWorkers(dbNodes(), 30);
+              const sync = await syncWorkers(dbNodes(), 120);
               for (const [w, why] of Object.entries(sync.workers)) if (why) incidents.push(`before the run: ${w} ${why}`);
             } catch (e) {
               incidents.push(`before the run: replicas not synchronised (${(e as Error).message})`);
@@ -278,7 +278,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
           task: async (_, task) => {
             const s = performance.now();
             const okWrites = (records.write ?? []).filter((r) => r.ok).length;
-            ({ proof, dumps } = await proveReplication(dbNodes(), schema, before, okWrites));
+            ({ proof, dumps } = await proveReplication(dbNodes(), schema, before, okWrites, 60));
             timings.proof = performance.now() - s;
             task.title = `replication proof: ${proof?.ok ? 'ok' : 'FAILED'} (${okWrites} new rows expected on ${dbNames.length} nodes)`;
           },
