@@ -20,10 +20,13 @@ export async function aptInstall(conn: Connection, pkgs: string[]): Promise<void
   if (pkgs.length === 0) return;
   const list = pkgs.map(shq).join(' ');
   const env = 'export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a;';
-  const install = `apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold ${list}`;
+  // An apply killed part-way leaves its apt-get running on the node (wait for its lock)
+  // or dpkg interrupted (finish it with dpkg --configure -a before retrying).
+  const lock = '-o DPkg::Lock::Timeout=600';
+  const install = `apt-get ${lock} install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold ${list}`;
   await conn.exec(
     `${env} set -e
-if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -q; fi
-${install} || { apt-get update -q && ${install}; }`,
+if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get ${lock} update -q; fi
+${install} || { dpkg --configure -a; apt-get ${lock} update -q && ${install}; }`,
   );
 }

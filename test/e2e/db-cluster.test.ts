@@ -83,6 +83,11 @@ describe.skipIf(!available)('DB roles on LXC', () => {
     for (const [trigger, delay] of points) {
       const r = await applyKilledAt(trigger, delay);
       expect({ trigger, killed: r.killed, tail: r.killed ? '' : r.stderr.slice(-2000) }).toEqual({ trigger, killed: true, tail: '' });
+      // where the kill landed (for the log): package state, running dpkg/mysql loads, replica threads, Sakila rows
+      hosts = await new LocalProvider(loadCluster(file)).describe();
+      const probe = onNode(file, addr('manager'), `dpkg-query -W -f='\${Status}' mariadb-server 2>/dev/null; echo; pgrep -c dpkg; pgrep -fc 'rampart-sakila[.]lock'; mysql -N -e 'SELECT COUNT(*) FROM sakila.rental' 2>/dev/null || echo no-sakila`);
+      const w1 = onNode(file, addr('worker1'), "mysql -e 'SHOW SLAVE STATUS\\G' 2>/dev/null | grep -E 'Running:|Master_Host' | tr -s ' ' | tr '\\n' ' '");
+      console.error(`killed ${delay} ms after "${trigger}": manager [${probe.stdout.trim().split('\n').join(' | ')}] worker1 [${w1.stdout.trim()}]`);
     }
     const done = await zx<RunReport>('apply', file);
     expect(failures(done.json)).toEqual([]);
@@ -157,10 +162,35 @@ describe.skipIf(!available)('DB roles on LXC', () => {
     const fix = await zx<RunReport>('apply', file);
     expect(failures(fix.json)).toEqual([]);
     expect(changedTasks(fix.json)).toEqual(expected);
-    expect(sql('worker1', 'SHOW SLAVE STATUS\\G').match(/Slave_(IO|SQL)_Running: Yes/g)).toHaveLength(2);
+    expect(onNode(file, addr('worker1'), "mysql -e 'SHOW SLAVE STATUS\\G'").stdout.match(/Slave_(IO|SQL)_Running: Yes/g)).toHaveLength(2);
     const again = await zx<RunReport>('apply', file);
     expect(changedTasks(again.json)).toEqual([]);
   }, 300_000);
+
+  test('a worker added to cluster.yaml joins with the data; the other workers are not touched', async () => {
+    const { parseDocument } = await import('yaml');
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    const doc = parseDocument(readFileSync(file, 'utf8'));
+    const w1 = (doc.toJS().nodes as { name: string }[]).find((n) => n.name === 'worker1')!;
+    const nodes = doc.toJS().nodes as object[];
+    doc.set('nodes', [...nodes, { ...w1, name: 'worker3' }]);
+    const flows = (doc.toJS().security.flows as { from: string[] | string; to: string[] | string; port: number }[]).map((f) => {
+      const add = (v: string[] | string) => { const a = Array.isArray(v) ? v : [v]; return a.includes('worker1') ? [...a, 'worker3'] : a; };
+      return { ...f, from: add(f.from), to: add(f.to) };
+    });
+    doc.setIn(['security', 'flows'], flows);
+    writeFileSync(file, doc.toString());
+    const r = await zx<RunReport>('apply', file);
+    expect(failures(r.json)).toEqual([]);
+    expect(r.json.hosts.worker1.changed).toBe(0);
+    expect(r.json.hosts.worker2.changed).toBe(0);
+    expect(changedTasks(r.json).filter((t) => t.startsWith('manager | mysql'))).toEqual(['manager | mysql | users, grants and schemas']);
+    hosts = await new LocalProvider(loadCluster(file)).describe();
+    expect(sql('worker3', 'SELECT COUNT(*) FROM sakila.film; SELECT COUNT(*) FROM sakila.rental').split('\n')).toEqual(['1000', '16044']);
+    expect(sql('worker3', "SELECT k FROM rampart.meta ORDER BY k").split('\n')).toEqual(['sakila', 'sysbench']);
+    const again = await zx<RunReport>('apply', file);
+    expect(changedTasks(again.json)).toEqual([]);
+  }, 600_000);
 });
 
 function workers0(nodes: { db?: string }[]): string[] {
