@@ -40,6 +40,10 @@ export function egressOf(cluster: Cluster, host: Pick<Host, 'name'>): { mirror: 
  * The node's ruleset in iptables-save's own canonical spelling. SSH from the
  * controller and established traffic come first so a reload can never cut the
  * connection that performs it.
+ *
+ * "Default DROP" is a final `-j DROP` rule, not the chain policy: a flush
+ * (`iptables -F`) then opens the node instead of locking the controller out,
+ * and the next apply (which still reaches it) closes it again.
  */
 export function firewallRules(cluster: Cluster, host: Host, hosts: Host[], mirror: MirrorAccess = { addresses: [], resolvers: [] }): string {
   const egress = egressOf(cluster, host);
@@ -80,11 +84,14 @@ export function firewallRules(cluster: Cluster, host: Host, hosts: Host[], mirro
   }
   return [
     '*filter',
-    ':INPUT DROP [0:0]',
-    ':FORWARD DROP [0:0]',
-    `:OUTPUT ${egress ? 'DROP' : 'ACCEPT'} [0:0]`,
+    ':INPUT ACCEPT [0:0]',
+    ':FORWARD ACCEPT [0:0]',
+    ':OUTPUT ACCEPT [0:0]',
     ...dedupe(input),
+    '-A INPUT -j DROP',
+    '-A FORWARD -j DROP',
     ...dedupe(output),
+    ...(egress ? ['-A OUTPUT -j DROP'] : []),
     'COMMIT',
     '',
   ].join('\n');
@@ -99,13 +106,15 @@ export function firewallRules6(cluster: Cluster, host: Pick<Host, 'name'>): stri
   const egress = egressOf(cluster, host);
   return [
     '*filter',
-    ':INPUT DROP [0:0]',
-    ':FORWARD DROP [0:0]',
-    `:OUTPUT ${egress ? 'DROP' : 'ACCEPT'} [0:0]`,
+    ':INPUT ACCEPT [0:0]',
+    ':FORWARD ACCEPT [0:0]',
+    ':OUTPUT ACCEPT [0:0]',
     `-A INPUT ${ESTABLISHED}`,
     '-A INPUT -i lo -j ACCEPT',
     '-A INPUT -p ipv6-icmp -j ACCEPT',
-    ...(egress ? [`-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT', '-A OUTPUT -p ipv6-icmp -j ACCEPT'] : []),
+    '-A INPUT -j DROP',
+    '-A FORWARD -j DROP',
+    ...(egress ? [`-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT', '-A OUTPUT -p ipv6-icmp -j ACCEPT', '-A OUTPUT -j DROP'] : []),
     'COMMIT',
     '',
   ].join('\n');

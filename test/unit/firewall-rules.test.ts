@@ -20,8 +20,9 @@ const host = (name: string) => hosts.find((h) => h.name === name)!;
 const mirror = { addresses: ['151.101.2.132', '151.101.66.132'], resolvers: [] };
 const rulesOf = (name: string) => firewallRules(cluster, host(name), hosts, mirror).split('\n');
 
-const HEAD = (output: 'ACCEPT' | 'DROP') => [
-  '*filter', ':INPUT DROP [0:0]', ':FORWARD DROP [0:0]', `:OUTPUT ${output} [0:0]`,
+// policies stay ACCEPT: "default DROP" is a final -j DROP rule, so a flush cannot lock the controller out
+const HEAD = () => [
+  '*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]',
   '-A INPUT -s 10.77.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT',
   '-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
   '-A INPUT -i lo -j ACCEPT',
@@ -29,13 +30,15 @@ const HEAD = (output: 'ACCEPT' | 'DROP') => [
 
 describe('ruleset per node (repo cluster.yaml)', () => {
   test('gatekeeper: 80 from anywhere, nothing else; OUTPUT open', () => {
-    expect(rulesOf('gatekeeper')).toEqual([...HEAD('ACCEPT'), '-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT', 'COMMIT', '']);
+    expect(rulesOf('gatekeeper')).toEqual([...HEAD(), '-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT', '-A INPUT -j DROP', '-A FORWARD -j DROP', 'COMMIT', '']);
   });
 
   test('trustedhost: 5000 from the gatekeeper only; OUTPUT only to proxy:5000 and the mirror', () => {
     expect(rulesOf('trustedhost')).toEqual([
-      ...HEAD('DROP'),
+      ...HEAD(),
       `-A INPUT -s ${ip.gatekeeper}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`,
+      '-A INPUT -j DROP',
+      '-A FORWARD -j DROP',
       '-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
       '-A OUTPUT -o lo -j ACCEPT',
       `-A OUTPUT -d ${ip.proxy}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`,
@@ -43,32 +46,35 @@ describe('ruleset per node (repo cluster.yaml)', () => {
       '-A OUTPUT -d 151.101.2.132/32 -p tcp -m tcp --dport 443 -j ACCEPT',
       '-A OUTPUT -d 151.101.66.132/32 -p tcp -m tcp --dport 80 -j ACCEPT',
       '-A OUTPUT -d 151.101.66.132/32 -p tcp -m tcp --dport 443 -j ACCEPT',
+      '-A OUTPUT -j DROP',
       'COMMIT', '',
     ]);
   });
 
   test('proxy: 5000 from the trusted host only', () => {
-    expect(rulesOf('proxy')).toEqual([...HEAD('ACCEPT'), `-A INPUT -s ${ip.trustedhost}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`, 'COMMIT', '']);
+    expect(rulesOf('proxy')).toEqual([...HEAD(), `-A INPUT -s ${ip.trustedhost}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`, '-A INPUT -j DROP', '-A FORWARD -j DROP', 'COMMIT', '']);
   });
 
   test('manager: 3306 only from the proxy and the workers', () => {
     expect(rulesOf('manager')).toEqual([
-      ...HEAD('ACCEPT'),
+      ...HEAD(),
       `-A INPUT -s ${ip.proxy}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`,
       `-A INPUT -s ${ip.worker1}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`,
       `-A INPUT -s ${ip.worker2}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`,
+      '-A INPUT -j DROP',
+      '-A FORWARD -j DROP',
       'COMMIT', '',
     ]);
   });
 
   test('workers: 3306 only from the proxy', () => {
     for (const w of ['worker1', 'worker2']) {
-      expect(rulesOf(w)).toEqual([...HEAD('ACCEPT'), `-A INPUT -s ${ip.proxy}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`, 'COMMIT', '']);
+      expect(rulesOf(w)).toEqual([...HEAD(), `-A INPUT -s ${ip.proxy}/32 -p tcp -m tcp --dport 3306 -j ACCEPT`, '-A INPUT -j DROP', '-A FORWARD -j DROP', 'COMMIT', '']);
     }
   });
 
   test('SSH from the controller and established traffic are the first rules on every node', () => {
-    for (const h of hosts) expect(rulesOf(h.name).slice(4, 6)).toEqual(HEAD('ACCEPT').slice(4, 6));
+    for (const h of hosts) expect(rulesOf(h.name).slice(4, 6)).toEqual(HEAD().slice(4, 6));
   });
 
   test('egress with resolvers: DNS to them only; controller flows use sshFrom', () => {
@@ -85,7 +91,7 @@ describe('ruleset per node (repo cluster.yaml)', () => {
     expect(rules).toContain('-A OUTPUT -d 192.0.2.53/32 -p udp -m udp --dport 53 -j ACCEPT');
     expect(rules).toContain('-A OUTPUT -d 192.0.2.53/32 -p tcp -m tcp --dport 53 -j ACCEPT');
     expect(rules).toContain('-A OUTPUT -d 192.0.2.7/32 -p tcp -m tcp --dport 443 -j ACCEPT');
-    expect(rules).toContain(':OUTPUT DROP [0:0]');
+    expect(rules.trimEnd().split('\n').at(-2)).toBe('-A OUTPUT -j DROP');
   });
 
   test('egress without mirror opens no mirror or DNS rule even when addresses are known', () => {
@@ -111,14 +117,15 @@ describe('ruleset per node (repo cluster.yaml)', () => {
 
   test('IPv6: closed but for ICMPv6, loopback and replies; OUTPUT restricted on egress nodes', () => {
     expect(firewallRules6(cluster, host('manager')).split('\n')).toEqual([
-      '*filter', ':INPUT DROP [0:0]', ':FORWARD DROP [0:0]', ':OUTPUT ACCEPT [0:0]',
+      '*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]',
       '-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-A INPUT -i lo -j ACCEPT', '-A INPUT -p ipv6-icmp -j ACCEPT',
+      '-A INPUT -j DROP', '-A FORWARD -j DROP',
       'COMMIT', '',
     ]);
     const th = firewallRules6(cluster, host('trustedhost'));
-    expect(th).toContain(':OUTPUT DROP [0:0]');
     expect(th).toContain('-A OUTPUT -p ipv6-icmp -j ACCEPT');
-    expect(th.split('\n').filter((l) => l.startsWith('-A OUTPUT')).length).toBe(3);
+    expect(th.split('\n').filter((l) => l.startsWith('-A OUTPUT'))).toHaveLength(4);
+    expect(th).toContain('-A OUTPUT -j DROP');
   });
 
   test('the boot unit restores both families before the network comes up', () => {
@@ -137,8 +144,8 @@ describe('ruleset per node (repo cluster.yaml)', () => {
 // What iptables-save 1.8.9 (nf_tables backend, Debian 12 node) printed for the manager's ruleset after iptables-restore.
 const LIVE_MANAGER = `# Generated by iptables-save v1.8.9 (nf_tables) on Sat Nov 21 12:40:16 2026
 *filter
-:INPUT DROP [12:720]
-:FORWARD DROP [0:0]
+:INPUT ACCEPT [12:720]
+:FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [310:40210]
 -A INPUT -s 10.77.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT
 -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
@@ -146,6 +153,8 @@ const LIVE_MANAGER = `# Generated by iptables-save v1.8.9 (nf_tables) on Sat Nov
 -A INPUT -s 10.77.0.12/32 -p tcp -m tcp --dport 3306 -j ACCEPT
 -A INPUT -s 10.77.0.14/32 -p tcp -m tcp --dport 3306 -j ACCEPT
 -A INPUT -s 10.77.0.15/32 -p tcp -m tcp --dport 3306 -j ACCEPT
+-A INPUT -j DROP
+-A FORWARD -j DROP
 COMMIT
 # Completed on Sat Nov 21 13:02:11 2026
 `;
@@ -168,16 +177,16 @@ describe('comparison with the live ruleset', () => {
   test('a flushed table differs: missing rules are counted', () => {
     const flushed = LIVE_MANAGER.split('\n').filter((l) => !l.startsWith('-A')).join('\n');
     expect(sameRuleset(want, flushed)).toBe(false);
-    expect(rulesetDelta(want, flushed)).toEqual({ missing: 6, extra: 0, policies: [] });
+    expect(rulesetDelta(want, flushed)).toEqual({ missing: 8, extra: 0, policies: [] });
   });
 
   test('an extra rule, a changed policy, or a reordering differs', () => {
-    const extra = LIVE_MANAGER.replace('COMMIT', '-A INPUT -p tcp -m tcp --dport 5000 -j ACCEPT\nCOMMIT');
+    const extra = LIVE_MANAGER.replace('-A INPUT -j DROP', '-A INPUT -p tcp -m tcp --dport 5000 -j ACCEPT\n-A INPUT -j DROP');
     expect(sameRuleset(want, extra)).toBe(false);
     expect(rulesetDelta(want, extra).extra).toBe(1);
-    const open = LIVE_MANAGER.replace(':INPUT DROP', ':INPUT ACCEPT');
-    expect(sameRuleset(want, open)).toBe(false);
-    expect(rulesetDelta(want, open).policies).toEqual(['INPUT DROP']);
+    const closed = LIVE_MANAGER.replace(':INPUT ACCEPT', ':INPUT DROP');
+    expect(sameRuleset(want, closed)).toBe(false);
+    expect(rulesetDelta(want, closed).policies).toEqual(['INPUT ACCEPT']);
     const lines = LIVE_MANAGER.split('\n');
     [lines[5], lines[6]] = [lines[6], lines[5]];
     expect(sameRuleset(want, lines.join('\n'))).toBe(false);
