@@ -2,6 +2,7 @@
 // hop, mode, type, node, status). Each request we sent must appear exactly
 // once on every hop, with the status the client saw and (at the proxy) the
 // node the response named.
+import { percentile } from './stats.ts';
 import type { HopAccounting, RequestRecord } from './types.ts';
 
 export interface LogLine {
@@ -46,7 +47,8 @@ export function accountHop(hop: string, lines: readonly LogLine[], records: read
     if (list) list.push(l);
     else byId.set(l.request_id, [l]);
   }
-  const acc: HopAccounting = { hop, found: 0, missing: [], duplicates: [], statusMismatch: [], nodeMismatch: [], byNode: {} };
+  const acc: HopAccounting = { hop, found: 0, missing: [], duplicates: [], statusMismatch: [], nodeMismatch: [], byNode: {}, durationP50: 0, durationP99: 0 };
+  const durations: number[] = [];
   for (const r of records) {
     const logged = byId.get(r.id);
     if (!logged) {
@@ -59,7 +61,11 @@ export function accountHop(hop: string, lines: readonly LogLine[], records: read
     if (r.status !== 0 && l.status !== r.status) acc.statusMismatch.push(r.id);
     if (checkNode && r.ok && l.node !== r.node) acc.nodeMismatch.push(r.id);
     if (l.status === 200 && l.node) acc.byNode[l.node] = (acc.byNode[l.node] ?? 0) + 1;
+    if (typeof l.duration_ms === 'number') durations.push(l.duration_ms);
   }
+  durations.sort((a, b) => a - b);
+  acc.durationP50 = percentile(durations, 50);
+  acc.durationP99 = percentile(durations, 99);
   return acc;
 }
 

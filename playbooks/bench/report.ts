@@ -23,6 +23,11 @@ function sysbenchRows(results: readonly SysbenchResult[]): (string | number)[][]
     r.setup, r.test, r.node, r.ok ? fmt(r.tps) : `failed: ${r.error ?? ''}`, r.ok ? fmt(r.qps) : '-', r.ok ? fmt(r.latencyAvgMs) : '-', r.ok ? fmt(r.latencyP95Ms) : '-',
   ]);
 }
+const LOG_HEAD = ['hop (node)', 'logged', 'missing', 'twice', 'other status', 'other node', 'time at hop p50 ms', 'p99 ms'];
+function logRows(s: BenchSummary): (string | number)[][] {
+  return s.logs.map((h) => [h.hop, h.found, h.missing.length, h.duplicates.length, h.statusMismatch.length, h.nodeMismatch.length, fmt(h.durationP50), fmt(h.durationP99)]);
+}
+
 const SYSBENCH_HEAD = ['setup', 'test', 'node', 'tps', 'qps', 'avg ms', 'p95 ms'];
 
 /**
@@ -62,7 +67,7 @@ export function renderMarkdown(s: BenchSummary): string {
   if (errs.length) out.push('Errors: ' + errs.map((p) => `${p.phase}: ${Object.entries(p.errorsByCode).map(([c, n]) => `${c} x${n}`).join(', ')}`).join('; '), '');
   out.push('## Node distribution', '', ...s.distribution.map((d) => `- ${d.ok ? 'ok' : 'WRONG'}: ${d.message}`), '');
   out.push('## Service logs', '');
-  out.push(...s.logs.map((h) => `- ${h.hop}: ${h.found} of our requests logged; missing ${h.missing.length}, twice ${h.duplicates.length}, other status ${h.statusMismatch.length}, other node ${h.nodeMismatch.length}`), '');
+  out.push(table(LOG_HEAD, logRows(s)), '', 'time at hop: the duration each service logged (its own work plus everything below it).', '');
   out.push('## Replication proof', '');
   if (!s.replication) out.push('not run', '');
   else {
@@ -156,7 +161,7 @@ ${s.incidents.length ? section('What happened', list(s.incidents)) : ''}
 ${section('Requests', htmlTable(PHASE_HEAD, phaseRows(s)))}
 ${section('Latency distribution per mode', `<div class="charts">${s.phases.map((p, i) => histogramSvg(p, COLORS[i % COLORS.length])).join('')}</div>`)}
 ${section('Requests per node', barsSvg(perNode, 'req') + list(s.distribution.map((d) => `${d.ok ? 'ok' : 'WRONG'}: ${d.message}`)))}
-${section('Service logs', list(s.logs.map((h) => `${h.hop}: ${h.found} of our requests logged; missing ${h.missing.length}, twice ${h.duplicates.length}, other status ${h.statusMismatch.length}, other node ${h.nodeMismatch.length}`)))}
+${section('Service logs', htmlTable(LOG_HEAD, logRows(s)) + '<p class="note">time at hop: the duration each service logged (its own work plus everything below it).</p>')}
 ${section('Replication proof', !r ? '<p>not run</p>' : `<p class="${r.ok ? 'ok' : 'bad'}">${r.ok ? 'OK' : 'FAILED'}: expected ${esc(r.expectedNewRows)} new actor rows on every DB node; dumps byte-identical: ${r.identicalDumps ? 'yes' : 'no'}</p>` +
     htmlTable(['node', 'caught up', 'rows before', 'rows after', 'dump sha256'], r.nodes.map((n) => [n.node, n.caughtUp ? 'yes' : 'no', n.before ?? '-', n.after ?? '-', n.dumpSha256 ? n.dumpSha256.slice(0, 16) : `- ${n.error ?? ''}`])) +
     (r.messages.length ? list(r.messages) : ''))}

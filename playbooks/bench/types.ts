@@ -65,6 +65,9 @@ export interface HopAccounting {
   nodeMismatch: string[];
   /** Successful requests per node, as this hop logged them. */
   byNode: Record<string, number>;
+  /** Time spent at this hop and below (its duration_ms) over our requests, ms. */
+  durationP50: number;
+  durationP99: number;
 }
 
 export interface DistributionCheck {

@@ -13,7 +13,7 @@ const records: RequestRecord[] = Array.from({ length: 6 }, (_, i) => ({
 function journal(recs: RequestRecord[], hop: string, tweak: (line: Record<string, unknown>, i: number) => Record<string, unknown> | null = (l) => l): string {
   const lines = ['proxy: listening on 10.0.0.3:5000 (bun)', JSON.stringify({ ts: 't', request_id: 'someone-else', hop, status: 200, node: 'manager' })];
   recs.forEach((r, i) => {
-    const l = tweak({ ts: 't', request_id: r.id, hop, mode: 'random', type: 'read', node: r.node, status: r.status, duration_ms: 1 }, i);
+    const l = tweak({ ts: 't', request_id: r.id, hop, mode: 'random', type: 'read', node: r.node, status: r.status, duration_ms: i + 1 }, i);
     if (l) lines.push(JSON.stringify(l));
   });
   lines.push('{not json');
@@ -35,6 +35,9 @@ describe('accountHop', () => {
     expect(hopComplete(acc)).toBe(true);
     expect(acc.byNode).toEqual({ worker1: 3, worker2: 3 });
     expect(describeHop(acc, 6)).toBe('proxy: 6/6 logged');
+    // our 6 lines say 1..6 ms (nearest rank: p50 = 3rd, p99 = 6th); the stranger's line does not count
+    expect(acc.durationP50).toBe(3);
+    expect(acc.durationP99).toBe(6);
   });
 
   test('missing lines are named; lines of other requests do not count', () => {

@@ -31,7 +31,7 @@ function summary(): BenchSummary {
     cluster: 'rp<test>', startedAt: '2026-11-21T12:00:00.000Z', wallMs: 12345, target: '10.82.0.10:80', concurrency: 16,
     writes: 50, reads: 50, modes: ['direct', 'random', 'customized'], phases,
     distribution: checkDistribution(phases, { manager: 'manager', workers: ['worker1', 'worker2'] }),
-    logs: [{ hop: 'gatekeeper (gatekeeper)', found: 200, missing: [], duplicates: [], statusMismatch: [], nodeMismatch: [], byNode: {} }],
+    logs: [{ hop: 'gatekeeper (gatekeeper)', found: 200, missing: [], duplicates: [], statusMismatch: [], nodeMismatch: [], byNode: {}, durationP50: 1.25, durationP99: 7.5 }],
     replication: judgeProof({ expected: 50, gtid: '0-1-250', nodes: ['manager', 'worker1', 'worker2'].map((n) => ({ node: n, before: 200, after: 250, dumpSha256: 'ab'.repeat(32), caughtUp: true })) }),
     sysbench: [sb('standalone', 'oltp_read_write', 'manager', 400), sb('standalone', 'oltp_read_only', 'manager', 900), sb('standalone', 'oltp_read_only', 'worker1', 950),
       sb('cluster-mixed', 'oltp_read_write', 'manager', 250), sb('cluster-mixed', 'oltp_read_only', 'worker1', 300), sb('cluster-mixed', 'oltp_read_only', 'worker2', 310),
@@ -58,6 +58,7 @@ describe('report', () => {
     expect(md).toContain('## What happened');
     expect(md).toContain('read-only replicas');
     expect(md).toContain('failed: FATAL: cannot connect');
+    expect(md).toContain('| gatekeeper (gatekeeper) | 200 | 0 | 0 | 0 | 0 | 1.25 | 7.50 |');
   });
 
   test('the html is self-contained: no external URL, script, stylesheet link or image', () => {
