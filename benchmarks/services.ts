@@ -2,10 +2,8 @@
 // (services on Bun) against the same query sent straight to MariaDB with
 // mysql2, same concurrency, same run, loopback only. Needs root (it starts
 // its own MariaDB primary + replica in a temp dir, see test/support/mariadb.ts).
-// (Lives here rather than in bench/: the repo root has an extensionless
-// `bench` entry file for `npx zx bench`, so there is no bench/ folder.)
 //
-//   node_modules/.bin/bun services/bench.ts [--seconds 10] [--concurrency 64] [--pool 16] [--warmup 2] [--json]
+//   node_modules/.bin/bun benchmarks/services.ts [--seconds 10] [--concurrency 64] [--pool 16] [--warmup 2] [--json]
 //
 // Progress on stderr; the result table (or --json) on stdout. Exit 1 when a
 // request failed or was lost (a hop without its log line).
