@@ -16,7 +16,7 @@ import { providerFor } from '../providers/index.ts';
 import { SECRETS } from '../roles/lib/names.ts';
 import { collectLogs, makeResultsDir, resultsDir, writeArtifacts, type ServiceLog } from './bench/collect.ts';
 import { dbAlive } from './bench/db.ts';
-import { health, keepAliveAgent, queryOnce, runPhase, type Expectation } from './bench/load.ts';
+import { health, keepAliveAgent, LoadClient, queryOnce, runPhase, type Expectation } from './bench/load.ts';
 import { accountHop, crossCheckNodes, describeHop, hopComplete, parseLogLines } from './bench/logs.ts';
 import { countRows, proveReplication, syncWorkers, type DbNodes } from './bench/replication.ts';
 import { writeReports } from './bench/report.ts';
@@ -163,7 +163,8 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
   const key = apiKey(cluster);
   const base = `http://${topo.gatekeeper.address}:${cluster.services.gatekeeper.port}`;
   const target = `${topo.gatekeeper.address}:${cluster.services.gatekeeper.port}`;
-  const agent = keepAliveAgent(opts.concurrency);
+  const agent = keepAliveAgent(2);
+  const client = new LoadClient(base, opts.concurrency);
   const dir = opts.out ?? resultsDir(cluster.dir, startedAt);
   const runId = `b${startedAt.toISOString().replace(/[-:T]/g, '').slice(0, 14)}`;
   const schema = cluster.database.schema;
@@ -198,7 +199,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
         : { type: 'read', mode: phase, nodes: dbNames };
       let last = 0;
       const run = await runPhase({
-        url: base, apiKey: key, phase, count, concurrency: opts.concurrency, rate: opts.rate, agent, expect,
+        url: base, apiKey: key, phase, count, concurrency: opts.concurrency, rate: opts.rate, client, expect,
         requestId: (i) => `${runId}-${PHASE_LETTER[phase]}-${i}`,
         body: phase === 'write'
           ? () => ({ sql: 'INSERT INTO actor (first_name, last_name) VALUES (?, ?)', params: [cluster.bench.firstName, cluster.bench.lastName] })
@@ -383,6 +384,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
     return summary;
   } finally {
     agent.destroy();
+    client.close();
     for (const c of conns.values()) c?.close();
   }
 }

@@ -1,8 +1,9 @@
 // The load generator: POST /query through the gatekeeper over keep-alive
-// connections (node:http Agent, one socket per concurrent worker; no process
-// per request), `concurrency` requests in flight, optional rate cap, every
-// response checked (status, request_id, type, mode, node).
+// connections (one socket per concurrent worker, kept across phases; no
+// process per request), `concurrency` requests in flight, optional rate cap,
+// every response checked (status, request_id, type, mode, node).
 import { Agent, request as httpRequest } from 'node:http';
+import { Http1Connection } from './http1.ts';
 import type { ProxyMode } from '../../core/types.ts';
 import type { Phase, RequestRecord } from './types.ts';
 
@@ -29,8 +30,8 @@ export interface PhaseSpec {
   requestId(i: number): string;
   expect: Expectation;
   timeoutMs?: number;
-  /** Keep-alive agent shared across phases (create with `keepAliveAgent`). */
-  agent: Agent;
+  /** Keep-alive connections shared across phases (at least `concurrency` of them). */
+  client: LoadClient;
   onProgress?(done: number, errors: number): void;
 }
 
@@ -39,6 +40,19 @@ export interface PhaseRun {
   wallMs: number;
 }
 
+/** `size` keep-alive connections to one server; worker k of a phase uses connection k. */
+export class LoadClient {
+  readonly conns: Http1Connection[];
+  constructor(base: string, readonly size: number) {
+    const url = new URL(base);
+    this.conns = Array.from({ length: size }, () => new Http1Connection(url.hostname, Number(url.port || 80)));
+  }
+  close(): void {
+    for (const c of this.conns) c.close();
+  }
+}
+
+/** node:http agent for the few requests outside the phases (health, preflight). */
 export function keepAliveAgent(concurrency: number): Agent {
   return new Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency, keepAliveMsecs: 10_000 });
 }
@@ -100,8 +114,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Run one phase: `count` requests, at most `concurrency` in flight; never throws for a failed request. */
 export async function runPhase(spec: PhaseSpec): Promise<PhaseRun> {
-  const url = new URL(spec.url);
   const headers = { 'content-type': 'application/json', 'x-api-key': spec.apiKey };
+  const workers = Math.max(1, Math.min(spec.concurrency, spec.count));
+  if (spec.client.size < workers) throw new Error(`LoadClient has ${spec.client.size} connections, the phase needs ${workers}`);
   const timeoutMs = spec.timeoutMs ?? 15_000;
   const records = new Array<RequestRecord>(spec.count);
   let next = 0;
@@ -109,7 +124,8 @@ export async function runPhase(spec: PhaseSpec): Promise<PhaseRun> {
   let errors = 0;
   const t0 = performance.now();
 
-  async function worker(): Promise<void> {
+  async function worker(k: number): Promise<void> {
+    const conn = spec.client.conns[k];
     for (;;) {
       const i = next++;
       if (i >= spec.count) return;
@@ -123,7 +139,7 @@ export async function runPhase(spec: PhaseSpec): Promise<PhaseRun> {
       const start = performance.now();
       let rec: RequestRecord;
       try {
-        const res = await post(spec.agent, url, headers, payload, timeoutMs);
+        const res = await conn.request('POST', '/query', headers, payload, timeoutMs);
         const latencyMs = performance.now() - start;
         const { node, error } = checkResponse(res, id, spec.expect);
         rec = { id, phase: spec.phase, startMs: start - t0, latencyMs, status: res.status, node, ok: error === null };
@@ -140,7 +156,7 @@ export async function runPhase(spec: PhaseSpec): Promise<PhaseRun> {
     }
   }
 
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(spec.concurrency, spec.count)) }, worker));
+  await Promise.all(Array.from({ length: workers }, (_, k) => worker(k)));
   return { records, wallMs: performance.now() - t0 };
 }
 

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { checkResponse, health, keepAliveAgent, queryOnce, runPhase } from '../../playbooks/bench/load.ts';
+import { checkResponse, health, keepAliveAgent, LoadClient, queryOnce, runPhase } from '../../playbooks/bench/load.ts';
 
 interface Seen {
   inFlight: number;
@@ -78,14 +78,14 @@ const reset = () => Object.assign(seen, { inFlight: 0, maxInFlight: 0, sockets: 
 describe('runPhase', () => {
   test('300 reads at concurrency 8: all accounted for, at most 8 in flight and 8 sockets, errors counted by kind', async () => {
     reset();
-    const agent = keepAliveAgent(8);
+    const client = new LoadClient(base, 8);
     const run = await runPhase({
-      url: base, apiKey: 'k3y', phase: 'random', count: 300, concurrency: 8, agent,
+      url: base, apiKey: 'k3y', phase: 'random', count: 300, concurrency: 8, client,
       requestId: (i) => `t-r-${i}`,
       body: (i) => ({ sql: 'SELECT 1', params: [i], mode: 'random' }),
       expect: { type: 'read', mode: 'random', nodes: ['manager', 'worker1', 'worker2'] },
     });
-    agent.destroy();
+    client.close();
     expect(run.records.length).toBe(300);
     expect(new Set(run.records.map((r) => r.id)).size).toBe(300);
     expect([...seen.ids].sort()).toEqual(run.records.map((r) => r.id).sort()); // the server saw exactly these
@@ -105,40 +105,41 @@ describe('runPhase', () => {
 
   test('writes: the mode is not checked, affected_rows is; a wrong type is an error', async () => {
     reset();
-    const agent = keepAliveAgent(4);
+    const client = new LoadClient(base, 4);
     const ok = await runPhase({
-      url: base, apiKey: 'k3y', phase: 'write', count: 10, concurrency: 4, agent, requestId: (i) => `t-w-${i}`,
+      url: base, apiKey: 'k3y', phase: 'write', count: 10, concurrency: 4, client, requestId: (i) => `t-w-${i}`,
       body: () => ({ sql: 'INSERT INTO actor (first_name, last_name) VALUES (?, ?)', params: ['A', 'B'] }),
       expect: { type: 'write', nodes: ['manager'] },
     });
     expect(ok.records.every((r) => r.ok && r.node === 'manager')).toBe(true);
     const wrong = await runPhase({
-      url: base, apiKey: 'k3y', phase: 'direct', count: 3, concurrency: 2, agent, requestId: (i) => `t-x-${i}`,
+      url: base, apiKey: 'k3y', phase: 'direct', count: 3, concurrency: 2, client, requestId: (i) => `t-x-${i}`,
       body: () => ({ sql: 'SELECT 1', mode: 'direct' }), expect: { type: 'write' },
     });
-    agent.destroy();
+    client.close();
+    expect(seen.sockets).toBeLessThanOrEqual(4); // the second phase reused the first one's connections
     expect(wrong.records.every((r) => !r.ok && r.error?.includes('type read instead of write'))).toBe(true);
   });
 
   test('the API key is sent; a wrong key gives 401 on every request', async () => {
     reset();
-    const agent = keepAliveAgent(2);
+    const client = new LoadClient(base, 2);
     const run = await runPhase({
-      url: base, apiKey: 'wrong', phase: 'direct', count: 5, concurrency: 2, agent, requestId: (i) => `t-k-${i}`,
+      url: base, apiKey: 'wrong', phase: 'direct', count: 5, concurrency: 2, client, requestId: (i) => `t-k-${i}`,
       body: () => ({ sql: 'SELECT 1', mode: 'direct' }), expect: { type: 'read', mode: 'direct' },
     });
-    agent.destroy();
+    client.close();
     expect([...seen.keys]).toEqual(['wrong']);
     expect(run.records.every((r) => r.status === 401 && r.error?.startsWith('UNAUTHORIZED'))).toBe(true);
   });
 
   test('rate cap: 20 requests at 100/s take about 0.19 s or more', async () => {
-    const agent = keepAliveAgent(8);
+    const client = new LoadClient(base, 8);
     const run = await runPhase({
-      url: base, apiKey: 'k3y', phase: 'direct', count: 20, concurrency: 8, rate: 100, agent, requestId: (i) => `t-p-${i}x`,
+      url: base, apiKey: 'k3y', phase: 'direct', count: 20, concurrency: 8, rate: 100, client, requestId: (i) => `t-p-${i}x`,
       body: () => ({ sql: 'SELECT 1', mode: 'direct' }), expect: { type: 'read', mode: 'direct' },
     });
-    agent.destroy();
+    client.close();
     expect(run.wallMs).toBeGreaterThanOrEqual(185);
     expect(run.records.every((r) => r.ok)).toBe(true);
   });
@@ -148,11 +149,13 @@ describe('runPhase', () => {
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
     const port = (probe.address() as AddressInfo).port;
     await new Promise<void>((r) => probe.close(() => r()));
-    const agent = keepAliveAgent(4);
+    const client = new LoadClient(`http://127.0.0.1:${port}`, 4);
     const run = await runPhase({
-      url: `http://127.0.0.1:${port}`, apiKey: 'k3y', phase: 'direct', count: 12, concurrency: 4, agent, requestId: (i) => `t-n-${i}`,
+      url: `http://127.0.0.1:${port}`, apiKey: 'k3y', phase: 'direct', count: 12, concurrency: 4, client, requestId: (i) => `t-n-${i}`,
       body: () => ({ sql: 'SELECT 1' }), expect: { type: 'read' },
     });
+    client.close();
+    const agent = keepAliveAgent(1);
     expect(run.records.length).toBe(12);
     expect(run.records.every((r) => !r.ok && r.status === 0 && r.error?.startsWith('ECONNREFUSED'))).toBe(true);
     await expect(health(agent, `http://127.0.0.1:${port}`, 1000)).rejects.toThrow();
@@ -173,4 +176,49 @@ test('checkResponse: a read without rows is not a valid read', () => {
   const res = { status: 200, body: JSON.stringify({ request_id: 'a', mode: 'direct', type: 'read', node: 'manager' }) };
   expect(checkResponse(res, 'a', { type: 'read', mode: 'direct' }).error).toContain('without rows');
   expect(checkResponse({ ...res, body: JSON.stringify({ request_id: 'a', mode: 'random', type: 'read', node: 'manager', rows: [] }) }, 'a', { type: 'read', mode: 'direct' }).error).toContain('mode random instead of direct');
+});
+
+describe('Http1Connection (the load client)', () => {
+  test('chunked bodies, Connection: close, a server dropping idle sockets, a timeout: each handled, none lost', async () => {
+    let sockets = 0;
+    const srv = createServer(async (req, res) => {
+      const body = await readBody(req);
+      if (req.url === '/chunked') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('{"a":');
+        await new Promise((r) => setTimeout(r, 5));
+        res.end(`${JSON.stringify(body)}}`);
+      } else if (req.url === '/close') {
+        res.writeHead(200, { connection: 'close', 'content-length': '2' });
+        res.end('ok');
+      } else if (req.url === '/slow') {
+        setTimeout(() => res.end('late'), 400);
+      } else {
+        res.end(`echo:${body}`);
+      }
+    });
+    const open: import('node:net').Socket[] = [];
+    srv.on('connection', (sock) => {
+      sockets++;
+      open.push(sock);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const { Http1Connection } = await import('../../playbooks/bench/http1.ts');
+    const c = new Http1Connection('127.0.0.1', (srv.address() as AddressInfo).port);
+    expect(await c.request('POST', '/chunked', {}, 'x'.repeat(3000), 2000)).toEqual({ status: 200, body: `{"a":${JSON.stringify('x'.repeat(3000))}}` });
+    expect((await c.request('POST', '/', {}, 'one', 2000)).body).toBe('echo:one');
+    expect(sockets).toBe(1); // kept alive
+    expect((await c.request('POST', '/close', {}, '', 2000)).body).toBe('ok');
+    expect((await c.request('POST', '/', {}, 'two', 2000)).body).toBe('echo:two'); // reconnected after close
+    expect(sockets).toBe(2);
+    for (const sock of open) sock.destroy(); // the server drops the idle keep-alive socket
+    await new Promise((r) => setTimeout(r, 50));
+    expect((await c.request('POST', '/', {}, 'three', 2000)).body).toBe('echo:three');
+    expect(sockets).toBe(3);
+    await expect(c.request('POST', '/slow', {}, '', 100)).rejects.toThrow(/TIMEOUT/);
+    expect((await c.request('POST', '/', {}, 'four', 2000)).body).toBe('echo:four'); // a fresh socket after the timeout
+    c.close();
+    srv.closeAllConnections();
+    srv.close();
+  });
 });
