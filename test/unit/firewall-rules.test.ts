@@ -1,22 +1,12 @@
 // The firewall as generated from the repo's cluster.yaml: exact rules per
 // node, and the comparison with live iptables-save output.
 import { describe, expect, test } from 'bun:test';
-import { join } from 'node:path';
-import { loadCluster } from '../../core/spec.ts';
 import type { Cluster, Host } from '../../core/types.ts';
 import {
   FIREWALL_UNIT_TEXT, firewallRules, firewallRules6, normaliseRuleset, parseMirrorFact, rulesetDelta, sameRuleset,
 } from '../../roles/lib/firewall.ts';
-import { ROOT } from '../support/cluster.ts';
 
-const cluster: Cluster = loadCluster(join(ROOT, 'cluster.yaml'));
-// addresses as the local provider hands them out: .10 + index, controller .1
-const hosts: Host[] = cluster.nodes.map((node, i) => ({
-  name: node.name, address: `10.77.0.${10 + i}`, privateAddress: `10.77.0.${10 + i}`, port: 22, user: 'ubuntu',
-  sshFrom: '10.77.0.1/32', node,
-}));
-const ip = Object.fromEntries(hosts.map((h) => [h.name, h.privateAddress]));
-const host = (name: string) => hosts.find((h) => h.name === name)!;
+import { cluster, host, hosts, ip } from '../support/hosts.ts';
 const mirror = { addresses: ['151.101.2.132', '151.101.66.132'], resolvers: [] };
 const rulesOf = (name: string) => firewallRules(cluster, host(name), hosts, mirror).split('\n');
 

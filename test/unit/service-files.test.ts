@@ -6,7 +6,6 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { loadCluster } from '../../core/spec.ts';
 import type { Cluster, Host, SecretStore, ServiceName } from '../../core/types.ts';
 import { validateConfig, type GatekeeperConfig, type ProxyConfig, type TrustedHostConfig } from '../../services/config.ts';
 import { runtimeBinary, runtimePackage, serviceBundle } from '../../roles/lib/artifact.ts';
@@ -14,15 +13,9 @@ import { DB_USERS, SECRETS } from '../../roles/lib/names.ts';
 import {
   configText, healthCurlConfig, healthFact, healthScript, runtimeState, serviceConfig, unitText,
 } from '../../roles/service.ts';
-import { ROOT } from '../support/cluster.ts';
 
-const cluster: Cluster = loadCluster(join(ROOT, 'cluster.yaml'));
-const hosts: Host[] = cluster.nodes.map((node, i) => ({
-  name: node.name, address: `10.77.0.${10 + i}`, privateAddress: `10.77.0.${10 + i}`, port: 22, user: 'ubuntu',
-  sshFrom: '10.77.0.1/32', node,
-}));
-const ip = Object.fromEntries(hosts.map((h) => [h.name, h.privateAddress]));
-const host = (name: string) => hosts.find((h) => h.name === name)!;
+import { cluster, host, hosts, ip } from '../support/hosts.ts';
+import { ROOT } from '../support/cluster.ts';
 
 /** An in-memory store generating random values, like the real one (no file). */
 class MemorySecrets implements SecretStore {
