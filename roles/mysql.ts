@@ -16,15 +16,30 @@ type Ctx = Omit<TaskContext, 'facts'>;
 const dialect = (ctx: TaskContext): Dialect => dialectFor(ctx.cluster, ctx.facts.os?.stdout ?? '');
 const notDb = ({ host }: Ctx) => (host.node.db ? null : 'not a DB node');
 
+/**
+ * Prints `busy` while some apt/dpkg holds the dpkg lock (e.g. the apt-get of an
+ * apply killed part-way still runs on the node: its postinst may restart the
+ * server under our feet) and `audit` when dpkg was interrupted.
+ */
+const DPKG_STATE_FACT = `{ pgrep -x 'apt-get|dpkg' || pgrep -x apt; } >/dev/null && echo busy; [ -n "$(dpkg --audit 2>/dev/null)" ] && echo audit; true`;
+
 const packages: Task = {
   name: 'server packages',
   when: notDb,
-  facts: () => ({ os: OS_ID_FACT, pkgs: packagesFact([...DB_PACKAGES.mariadb, ...DB_PACKAGES.mysql]) }),
+  facts: () => ({ os: OS_ID_FACT, pkgs: packagesFact([...DB_PACKAGES.mariadb, ...DB_PACKAGES.mysql]), dpkg: DPKG_STATE_FACT }),
   check: (ctx) => {
     const missing = missingPackages(DB_PACKAGES[dialect(ctx)], ctx.facts.pkgs.stdout);
-    return missing.length ? { message: `install ${missing.join(' ')}`, data: missing } : null;
+    const state = ctx.facts.dpkg.stdout;
+    const why = [
+      ...(missing.length ? [`install ${missing.join(' ')}`] : []),
+      ...(state.includes('busy') ? ['wait for a running apt/dpkg'] : []),
+      ...(state.includes('audit') ? ['finish an interrupted dpkg'] : []),
+    ];
+    return why.length ? { message: why.join('; '), data: missing } : null;
   },
   apply: async ({ conn }, diff) => {
+    // wait for whoever holds the dpkg lock, then let dpkg finish anything interrupted
+    await conn.exec('export DEBIAN_FRONTEND=noninteractive; apt-get -o DPkg::Lock::Timeout=600 -y -q install >/dev/null || true; dpkg --configure -a');
     await aptInstall(conn, diff.data as string[]);
   },
 };
