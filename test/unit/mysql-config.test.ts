@@ -137,6 +137,15 @@ describe('mysql role checks (pure: facts in, diff out)', () => {
     expect(t.when!(ctxFor('proxy', {}))).toMatch(/not a DB node/);
   });
 
+  test('packages: per dialect; an apt/dpkg still running (killed apply) or interrupted is waited for / finished', () => {
+    const t = task('server packages');
+    const installed = (pkgs: string[]) => pkgs.map((p) => `${p} install ok installed`).join('\n');
+    expect(t.check(ctxFor('worker1', { os: 'debian', pkgs: installed(['mariadb-server', 'mariadb-client']), dpkg: '' }))).toBeNull();
+    expect((t.check(ctxFor('worker1', { os: 'ubuntu', pkgs: installed(['mariadb-server', 'mariadb-client']), dpkg: '' })) as { data: string[] }).data).toEqual(['mysql-server', 'mysql-client']);
+    expect((t.check(ctxFor('worker1', { os: 'debian', pkgs: installed(['mariadb-server', 'mariadb-client']), dpkg: 'busy\n' })) as { message: string }).message).toMatch(/wait for a running apt/);
+    expect((t.check(ctxFor('worker1', { os: 'debian', pkgs: installed(['mariadb-server', 'mariadb-client']), dpkg: 'audit\n' })) as { message: string }).message).toMatch(/interrupted dpkg/);
+  });
+
   test('server not answering (fresh node) is a diff, not a crash', () => {
     const d = task('server runs the config').check(ctxFor('manager', { os: 'debian', vars: { stdout: '', code: 1 } }));
     expect(d).not.toBeNull();
