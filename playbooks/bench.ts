@@ -17,12 +17,12 @@ import { SECRETS } from '../roles/lib/names.ts';
 import { collectLogs, makeResultsDir, resultsDir, writeArtifacts, type ServiceLog } from './bench/collect.ts';
 import { dbAlive } from './bench/db.ts';
 import { health, keepAliveAgent, LoadClient, queryOnce, runPhase, type Expectation } from './bench/load.ts';
-import { accountHop, crossCheckNodes, describeHop, hopComplete, parseLogLines } from './bench/logs.ts';
+import { judge } from './bench/judge.ts';
 import { countRows, proveReplication, syncWorkers, type DbNodes } from './bench/replication.ts';
 import { writeReports } from './bench/report.ts';
-import { checkDistribution, phaseStats, stoppedServing } from './bench/stats.ts';
+import { phaseStats } from './bench/stats.ts';
 import { runSysbench, type DbHost } from './bench/sysbench.ts';
-import type { BenchSummary, HopAccounting, Phase, PhaseStats, ReplicationProof, RequestRecord, SysbenchResult } from './bench/types.ts';
+import type { BenchSummary, Phase, PhaseStats, ReplicationProof, RequestRecord, SysbenchResult } from './bench/types.ts';
 
 const HELP = `usage: npx zx bench [--writes N] [--reads N] [--concurrency N] [--modes LIST] [--rate R]
                     [--sysbench-time S | --no-sysbench] [--out DIR] [--json] [-f cluster.yaml]
@@ -289,7 +289,6 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
           task: async () => {
             const s = performance.now();
             logs = await collectLogs(topo.services.map((x) => ({ node: x.host.node.name, service: x.service, conn: conns.get(x.host.node.name) ?? null })), loadStart);
-            for (const l of logs) if (l.error) incidents.push(`${l.node}: the ${l.service} log could not be collected (${l.error})`);
             timings.collect = performance.now() - s;
           },
         },
@@ -331,42 +330,12 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
       const c = conns.get(n);
       if (c && !(await dbAlive(c).catch(() => false))) down.push(n);
     }));
-    for (const n of down.sort()) incidents.push(`${n}: its database server is not answering (checked after the load)`);
-    for (const p of phases) {
-      if (p.errors) incidents.push(`${p.phase}: ${p.errors} of ${p.count} requests failed (${Object.entries(p.errorsByCode).map(([c, k]) => `${c} x${k}`).join(', ')})`);
-      if (p.errorsByCode.RATE_LIMITED) incidents.push(`${p.phase}: the gatekeeper's rate limit (${cluster.services.gatekeeper.rateLimit.requests} per ${cluster.services.gatekeeper.rateLimit.perSeconds} s per client) refused requests: lower --concurrency or use --rate`);
-      // random spreads uniformly, so a worker going quiet means trouble; customized may switch on purpose
-      if (p.phase === 'random') incidents.push(...stoppedServing(p));
-    }
-    for (const p of phases) {
-      if (p.type !== 'read') continue;
-      const unused = workerNames.filter((w) => !p.byNode[w] && down.includes(w));
-      if (!unused.length || p.phase === 'direct') continue;
-      const others = Object.entries(p.byNode).map(([n, c]) => `${n} ${c}`).join(', ') || 'nobody';
-      incidents.push(`${p.phase}: ${unused.join(', ')} served no read (database down); served by ${others}; ${p.errors ? `${p.errors} read(s) failed` : 'every read succeeded'}`);
-    }
-    const distribution = checkDistribution(phases, { manager: topo.manager.node.name, workers: workerNames }, down);
-    for (const d of distribution) if (!d.ok) incidents.push(`distribution wrong: ${d.message}`);
-
-    // Every request on every hop: gatekeeper, trusted host, proxy (the proxy's node checked too).
-    const accounting: HopAccounting[] = [];
-    const proxyByNode: Record<string, number> = {};
-    for (const l of logs) {
-      if (l.error) continue;
-      const acc = accountHop(`${l.service} (${l.node})`, parseLogLines(l.text), all, l.service === 'proxy');
-      accounting.push(acc);
-      if (!hopComplete(acc)) incidents.push(`log ${describeHop(acc, all.length)}`);
-      if (l.service === 'proxy') for (const [n, c] of Object.entries(acc.byNode)) proxyByNode[n] = (proxyByNode[n] ?? 0) + c;
-    }
-    const responseByNode: Record<string, number> = {};
-    for (const r of all) if (r.ok && r.node) responseByNode[r.node] = (responseByNode[r.node] ?? 0) + 1;
-    if (logs.some((l) => l.service === 'proxy' && !l.error)) {
-      for (const m of crossCheckNodes(responseByNode, proxyByNode)) incidents.push(`requests per node differ: ${m}`);
-    }
-    if (proof && !proof.ok) incidents.push(...proof.messages.map((m) => `replication proof: ${m}`));
-
-    const logsOk = accounting.length === topo.services.length && accounting.every(hopComplete);
-    const ok = all.every((r) => r.ok) && distribution.every((d) => d.ok) && logsOk && proof?.ok === true && sysbench.every((r) => r.ok);
+    const verdict = judge({
+      phases, records: all, logs, manager: topo.manager.node.name, workers: workerNames, down, proof, sysbench,
+      rateLimit: cluster.services.gatekeeper.rateLimit,
+    });
+    const { distribution, accounting, ok } = verdict;
+    incidents.push(...verdict.incidents);
 
     const summary: BenchSummary = {
       cluster: cluster.name, startedAt: startedAt.toISOString(), wallMs: 0, target, concurrency: opts.concurrency, rate: opts.rate,
