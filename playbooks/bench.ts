@@ -36,7 +36,8 @@ cluster, and write results/<timestamp>/report.md + report.html.
   --reads N          reads per mode (default bench.reads)
   --concurrency N    requests in flight (default bench.concurrency)
   --modes LIST       read modes, comma separated (default: the proxy's modes)
-  --rate R           start at most R requests per second (default: as fast as possible)
+  --rate R           start at most R requests per second (default: 90% of the gatekeeper's
+                     per-client rate limit of cluster.yaml; 0 = no cap)
   --sysbench-time S  seconds per sysbench run (default database.sysbench.time)
   --no-sysbench      skip sysbench
   --out DIR          write the results into DIR (default results/<timestamp> beside cluster.yaml)
@@ -72,14 +73,16 @@ export function benchOptions(flags: Record<string, unknown>, cluster: Cluster): 
   const modes = flags.modes === undefined ? enabled : String(flags.modes).split(',').map((m) => m.trim()).filter(Boolean);
   const bad = modes.filter((m) => !enabled.includes(m as ProxyMode));
   if (bad.length || modes.length === 0) throw new UsageError(`--modes: ${bad.join(', ') || 'empty'} not among the proxy's modes (${enabled.join(', ')})`);
-  const rate = flags.rate === undefined ? undefined : Number(flags.rate);
-  if (rate !== undefined && !(rate > 0)) throw new UsageError(`--rate must be a positive number (got ${String(flags.rate)})`);
+  // Stay under the gatekeeper's per-client rate limit unless told otherwise (0 = no cap): a 429 is not a measurement.
+  const limit = cluster.services.gatekeeper.rateLimit;
+  const rate = flags.rate === undefined ? Math.floor((0.9 * limit.requests) / limit.perSeconds) : Number(flags.rate);
+  if (!(rate >= 0)) throw new UsageError(`--rate must be a number >= 0 (got ${String(flags.rate)})`);
   return {
     writes: intFlag(flags.writes, 'writes', cluster.bench.writes, 0),
     reads: intFlag(flags.reads, 'reads', cluster.bench.reads, 0),
     concurrency: intFlag(flags.concurrency, 'concurrency', cluster.bench.concurrency, 1),
     modes: modes as ProxyMode[],
-    rate,
+    rate: rate > 0 ? rate : undefined,
     sysbenchTime: intFlag(flags['sysbench-time'], 'sysbench-time', cluster.database.sysbench.time, 1),
     sysbench: !flags['no-sysbench'],
     out: flags.out === undefined ? undefined : String(flags.out),

@@ -96,6 +96,10 @@ describe('benchOptions', () => {
     expect(o.modes).toEqual(cluster.services.proxy.modes);
     expect(o.sysbenchTime).toBe(cluster.database.sysbench.time);
     expect(o.sysbench).toBe(true);
+    // under the gatekeeper's per-client limit by default
+    const { requests, perSeconds } = cluster.services.gatekeeper.rateLimit;
+    expect(o.rate).toBe(Math.floor((0.9 * requests) / perSeconds));
+    expect(benchOptions({ rate: '0' }, cluster).rate).toBeUndefined();
   });
   test('flags override; bad values are usage errors', () => {
     const o = benchOptions({ writes: '50', reads: '7', concurrency: '3', modes: 'direct,random', 'sysbench-time': '2', 'no-sysbench': true, rate: '100' }, cluster);
@@ -105,5 +109,6 @@ describe('benchOptions', () => {
     expect(() => benchOptions({ writes: 'x' }, cluster)).toThrow(/--writes/);
     expect(() => benchOptions({ modes: 'direct,fastest' }, cluster)).toThrow(/fastest not among/);
     expect(() => benchOptions({ rate: '-1' }, cluster)).toThrow(/--rate/);
+    expect(() => benchOptions({ rate: 'fast' }, cluster)).toThrow(/--rate/);
   });
 });
