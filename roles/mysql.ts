@@ -17,11 +17,15 @@ const dialect = (ctx: TaskContext): Dialect => dialectFor(ctx.cluster, ctx.facts
 const notDb = ({ host }: Ctx) => (host.node.db ? null : 'not a DB node');
 
 /**
- * Prints `busy` while some apt/dpkg holds the dpkg lock (e.g. the apt-get of an
- * apply killed part-way still runs on the node: its postinst may restart the
- * server under our feet) and `audit` when dpkg was interrupted.
+ * A package script still running on the node: the apt-get/dpkg of an apply
+ * killed part-way keeps going (and its postinst restarts the server), and the
+ * script around it may start another apt-get after its `apt-get update`, so the
+ * script itself (recognised by its --force-confold) is waited for too.
  */
-const DPKG_STATE_FACT = `{ pgrep -x 'apt-get|dpkg' || pgrep -x apt; } >/dev/null && echo busy; [ -n "$(dpkg --audit 2>/dev/null)" ] && echo audit; true`;
+const APT_RUNNING = `pgrep -f 'force-confol[d]' || pgrep -x 'apt-get|dpkg' || pgrep -x apt`;
+
+/** Prints `busy` while a package script runs, `audit` when dpkg was interrupted. */
+const DPKG_STATE_FACT = `{ ${APT_RUNNING}; } >/dev/null && echo busy; [ -n "$(dpkg --audit 2>/dev/null)" ] && echo audit; true`;
 
 const packages: Task = {
   name: 'server packages',
@@ -38,8 +42,10 @@ const packages: Task = {
     return why.length ? { message: why.join('; '), data: missing } : null;
   },
   apply: async ({ conn }, diff) => {
-    // wait for whoever holds the dpkg lock, then let dpkg finish anything interrupted
-    await conn.exec('export DEBIAN_FRONTEND=noninteractive; apt-get -o DPkg::Lock::Timeout=600 -y -q install >/dev/null || true; dpkg --configure -a');
+    // wait (up to 10 min) for a package script left by a killed apply, then let dpkg finish anything interrupted
+    await conn.exec(`for i in $(seq 600); do { ${APT_RUNNING}; } >/dev/null || break; sleep 1; done
+{ ${APT_RUNNING}; } >/dev/null && { echo "apt/dpkg still running after 10 minutes" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a`);
     await aptInstall(conn, diff.data as string[]);
   },
 };
