@@ -153,8 +153,12 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
     const base = executed();
     const run = benchChild(['--writes', '20', '--reads', '900', '--rate', '150', '--no-sysbench']);
     // worker1 first executes our (prepared) reads when the random phase starts: stop it soon after
-    const deadline = Date.now() + 120_000;
+    const deadline = Date.now() + 60_000;
     while (executed() < base + 50 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    if (executed() < base + 50) {
+      const { json } = await run.done;
+      throw new Error(`worker1 never served the random reads (is it usable by the proxy?): ${JSON.stringify(json.incidents)}`);
+    }
     const stop = onNode(file, ADDR.worker1, 'systemctl stop mariadb');
     expect(stop.code).toBe(0);
     const { code, json: s, stderr } = await run.done;
