@@ -126,7 +126,7 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
     expect(readdirSync(join(s.dir, 'sysbench')).length).toBe(s.sysbench.length);
   }, 600_000);
 
-  test('wrong API key: exit 4, says 401; no applied cluster: exit 4, says so', async () => {
+  test('wrong API key, gatekeeper down, no applied cluster: exit 4 with a clear message each', async () => {
     const secrets = join(dir, '.rampart', 'secrets.json');
     copyFileSync(secrets, `${secrets}.keep`);
     try {
@@ -139,6 +139,15 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
     } finally {
       copyFileSync(`${secrets}.keep`, secrets);
       rmSync(`${secrets}.keep`);
+    }
+    // gatekeeper down: exit 4, says unreachable
+    expect(onNode(file, ADDR.gatekeeper, 'systemctl stop rampart-gatekeeper').code).toBe(0);
+    try {
+      const r = await zx<{ error: { message: string } }>('bench', file, ['--writes', '1', '--reads', '1', '--no-sysbench']);
+      expect(r.code).toBe(4);
+      expect(r.json.error.message).toContain(`gatekeeper unreachable at ${ADDR.gatekeeper}:80`);
+    } finally {
+      onNode(file, ADDR.gatekeeper, 'systemctl start rampart-gatekeeper');
     }
     const other = testClusterFile(join(dir, 'none'), 'rpbenchx', '10.82.1.0/24');
     const r = await zx<{ error: { message: string; hint: string } }>('bench', other, ['--no-sysbench']);
