@@ -99,18 +99,21 @@ export function replicaDecision(status: ReplicaStatus | null, want: ReplicaSourc
   return { action: 'ok' };
 }
 
+/** Reconnect every few seconds (default 60) after the source restarts or a firewall reload drops the link. */
+export const CONNECT_RETRY_S = 5;
+
 /** Point the replica at the source with GTID auto-positioning and start it (contains the password: stdin only). */
 export function changeSourceSql(d: Dialect, src: ReplicaSource, password: string): string {
   if (d === 'mariadb') {
     return [
       'STOP SLAVE;',
-      `CHANGE MASTER TO MASTER_HOST=${sqlString(src.host)}, MASTER_PORT=${src.port}, MASTER_USER=${sqlString(src.user)}, MASTER_PASSWORD=${sqlString(password)}, MASTER_USE_GTID=slave_pos;`,
+      `CHANGE MASTER TO MASTER_HOST=${sqlString(src.host)}, MASTER_PORT=${src.port}, MASTER_USER=${sqlString(src.user)}, MASTER_PASSWORD=${sqlString(password)}, MASTER_CONNECT_RETRY=${CONNECT_RETRY_S}, MASTER_USE_GTID=slave_pos;`,
       'START SLAVE;',
     ].join('\n') + '\n';
   }
   return [
     'STOP REPLICA;',
-    `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${sqlString(src.host)}, SOURCE_PORT=${src.port}, SOURCE_USER=${sqlString(src.user)}, SOURCE_PASSWORD=${sqlString(password)}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1;`,
+    `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${sqlString(src.host)}, SOURCE_PORT=${src.port}, SOURCE_USER=${sqlString(src.user)}, SOURCE_PASSWORD=${sqlString(password)}, SOURCE_CONNECT_RETRY=${CONNECT_RETRY_S}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1;`,
     'START REPLICA;',
   ].join('\n') + '\n';
 }

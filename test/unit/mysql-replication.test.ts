@@ -126,14 +126,14 @@ describe('what is wrong, and the least that repairs it', () => {
 describe('statements per dialect', () => {
   test('MariaDB: CHANGE MASTER ... MASTER_USE_GTID=slave_pos; START SLAVE', () => {
     const s = changeSourceSql('mariadb', SRC, PW);
-    expect(s).toBe(`STOP SLAVE;\nCHANGE MASTER TO MASTER_HOST='${SRC.host}', MASTER_PORT=3306, MASTER_USER='rampart_repl', MASTER_PASSWORD='${PW}', MASTER_USE_GTID=slave_pos;\nSTART SLAVE;\n`);
+    expect(s).toBe(`STOP SLAVE;\nCHANGE MASTER TO MASTER_HOST='${SRC.host}', MASTER_PORT=3306, MASTER_USER='rampart_repl', MASTER_PASSWORD='${PW}', MASTER_CONNECT_RETRY=5, MASTER_USE_GTID=slave_pos;\nSTART SLAVE;\n`);
     expect(s).not.toContain('SOURCE');
     expect(startReplicaSql('mariadb')).toBe('START SLAVE;\n');
   });
 
   test('MySQL 8: CHANGE REPLICATION SOURCE TO ... SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1; START REPLICA', () => {
     const s = changeSourceSql('mysql', SRC, PW);
-    expect(s).toBe(`STOP REPLICA;\nCHANGE REPLICATION SOURCE TO SOURCE_HOST='${SRC.host}', SOURCE_PORT=3306, SOURCE_USER='rampart_repl', SOURCE_PASSWORD='${PW}', SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1;\nSTART REPLICA;\n`);
+    expect(s).toBe(`STOP REPLICA;\nCHANGE REPLICATION SOURCE TO SOURCE_HOST='${SRC.host}', SOURCE_PORT=3306, SOURCE_USER='rampart_repl', SOURCE_PASSWORD='${PW}', SOURCE_CONNECT_RETRY=5, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1;\nSTART REPLICA;\n`);
     expect(s).not.toContain('MASTER');
     expect(startReplicaSql('mysql')).toBe('START REPLICA;\n');
   });
