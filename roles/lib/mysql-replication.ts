@@ -145,7 +145,7 @@ export function catchUpScript(d: Dialect, src: ReplicaSource, timeoutS = 120): s
   return `set -euo pipefail
 IFS= read -r pw
 opts() { printf '[client]\\nuser=%s\\npassword=%s\\nhost=%s\\nport=%s\\n' ${shq(src.user)} "$pw" ${shq(src.host)} ${src.port}; }
-pos=$(mysql --defaults-extra-file=<(opts)${extra} -N -B -e ${shq(sourcePositionSql(d))})
+pos=$(mysql --defaults-extra-file=<(opts)${extra} --connect-timeout=10 -N -B -e ${shq(sourcePositionSql(d))})
 [[ "$pos" =~ ^[0-9A-Fa-f:,-]*$ ]] || { echo "unexpected GTID position from the manager: $pos" >&2; exit 1; }
 r=$(mysql -N -B -e "${gtidWaitSql(d, '$pos', timeoutS)}")
 if [ "$r" != 0 ]; then echo "not caught up with the manager (GTID $pos) after ${timeoutS} s (wait returned $r)" >&2; exit 1; fi
