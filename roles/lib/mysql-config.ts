@@ -6,6 +6,8 @@ import type { DbRole, Host } from '../../core/types.ts';
 import type { Dialect } from './os.ts';
 
 export const MYSQL_PORT = 3306;
+/** Replica network timeout; the heartbeat period defaults to half of it. */
+export const NET_TIMEOUT_S = 10;
 
 /** systemd unit of the server. */
 export function dbService(d: Dialect): string {
@@ -65,14 +67,17 @@ export function serverSettings(d: Dialect, host: Host, role: DbRole): ServerSett
     // safe with ROW format; Sakila creates functions and triggers
     on('log_bin_trust_function_creators'),
   ];
+  // a replica notices a dead link (source restart, firewall reload) within seconds, not a minute
+  const netTimeout = (variable: string): ServerSetting => ({ option: variable, value: String(NET_TIMEOUT_S), variable, live: String(NET_TIMEOUT_S) });
   if (d === 'mariadb') {
-    return [...common, on('log_slave_updates'), on('gtid_strict_mode'), flag('read_only', worker)];
+    return [...common, on('log_slave_updates'), on('gtid_strict_mode'), netTimeout('slave_net_timeout'), flag('read_only', worker)];
   }
   return [
     ...common,
     on('log_replica_updates'),
     on('gtid_mode'),
     on('enforce_gtid_consistency'),
+    netTimeout('replica_net_timeout'),
     flag('read_only', worker),
     // replicas refuse writes even from SUPER users: no errant GTIDs
     flag('super_read_only', worker),
@@ -88,7 +93,7 @@ export function renderConfig(d: Dialect, settings: ServerSetting[]): string {
 const LIVE_NAMES = [
   'server_id', 'bind_address', 'port', 'log_bin', 'relay_log', 'binlog_format', 'skip_name_resolve',
   'log_bin_trust_function_creators', 'log_slave_updates', 'log_replica_updates', 'gtid_strict_mode', 'gtid_mode',
-  'enforce_gtid_consistency', 'read_only', 'super_read_only',
+  'enforce_gtid_consistency', 'read_only', 'super_read_only', 'slave_net_timeout', 'replica_net_timeout',
 ];
 
 /** Shell command printing `name<TAB>value` of the live variables (fails when the server is down). */
