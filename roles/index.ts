@@ -1,8 +1,10 @@
 // The roles, in the order the engine applies them. Each role runs on all the
-// nodes that list it (in parallel) before the next role starts: the manager's
-// users exist before workers replicate, replication runs before sakila is
-// loaded on the manager (so it reaches the workers), and the firewall closes
-// only after every service it must let through is configured.
+// nodes that list it (in parallel) before the next role starts: the firewall
+// comes right after base, so every declared flow is open before anything uses
+// it (a worker added to cluster.yaml can replicate in the same apply, and no
+// replication link is cut by a first firewall load); the manager's users exist
+// before workers replicate; replication runs before sakila is loaded on the
+// manager (so it reaches the workers).
 import type { Role, RoleName } from '../core/types.ts';
 import { baseRole } from './base.ts';
 import { iptablesRole } from './iptables.ts';
@@ -12,7 +14,7 @@ import { sakilaRole } from './sakila.ts';
 import { sysbenchRole } from './sysbench.ts';
 import { serviceRole } from './service.ts';
 
-export const ROLE_ORDER: RoleName[] = ['base', 'mysql', 'replication', 'sakila', 'sysbench', 'iptables', 'service'];
+export const ROLE_ORDER: RoleName[] = ['base', 'iptables', 'mysql', 'replication', 'sakila', 'sysbench', 'service'];
 
 const ROLES: Partial<Record<RoleName, Role>> = {
   base: baseRole,

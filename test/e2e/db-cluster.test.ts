@@ -196,14 +196,8 @@ describe.skipIf(!available)('DB roles on LXC', () => {
     });
     doc.setIn(['security', 'flows'], flows);
     writeFileSync(file, doc.toString());
-    let r = await zx<RunReport>('apply', file);
-    if (FULL) {
-      // Known limit of the role order (iptables runs after the DB roles): the manager's
-      // firewall admits worker3 only at the end of this first apply, so worker3's
-      // replication fails with a reachability hint, and the next apply brings it in.
-      expect(failures(r.json).every((f) => f.startsWith('worker3 | replica of the manager'))).toBe(true);
-      r = await zx<RunReport>('apply', file);
-    }
+    // one apply: the firewall (right after base) admits worker3 on the manager before it replicates
+    const r = await zx<RunReport>('apply', file);
     expect(failures(r.json)).toEqual([]);
     expect(r.json.hosts.worker1.changed).toBe(0);
     expect(r.json.hosts.worker2.changed).toBe(0);
