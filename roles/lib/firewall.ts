@@ -68,7 +68,10 @@ export function firewallRules(cluster: Cluster, host: Host, hosts: Host[], mirro
     }
   }
   if (egress) {
-    output.unshift(`-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT');
+    // the SSH server's replies to the controller by port, not only by conntrack: on a node's
+    // first load the live session is not tracked yet, and its replies would be dropped as NEW
+    // (TCP then backs off for seconds); this also keeps --check/apply working after a conntrack flush
+    output.unshift(`-A OUTPUT -d ${cidr(host.sshFrom)} -p tcp -m tcp --sport 22 -j ACCEPT`, `-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT');
     // a bastion (AWS jump) must still reach the nodes the controller's SSH goes through it to
     for (const h of hosts) {
       if (h.jump && h.name !== host.name && h.jump.address === host.address) output.push(`-A OUTPUT -d ${cidr(h.privateAddress)} ${tcp(h.port)} -j ACCEPT`);

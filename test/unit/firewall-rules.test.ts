@@ -29,6 +29,7 @@ describe('ruleset per node (repo cluster.yaml)', () => {
       `-A INPUT -s ${ip.gatekeeper}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`,
       '-A INPUT -j DROP',
       '-A FORWARD -j DROP',
+      '-A OUTPUT -d 10.77.0.1/32 -p tcp -m tcp --sport 22 -j ACCEPT',
       '-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
       '-A OUTPUT -o lo -j ACCEPT',
       `-A OUTPUT -d ${ip.proxy}/32 -p tcp -m tcp --dport 5000 -j ACCEPT`,
