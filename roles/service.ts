@@ -79,6 +79,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
       workers: hosts.filter((h) => h.node.db === 'worker').map((h) => ({ name: h.name, host: h.privateAddress, port: DB_PORT })),
       user: DB_USERS.app,
       password: secrets.get(SECRETS.mysqlApp),
+      monitor: { user: DB_USERS.monitor, password: secrets.get(SECRETS.mysqlMonitor) },
       database: cluster.database.schema,
     },
     defaultMode: px.defaultMode,

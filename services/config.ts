@@ -72,9 +72,14 @@ export interface DbConfig {
   manager: DbEndpoint;
   /** Replicas serving `random` / `customized` reads. */
   workers: DbEndpoint[];
-  /** Application user; needs DML on `database` and REPLICA MONITOR (MariaDB) / REPLICATION CLIENT (MySQL) for lag probes. */
+  /** Application user: DML on `database` (also the probes' user when `monitor` is not set). */
   user: string;
   password: string;
+  /**
+   * The probes' user (health, latency, replication lag), so the application user needs
+   * no global privilege: REPLICA MONITOR (MariaDB) / REPLICATION CLIENT (MySQL) only.
+   */
+  monitor?: { user: string; password: string };
   /** Default schema of every connection. */
   database: string;
   /** Connections per node (default 16). */
@@ -154,6 +159,8 @@ export function validateConfig<S extends ServiceName>(raw: unknown, service: S, 
     need(endpoint(db.manager), file, 'db.manager must be { name, host, port }');
     need(Array.isArray(db.workers) && db.workers.every(endpoint), file, 'db.workers must be a list of { name, host, port }');
     need(typeof db.user === 'string' && db.user.length > 0 && typeof db.password === 'string' && typeof db.database === 'string', file, 'db needs user, password and database');
+    const mon = (db as { monitor?: unknown }).monitor;
+    need(mon === undefined || (isObj(mon) && typeof mon.user === 'string' && mon.user.length > 0 && typeof mon.password === 'string'), file, 'db.monitor must be { user, password }');
     need(Array.isArray(raw.modes) && raw.modes.length > 0 && raw.modes.every((m) => MODES.includes(m as ProxyMode)), file, `modes must be a subset of ${MODES.join(', ')}`);
     need(MODES.includes(raw.defaultMode as ProxyMode) && (raw.modes as unknown[]).includes(raw.defaultMode), file, 'defaultMode must be one of modes');
     need(Number.isInteger(raw.probeIntervalMs) && (raw.probeIntervalMs as number) >= 10, file, 'probeIntervalMs must be an integer >= 10');

@@ -27,6 +27,8 @@ export interface Account {
 }
 
 const APP_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE'];
+/** Reading replica status (SHOW SLAVE/REPLICA STATUS): nothing else. */
+export const MONITOR_PRIV: Record<Dialect, string> = { mariadb: 'SLAVE MONITOR', mysql: 'REPLICATION CLIENT' };
 /** What sysbench prepare/run/cleanup need on its own schema, nothing more. */
 export const SYSBENCH_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'CREATE', 'DROP', 'INDEX', 'ALTER'];
 
@@ -43,6 +45,8 @@ export function desiredAccounts(d: Dialect, cluster: Cluster, hosts: Host[]): Ac
   const out: Account[] = [];
   for (const p of hosts.filter((h) => h.node.service === 'proxy')) {
     out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: APP_PRIVS } });
+    // a separate probe user, so the app user keeps DML on its schema and nothing else
+    out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [MONITOR_PRIV[d]], schemas: {} });
   }
   for (const w of workerHosts(hosts)) {
     out.push({ user: DB_USERS.repl, host: w.privateAddress, secret: SECRETS.mysqlRepl, global: ['REPLICATION SLAVE'], schemas: {} });
@@ -91,7 +95,7 @@ export interface LiveAccounts {
   tables: Set<string>;
 }
 
-const normPriv = (p: string) => p.trim().toUpperCase().replace('REPLICATION REPLICA', 'REPLICATION SLAVE');
+const normPriv = (p: string) => p.trim().toUpperCase().replace('REPLICATION REPLICA', 'REPLICATION SLAVE').replace('REPLICA MONITOR', 'SLAVE MONITOR');
 
 /** `'user'@'host'` as information_schema spells a grantee. */
 export function grantee(user: string, host: string): string {

@@ -8,12 +8,15 @@ export const DB_USERS = {
   repl: 'rampart_repl',
   /** sysbench, local to each DB node. */
   sysbench: 'sbtest',
+  /** The proxy's probes (health, latency, replication lag): replica status only, no data; from the proxy's address only. */
+  monitor: 'rampart_monitor',
 } as const;
 
 export const SECRETS = {
   mysqlApp: 'mysql_app_password',
   mysqlRepl: 'mysql_repl_password',
   mysqlSysbench: 'mysql_sysbench_password',
+  mysqlMonitor: 'mysql_monitor_password',
   /** Clients' key for the gatekeeper (X-API-Key). */
   apiKey: 'gatekeeper_api_key',
   /** Internal credential gatekeeper -> trusted host. */

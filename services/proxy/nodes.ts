@@ -93,7 +93,9 @@ export class DbNode {
     };
     this.pool = mysql.createPool({ ...base, connectionLimit: db.poolSize ?? 16, maxIdle: db.poolSize ?? 16 });
     // Probes decide health: a node that cannot even connect within the probe timeout is down.
-    this.probePool = mysql.createPool({ ...base, connectTimeout: probeTimeoutMs, connectionLimit: 1, maxIdle: 1 });
+    // (with their own user when configured: it may read replica status and no data, so no default schema)
+    const probeBase = db.monitor ? { ...base, user: db.monitor.user, password: db.monitor.password, database: undefined } : base;
+    this.probePool = mysql.createPool({ ...probeBase, connectTimeout: probeTimeoutMs, connectionLimit: 1, maxIdle: 1 });
     // Errors on idle connections must not crash the process; queries report them.
     // Every connection gets a fixed sql_mode without ANSI_QUOTES / NO_BACKSLASH_ESCAPES: the
     // policy's tokenizer reads quotes and backslashes as in the default mode, so the server must too.

@@ -2,7 +2,7 @@
 // drift found without exposing passwords, SQL only through stdin.
 import { describe, expect, test } from 'bun:test';
 import {
-  accountDrift, accountStatements, ACCOUNTS_FACT, desiredAccounts, grantee, nativePasswordHash, parseAccounts, planAccounts, sqlString,
+  accountDrift, accountStatements, ACCOUNTS_FACT, desiredAccounts, grantee, MONITOR_PRIV, nativePasswordHash, parseAccounts, planAccounts, sqlString,
   unwantedUsers,
 } from '../../roles/lib/mysql-accounts.ts';
 import { DB_USERS, SECRETS } from '../../roles/lib/names.ts';
@@ -32,6 +32,7 @@ const wantedLive = (d: 'mariadb' | 'mysql'): LiveSpec[] => [
   { user: DB_USERS.app, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlApp), schemas: { sakila: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] } },
   ...['worker1', 'worker2'].map((w) => ({ user: DB_USERS.repl, host: host(w).privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlRepl), global: ['REPLICATION SLAVE'] })),
   { user: DB_USERS.sysbench, host: 'localhost', plugin: 'mysql_native_password', password: pw(SECRETS.mysqlSysbench), schemas: { sbtest: SYSBENCH } },
+  { user: DB_USERS.monitor, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlMonitor), global: [MONITOR_PRIV[d]] },
 ];
 
 describe('wanted accounts', () => {
@@ -52,6 +53,16 @@ describe('wanted accounts', () => {
     }
   });
 
+  test('monitor: replica status only (no data, no schema), from the proxy only, per dialect', () => {
+    for (const d of ['mariadb', 'mysql'] as const) {
+      const mon = desiredAccounts(d, cluster, hosts).filter((a) => a.user === DB_USERS.monitor);
+      expect(mon).toHaveLength(1);
+      expect(mon[0].host).toBe(host('proxy').privateAddress);
+      expect(mon[0].global).toEqual([d === 'mariadb' ? 'SLAVE MONITOR' : 'REPLICATION CLIENT']);
+      expect(mon[0].schemas).toEqual({});
+    }
+  });
+
   test('sysbench: local only, its own schema only; mysql_native_password on MySQL 8, default on MariaDB', () => {
     const [maria] = desiredAccounts('mariadb', cluster, hosts).filter((a) => a.user === DB_USERS.sysbench);
     const [my] = desiredAccounts('mysql', cluster, hosts).filter((a) => a.user === DB_USERS.sysbench);
@@ -65,7 +76,7 @@ describe('wanted accounts', () => {
     for (const d of ['mariadb', 'mysql'] as const) {
       for (const a of desiredAccounts(d, cluster, hosts)) {
         expect(a.host).not.toMatch(/[%_]/);
-        expect(a.global.filter((p) => p !== 'REPLICATION SLAVE')).toEqual([]);
+        expect(a.global.filter((p) => p !== 'REPLICATION SLAVE' && p !== MONITOR_PRIV[d])).toEqual([]);
       }
     }
   });
@@ -112,7 +123,7 @@ describe('plan on live state', () => {
     expect(plan.sql).toContain('CREATE DATABASE IF NOT EXISTS `rampart`');
     expect(plan.sql).toContain('CREATE DATABASE IF NOT EXISTS `sbtest`');
     expect(plan.sql).toContain('CREATE TABLE IF NOT EXISTS rampart.meta');
-    expect(plan.sql.match(/CREATE USER/g)).toHaveLength(4);
+    expect(plan.sql.match(/CREATE USER/g)).toHaveLength(5);
     expect(plan.sql).toContain(pw(SECRETS.mysqlApp)); // it goes to mysql's stdin, never argv
   });
 
