@@ -142,7 +142,8 @@ describe.skipIf(!RUN)('engine + local provider + base role (6 LXC nodes)', () =>
     expect(existsSync(`/sys/class/net/${NAME}0`)).toBe(false);
     const nft = spawnSync('nft', ['list', 'tables'], { encoding: 'utf8' }).stdout;
     expect(nft).not.toContain(NAME);
-    expect(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim()).toBe(ipForwardBefore);
+    // ip_forward is shared by every rampart cluster on the host: the last one down restores it
+    if (!/rampart_/.test(nft)) expect(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim()).toBe(ipForwardBefore);
     // pinned keys of the removed nodes are forgotten
     expect(readFileSync(join(DIR, '.rampart/known_hosts'), 'utf8')).not.toContain('10.84.0.');
     const again = await zx<{ removed: { action: string }[] }>('teardown', file);

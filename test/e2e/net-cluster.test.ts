@@ -215,7 +215,8 @@ describe.skipIf(!RUN)('full cluster: firewall and services (LXC)', () => {
     const live = onNode(file, addr.proxy, 'iptables-save -t filter; echo @@; cat /etc/iptables/rules.v4');
     const [saved, persisted] = live.stdout.split('@@\n');
     expect(normaliseRuleset(saved)).toBe(normaliseRuleset(persisted));
-    expect(normaliseRuleset(saved)).toContain(':INPUT DROP');
+    // default DROP restored: the last INPUT rule drops
+    expect(normaliseRuleset(saved).split('\n').filter((l) => l.startsWith('-A INPUT')).at(-1)).toBe('-A INPUT -j DROP');
     expect(changedTasks(await apply(['--check']))).toEqual([]);
   }, 180_000);
 
