@@ -131,6 +131,8 @@ LockPersonality=yes
 ${caps.join('\n')}
 MemoryMax=256M
 LimitNOFILE=65536
+# one log line per request: journald's default per-unit rate limit would drop lines under load
+LogRateLimitIntervalSec=0
 
 [Install]
 WantedBy=multi-user.target
