@@ -91,10 +91,11 @@ export async function run(opts: RunOptions): Promise<RunReport> {
     if (out && r.status !== 'ok') out.output = `${r.role} | ${r.task}: ${r.status}${r.message ? ` (${r.message})` : ''}`;
   };
 
-  const factCommands = (st: HostState, role: Role): Map<string, string> => {
+  /** The fact commands of a role's tasks (from task `from` on) that apply to the host. */
+  const factCommands = (st: HostState, role: Role, from = 0): Map<string, string> => {
     const cmds = new Map<string, string>();
     const ctx = baseCtx(st);
-    for (const task of role.tasks) {
+    for (const task of role.tasks.slice(from)) {
       if (task.when?.(ctx) || !task.facts) continue;
       for (const [k, cmd] of Object.entries(task.facts(ctx))) cmds.set(factId(role, task, k), cmd);
     }
@@ -105,7 +106,7 @@ export async function run(opts: RunOptions): Promise<RunReport> {
     let facts = changesSinceGather === 0 ? st.facts : await gatherFacts(st.conn!, factCommands(st, role));
     const notified = new Set<string>();
     let dirty = false;
-    for (const task of role.tasks) {
+    for (const [index, task] of role.tasks.entries()) {
       if (st.failed) break;
       const t0 = Date.now();
       const ctx0: BaseCtx = { ...baseCtx(st), notify: (h) => notified.add(h) };
@@ -120,9 +121,10 @@ export async function run(opts: RunOptions): Promise<RunReport> {
       out.title = `${st.host.name}: ${task.name}`;
       try {
         if (dirty && task.facts) {
-          // Something this role changed may have changed this task's facts: read them again.
-          const cmds = new Map(Object.entries(task.facts(ctx0)).map(([k, c]) => [factId(role, task, k), c]));
-          facts = new Map([...facts, ...(await gatherFacts(st.conn!, cmds))]);
+          // Something this role changed may have changed the facts of the tasks still to come:
+          // read them all again in one round trip (again after the next change, if any).
+          facts = new Map([...facts, ...(await gatherFacts(st.conn!, factCommands(st, role, index)))]);
+          dirty = false;
         }
         const own: Record<string, Fact> = {};
         for (const k of Object.keys(task.facts?.(ctx0) ?? {})) {

@@ -140,6 +140,33 @@ describe('run', () => {
     for (const c of conns.values()) expect(c.execCount).toBe(1);
   });
 
+  test('after a change, the facts of all the tasks still to come are read again in one round trip', async () => {
+    const reads = (name: string) => ({
+      name: `reads ${name}`,
+      facts: ({ host }: { host: Host }) => ({ a: `cat ${shq(file(host.name, 'a'))}`, [name]: `echo ${name}` }),
+      // each sees the file the first task wrote: its facts were read after that change
+      check: ({ facts }: { facts: Record<string, { stdout: string }> }) => (facts.a.stdout === 'A' ? null : { message: `stale: ${JSON.stringify(facts.a.stdout)}` }),
+      apply: async () => {},
+    });
+    const role: Role = {
+      name: 'base',
+      tasks: [
+        {
+          name: 'write a',
+          facts: ({ host }) => ({ a: `cat ${shq(file(host.name, 'a'))}` }),
+          check: ({ facts }) => (facts.a.stdout === 'A' ? null : { message: 'write a' }),
+          apply: async ({ host }) => writeFileSync(file(host.name, 'a'), 'A'),
+        },
+        reads('x'), reads('y'), reads('z'),
+      ],
+    };
+    const report = await go(false, [role]);
+    for (const h of ['manager', 'worker1', 'worker2']) {
+      expect(report.hosts[h]).toMatchObject({ ok: 3, changed: 1, failed: 0 });
+      expect(conns.get(h)!.execCount).toBe(2); // the up-front gather + one after the change
+    }
+  });
+
   test('--check reports what would change and changes nothing', async () => {
     const report = await go(true);
     expect(report.check).toBe(true);
