@@ -181,7 +181,7 @@ export async function run(opts: RunOptions): Promise<RunReport> {
                 try {
                   st.conn = opts.connect
                     ? await opts.connect(st.host)
-                    : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, check, retryForMs: opts.connectRetryMs });
+                    : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, retryForMs: opts.connectRetryMs });
                 } catch (e) {
                   st.unreachable = true;
                   st.failed = true;

@@ -77,14 +77,12 @@ export interface ConnectOptions {
   knownHosts: KnownHosts;
   /** Keep retrying refused/timed-out connects for this long (a node may still be booting). */
   retryForMs?: number;
-  check?: boolean;
 }
 
 class SshConnection implements Connection {
   constructor(
     readonly host: Host,
     private readonly ssh: NodeSSH,
-    private readonly check: boolean,
     private readonly jumpClient?: Client,
   ) {}
 
@@ -109,15 +107,6 @@ class SshConnection implements Connection {
       throw new SshError(this.host.name, `command failed (exit ${out.code}): ${first.trim().slice(0, 120)}${err ? ` -> ${err}` : ''}`);
     }
     return out;
-  }
-
-  async putIfChanged(path: string, content: string | Buffer, opts: { mode?: string; owner?: string } = {}): Promise<boolean> {
-    const { mode = '0644', owner = 'root:root' } = opts;
-    const want = fileState(content, mode, owner);
-    const have = (await this.exec(fileFactCommand(path), { check: false })).stdout.trim();
-    if (have === want) return false;
-    if (!this.check) await this.writeFile(path, content, { mode, owner });
-    return true;
   }
 
   /** Write a file atomically as root with content from stdin (never on a command line). */
@@ -215,7 +204,7 @@ export async function connect(host: Host, opts: ConnectOptions): Promise<Connect
           return v.ok;
         },
       });
-      return new SshConnection(host, ssh, opts.check ?? false, jump?.client);
+      return new SshConnection(host, ssh, jump?.client);
     } catch (e) {
       ssh.dispose();
       jump?.client.end();

@@ -189,8 +189,6 @@ export interface Connection {
   readonly host: Host;
   /** Run a shell script (bash) on the host. */
   exec(script: string, opts?: ExecOptions): Promise<ExecResult>;
-  /** Write a file if its content/mode/owner differ; true when it changed. In check mode, report only. */
-  putIfChanged(path: string, content: string | Buffer, opts?: { mode?: string; owner?: string }): Promise<boolean>;
   /** Write a file as root, atomically, content through stdin (never on a command line). */
   writeFile(path: string, content: string | Buffer, opts?: { mode?: string; owner?: string }): Promise<void>;
   /** Upload a local file to a remote path over SFTP as the login user (no diff). */

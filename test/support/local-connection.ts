@@ -4,7 +4,6 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import type { Connection, ExecOptions, ExecResult, Host } from '../../core/types.ts';
-import { fileFactCommand, fileState } from '../../core/ssh.ts';
 
 export class LocalConnection implements Connection {
   public execCount = 0;
@@ -25,13 +24,6 @@ export class LocalConnection implements Connection {
       });
       child.stdin.end(opts.stdin ?? '');
     });
-  }
-
-  async putIfChanged(path: string, content: string | Buffer, opts: { mode?: string; owner?: string } = {}): Promise<boolean> {
-    const have = (await this.exec(fileFactCommand(path), { check: false })).stdout.trim();
-    if (have === fileState(content, opts.mode ?? '0644', opts.owner ?? 'root:root')) return false;
-    await this.writeFile(path, content, opts);
-    return true;
   }
 
   async writeFile(path: string, content: string | Buffer, opts: { mode?: string } = {}): Promise<void> {
