@@ -1,8 +1,9 @@
 // base: what every node needs — its packages (one apt transaction), hostname,
 // timezone, and an SSH daemon that takes keys only.
-import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
+import { shq } from '../core/ssh.ts';
 import type { Role, Task } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
+import { fileTask } from './lib/files.ts';
 import { dialectFor, OS_ID_FACT } from './lib/os.ts';
 import { allCandidatePackages, packagesFor } from './lib/packages.ts';
 
@@ -58,15 +59,14 @@ const timezone: Task = {
   },
 };
 
-const sshd: Task = {
+const sshd = fileTask({
   name: 'sshd keys only',
-  facts: () => ({ file: fileFactCommand(SSHD_CONFIG_PATH) }),
-  check: ({ facts }) => (facts.file.stdout === fileState(SSHD_CONFIG, '0644', 'root:root') ? null : { message: `write ${SSHD_CONFIG_PATH}` }),
-  apply: async (ctx) => {
-    await ctx.conn.writeFile(SSHD_CONFIG_PATH, SSHD_CONFIG, { mode: '0644' });
-    ctx.notify('reload sshd');
-  },
-};
+  path: () => SSHD_CONFIG_PATH,
+  content: () => SSHD_CONFIG,
+  mode: '0644',
+  owner: 'root:root',
+  notify: 'reload sshd',
+});
 
 export const baseRole: Role = {
   name: 'base',

@@ -7,10 +7,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
-import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
+import { fileFactCommand, shq } from '../core/ssh.ts';
 import type { Cluster, Host, Role, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
 import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig } from '../services/config.ts';
 import { CPU_FACT, runtimeArtifact, runtimePackage, serviceBundle } from './lib/artifact.ts';
+import { fileTask } from './lib/files.ts';
 import { DB_USERS, SECRETS } from './lib/names.ts';
 
 export const SERVICE_USER = 'rampart';
@@ -214,35 +215,26 @@ const bundle: Task = {
   },
 };
 
-const config: Task = {
+const config = fileTask({
   name: 'service config',
   when: noService,
-  facts: (ctx) => ({ file: fileFactCommand(configPath(svc(ctx))) }),
-  check: (ctx) => {
-    const text = configText(ctx.cluster, ctx.host, ctx.hosts, ctx.secrets);
-    if (ctx.facts.file.stdout === fileState(text, '0600', `${SERVICE_USER}:${SERVICE_USER}`)) return null;
-    return { message: `write ${configPath(svc(ctx))}`, data: text };
-  },
-  apply: async (ctx, diff) => {
-    await ctx.conn.writeFile(configPath(svc(ctx)), diff.data as string, { mode: '0600', owner: `${SERVICE_USER}:${SERVICE_USER}` });
-    ctx.notify(RESTART);
-  },
-};
+  path: (ctx) => configPath(svc(ctx)),
+  content: (ctx) => configText(ctx.cluster, ctx.host, ctx.hosts, ctx.secrets),
+  mode: '0600',
+  owner: `${SERVICE_USER}:${SERVICE_USER}`,
+  notify: RESTART,
+});
 
-const unit: Task = {
+const unit = fileTask({
   name: 'systemd unit',
   when: noService,
-  facts: (ctx) => ({ file: fileFactCommand(unitPath(svc(ctx))) }),
-  check: (ctx) => {
-    const text = unitText(svc(ctx), servicePort(ctx.cluster, svc(ctx)));
-    return ctx.facts.file.stdout === fileState(text, '0644', 'root:root') ? null : { message: `write ${unitName(svc(ctx))}`, data: text };
-  },
-  apply: async (ctx, diff) => {
-    await ctx.conn.writeFile(unitPath(svc(ctx)), diff.data as string, { mode: '0644', owner: 'root:root' });
-    await ctx.conn.exec('systemctl daemon-reload');
-    ctx.notify(RESTART);
-  },
-};
+  path: (ctx) => unitPath(svc(ctx)),
+  content: (ctx) => unitText(svc(ctx), servicePort(ctx.cluster, svc(ctx))),
+  mode: '0644',
+  owner: 'root:root',
+  after: async (ctx) => void (await ctx.conn.exec('systemctl daemon-reload')),
+  notify: RESTART,
+});
 
 const running: Task = {
   name: 'service enabled and running',

@@ -3,9 +3,9 @@
 // and its tables prepared once on the manager, replicated to the workers.
 // Bench plan: oltp_read_only on every node; oltp_read_write on the manager
 // only (workers are read-only replicas).
-import { fileFactCommand, fileState } from '../core/ssh.ts';
 import type { Role, Task } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
+import { fileTask } from './lib/files.ts';
 import {
   parseSysbenchTables, SYSBENCH_DONE_QUERY, sysbenchDoneValue, SYSBENCH_OPTIONS_PATH, SYSBENCH_TABLES_FACT, sysbenchOptions,
   sysbenchPrepareScript, sysbenchProblem, waitForScript,
@@ -24,18 +24,14 @@ const pkg: Task = {
   },
 };
 
-const options: Task = {
+const options = fileTask({
   name: 'sysbench option file',
   when: notDb,
-  facts: () => ({ file: fileFactCommand(SYSBENCH_OPTIONS_PATH) }),
-  check: ({ facts, cluster, secrets }) => {
-    const want = sysbenchOptions(cluster.database.sysbench, secrets.get(SECRETS.mysqlSysbench));
-    return facts.file.stdout.trim() === fileState(want, '0600', 'root:root') ? null : { message: `write ${SYSBENCH_OPTIONS_PATH} (0600)` };
-  },
-  apply: async ({ conn, cluster, secrets }) => {
-    await conn.writeFile(SYSBENCH_OPTIONS_PATH, sysbenchOptions(cluster.database.sysbench, secrets.get(SECRETS.mysqlSysbench)), { mode: '0600', owner: 'root:root' });
-  },
-};
+  path: () => SYSBENCH_OPTIONS_PATH,
+  content: ({ cluster, secrets }) => sysbenchOptions(cluster.database.sysbench, secrets.get(SECRETS.mysqlSysbench)),
+  mode: '0600',
+  owner: 'root:root',
+});
 
 const prepared: Task = {
   name: 'sysbench tables prepared on the manager',
