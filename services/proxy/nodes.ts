@@ -60,6 +60,13 @@ interface CallbackConnection {
   query(sql: string, cb: (err: unknown) => void): unknown;
 }
 
+/**
+ * The replica status query of every supported server: MySQL 8.4 removed SHOW
+ * SLAVE STATUS; MariaDB >= 10.5.1 and MySQL >= 8.0.22 accept this form (MariaDB
+ * keeps its old column names, read below).
+ */
+export const REPLICA_STATUS_SQL = 'SHOW REPLICA STATUS';
+
 /** Valid on MariaDB 10.x and MySQL 8; no quote- or escape-changing modes. */
 export const SQL_MODE = 'STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION';
 
@@ -121,7 +128,19 @@ export class DbNode {
 
   markDown(e: unknown): void {
     this.healthy = false;
-    this.lastError = (e as Error)?.message ?? String(e);
+    this.setError((e as Error)?.message ?? String(e));
+  }
+
+  /**
+   * Why the node is left out (or undefined when it is not). A change is logged
+   * once on stderr (the journal), so an operator can tell why a worker gets no reads.
+   */
+  private setError(why: string | undefined): void {
+    if (why !== this.lastError) {
+      const usable = why === undefined ? 'usable again' : `left out: ${why}`;
+      process.stderr.write(`${JSON.stringify({ ts: new Date().toISOString(), event: 'probe', node: this.name, role: this.role, status: usable })}\n`);
+    }
+    this.lastError = why;
   }
 
   /** Runs one statement: prepared (`execute`) when params are given, else `query`. */
@@ -151,7 +170,7 @@ export class DbNode {
       if (this.role === 'manager') {
         await this.probePool.query({ sql: 'SELECT 1', timeout: timeoutMs });
       } else {
-        const [rows] = await this.probePool.query({ sql: 'SHOW SLAVE STATUS', timeout: timeoutMs });
+        const [rows] = await this.probePool.query({ sql: REPLICA_STATUS_SQL, timeout: timeoutMs });
         const r = (rows as Record<string, unknown>[])[0];
         if (!r) {
           this.replicating = false;
@@ -166,7 +185,7 @@ export class DbNode {
       }
       this.record(performance.now() - start);
       this.healthy = true;
-      this.lastError = this.role === 'worker' && this.replicating === false ? 'replication is not running' : undefined;
+      this.setError(this.role === 'worker' && this.replicating === false ? 'replication is not running' : undefined);
     } catch (e) {
       const err = e as MysqlLikeError;
       if (err.errno === 1227 || err.code === 'ER_SPECIFIC_ACCESS_DENIED_ERROR') {
@@ -174,7 +193,7 @@ export class DbNode {
         this.healthy = true;
         this.replicating = null;
         this.lagSeconds = null;
-        this.lastError = 'cannot read replica status (grant REPLICA MONITOR / REPLICATION CLIENT)';
+        this.setError(`cannot read replica status (${err.sqlMessage ?? err.message}; grant REPLICA MONITOR on MariaDB, REPLICATION CLIENT on MySQL)`);
       } else {
         this.markDown(e);
       }
