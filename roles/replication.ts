@@ -7,7 +7,7 @@ import type { Role, Task, TaskContext } from '../core/types.ts';
 import { managerHost } from './lib/mysql-accounts.ts';
 import { MYSQL_PORT } from './lib/mysql-config.ts';
 import {
-  catchUpScript, changeSourceSql, parseReplicaStatus, REPLICA_STATUS_FACT, replicaDecision, startReplicaSql, type ReplicaAction,
+  catchUpScript, changeSourceSql, parseReplicaStatus, REPLICA_STATUS_FACT, replicaDecision, RETRY_COUNT, startReplicaSql, type ReplicaAction,
   type ReplicaSource,
 } from './lib/mysql-replication.ts';
 import { DB_USERS, SECRETS } from './lib/names.ts';
@@ -18,7 +18,7 @@ export class ReplicationError extends RampartError {}
 function source(ctx: Omit<TaskContext, 'facts'>): ReplicaSource {
   const m = managerHost(ctx.hosts);
   if (!m) throw new ReplicationError('no node has db: manager', 'mark exactly one DB node `db: manager` in cluster.yaml');
-  return { host: m.privateAddress, port: MYSQL_PORT, user: DB_USERS.repl };
+  return { host: m.privateAddress, port: MYSQL_PORT, user: DB_USERS.repl, retryCount: RETRY_COUNT };
 }
 
 const replica: Task = {

@@ -4,6 +4,7 @@
 // the workers through replication).
 import { createHash } from 'node:crypto';
 import type { Cluster, Host } from '../../core/types.ts';
+import { DIALECT_SQL, sqlIdent, sqlString } from './mysql-dialect.ts';
 import { DB_USERS, SECRETS } from './names.ts';
 import type { Dialect } from './os.ts';
 
@@ -18,8 +19,6 @@ export interface Account {
   host: string;
   /** Name of the secret holding the password. */
   secret: string;
-  /** Authentication plugin; undefined = the server's default. */
-  plugin?: 'mysql_native_password';
   /** Global privileges (besides USAGE). */
   global: string[];
   /** Privileges per schema. */
@@ -27,8 +26,6 @@ export interface Account {
 }
 
 const APP_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE'];
-/** Reading replica status (SHOW SLAVE/REPLICA STATUS): nothing else. */
-export const MONITOR_PRIV: Record<Dialect, string> = { mariadb: 'SLAVE MONITOR', mysql: 'REPLICATION CLIENT' };
 /** What sysbench prepare/run/cleanup need on its own schema, nothing more. */
 export const SYSBENCH_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'CREATE', 'DROP', 'INDEX', 'ALTER'];
 
@@ -46,18 +43,15 @@ export function desiredAccounts(d: Dialect, cluster: Cluster, hosts: Host[]): Ac
   for (const p of hosts.filter((h) => h.node.service === 'proxy')) {
     out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: APP_PRIVS } });
     // a separate probe user, so the app user keeps DML on its schema and nothing else
-    out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [MONITOR_PRIV[d]], schemas: {} });
+    out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [DIALECT_SQL[d].monitorPrivilege], schemas: {} });
   }
   for (const w of workerHosts(hosts)) {
     out.push({ user: DB_USERS.repl, host: w.privateAddress, secret: SECRETS.mysqlRepl, global: ['REPLICATION SLAVE'], schemas: {} });
   }
   if (cluster.nodes.some((n) => n.db && n.roles.includes('sysbench'))) {
-    out.push({
-      user: DB_USERS.sysbench, host: 'localhost', secret: SECRETS.mysqlSysbench,
-      // sysbench linked against the MariaDB client cannot do caching_sha2_password
-      ...(d === 'mysql' ? { plugin: 'mysql_native_password' as const } : {}),
-      global: [], schemas: { [SYSBENCH_SCHEMA]: SYSBENCH_PRIVS },
-    });
+    // the server's default plugin (caching_sha2_password on MySQL): sysbench logs in over the
+    // socket with it, and mysql_native_password is disabled in 8.4 and gone in 9.0
+    out.push({ user: DB_USERS.sysbench, host: 'localhost', secret: SECRETS.mysqlSysbench, global: [], schemas: { [SYSBENCH_SCHEMA]: SYSBENCH_PRIVS } });
   }
   return out;
 }
@@ -143,14 +137,6 @@ export function nativePasswordHash(password: string): string {
   return '*' + createHash('sha1').update(inner).digest('hex').toUpperCase();
 }
 
-export function sqlString(v: string): string {
-  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
-}
-
-export function sqlIdent(v: string): string {
-  return '`' + v.replace(/`/g, '``') + '`';
-}
-
 const sameSet = (a: Set<string> | undefined, b: string[]) => (a?.size ?? 0) === b.length && b.every((x) => a?.has(x));
 
 /** Why a live account differs from the wanted one (null = as wanted). */
@@ -158,7 +144,7 @@ export function accountDrift(d: Dialect, want: Account, live: LiveAccounts, pass
   const u = live.users.find((x) => x.user === want.user && x.host === want.host);
   const id = `${want.user}@${want.host}`;
   if (!u) return `${id} missing`;
-  const plugin = want.plugin ?? (d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password');
+  const plugin = d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password';
   if (u.plugin !== plugin) return `${id} uses ${u.plugin || 'no plugin'}, want ${plugin}`;
   // salted caching_sha2 hashes cannot be compared; native ones can (without sending the password anywhere)
   if (plugin === 'mysql_native_password' && u.nativeHash !== nativePasswordHash(password)) return `${id} password differs`;
@@ -231,8 +217,7 @@ export function planAccounts(d: Dialect, cluster: Cluster, hosts: Host[], live: 
 /** Recreate one account exactly (drop + create + grants): no stale privilege survives. */
 export function accountStatements(a: Account, password: string): string[] {
   const who = `${sqlString(a.user)}@${sqlString(a.host)}`;
-  const auth = a.plugin ? `IDENTIFIED WITH ${a.plugin} BY ${sqlString(password)}` : `IDENTIFIED BY ${sqlString(password)}`;
-  const out = [`DROP USER IF EXISTS ${who}`, `CREATE USER ${who} ${auth}`];
+  const out = [`DROP USER IF EXISTS ${who}`, `CREATE USER ${who} IDENTIFIED BY ${sqlString(password)}`];
   if (a.global.length) out.push(`GRANT ${a.global.join(', ')} ON *.* TO ${who}`);
   for (const [schema, privs] of Object.entries(a.schemas)) out.push(`GRANT ${privs.join(', ')} ON ${sqlIdent(schema)}.* TO ${who}`);
   return out;

@@ -2,7 +2,8 @@
 // load, in the same replicated stream), the Sakila verification and the
 // sysbench option file, as pure functions.
 import { shq } from '../../core/ssh.ts';
-import { META_TABLE, SYSBENCH_SCHEMA, sqlString } from './mysql-accounts.ts';
+import { META_TABLE, SYSBENCH_SCHEMA } from './mysql-accounts.ts';
+import { sqlString } from './mysql-dialect.ts';
 
 export const SAKILA_MARKER = 'sakila';
 export const SYSBENCH_MARKER = 'sysbench';

@@ -3,11 +3,14 @@
 // the GTID waits. Passwords only ever travel in SQL or option-file text fed
 // through stdin, never in an argument vector.
 import { shq } from '../../core/ssh.ts';
-import { sqlString } from './mysql-accounts.ts';
+import { DIALECT_SQL } from './mysql-dialect.ts';
 import type { Dialect } from './os.ts';
 
-/** Replica status in the installed server's own dialect (\G: one `Key: value` per line). */
-export const REPLICA_STATUS_FACT = `if mysql --version 2>/dev/null | grep -qi mariadb; then mysql -e 'SHOW SLAVE STATUS\\G'; else mysql -e 'SHOW REPLICA STATUS\\G'; fi`;
+/**
+ * Replica status, one `Key: value` per line (-E: the 9.x client refuses `\G` in
+ * batch mode). The same statement on every supported server.
+ */
+export const REPLICA_STATUS_FACT = `mysql -E -e ${shq(DIALECT_SQL.mysql.replicaStatus)}`;
 
 export interface ReplicaStatus {
   sourceHost: string;
@@ -21,6 +24,8 @@ export interface ReplicaStatus {
   ioError: string;
   sqlErrno: number;
   sqlError: string;
+  /** MySQL's Source_Retry_Count (null where the server does not show it: MariaDB). */
+  retryCount: number | null;
 }
 
 /** Parse SHOW SLAVE/REPLICA STATUS\G of either dialect; null when the node is not a replica. */
@@ -45,6 +50,7 @@ export function parseReplicaStatus(text: string): ReplicaStatus | null {
     ioError: get('Last_IO_Error'),
     sqlErrno: Number(get('Last_SQL_Errno')) || 0,
     sqlError: get('Last_SQL_Error'),
+    retryCount: kv.has('Source_Retry_Count') ? Number(kv.get('Source_Retry_Count')) : null,
   };
 }
 
@@ -52,6 +58,8 @@ export interface ReplicaSource {
   host: string;
   port: number;
   user: string;
+  /** Reconnect attempts before the replica gives up (compared where the server shows it). */
+  retryCount?: number;
 }
 
 export type ReplicaAction =
@@ -75,6 +83,9 @@ export function replicaDecision(status: ReplicaStatus | null, want: ReplicaSourc
     return { action: 'configure', reason: `replicates from ${at}, want ${wanted}` };
   }
   if (!status.gtid) return { action: 'configure', reason: 'not using GTID positioning' };
+  if (want.retryCount !== undefined && status.retryCount !== null && status.retryCount < want.retryCount) {
+    return { action: 'configure', reason: `gives up after ${status.retryCount} reconnect attempts, want ${want.retryCount} (survive a manager outage)` };
+  }
   if (status.sqlErrno !== 0) {
     return {
       action: 'fail',
@@ -101,37 +112,27 @@ export function replicaDecision(status: ReplicaStatus | null, want: ReplicaSourc
 
 /** Reconnect every few seconds (default 60) after the source restarts or a firewall reload drops the link. */
 export const CONNECT_RETRY_S = 5;
+/** ... for up to 5 days (86400 x 5 s): a replica outlives a manager outage and reconnects by itself. */
+export const RETRY_COUNT = 86400;
 
 /** Point the replica at the source with GTID auto-positioning and start it (contains the password: stdin only). */
 export function changeSourceSql(d: Dialect, src: ReplicaSource, password: string): string {
-  if (d === 'mariadb') {
-    return [
-      'STOP SLAVE;',
-      `CHANGE MASTER TO MASTER_HOST=${sqlString(src.host)}, MASTER_PORT=${src.port}, MASTER_USER=${sqlString(src.user)}, MASTER_PASSWORD=${sqlString(password)}, MASTER_CONNECT_RETRY=${CONNECT_RETRY_S}, MASTER_USE_GTID=slave_pos;`,
-      'START SLAVE;',
-    ].join('\n') + '\n';
-  }
-  return [
-    'STOP REPLICA;',
-    `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${sqlString(src.host)}, SOURCE_PORT=${src.port}, SOURCE_USER=${sqlString(src.user)}, SOURCE_PASSWORD=${sqlString(password)}, SOURCE_CONNECT_RETRY=${CONNECT_RETRY_S}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1;`,
-    'START REPLICA;',
-  ].join('\n') + '\n';
+  const sql = DIALECT_SQL[d];
+  return [sql.stopReplica, sql.changeSource(src, password, CONNECT_RETRY_S, src.retryCount ?? RETRY_COUNT), sql.startReplica].map((s) => `${s};`).join('\n') + '\n';
 }
 
 export function startReplicaSql(d: Dialect): string {
-  return d === 'mariadb' ? 'START SLAVE;\n' : 'START REPLICA;\n';
+  return `${DIALECT_SQL[d].startReplica};\n`;
 }
 
 /** The source's GTID position, one line (MySQL sets may span lines). */
 export function sourcePositionSql(d: Dialect): string {
-  return d === 'mariadb' ? 'SELECT @@GLOBAL.gtid_binlog_pos' : "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '')";
+  return DIALECT_SQL[d].gtidPosition;
 }
 
 /** Block until this replica has applied `pos` (or the timeout); returns 0 when caught up. */
 export function gtidWaitSql(d: Dialect, pos: string, timeoutS: number): string {
-  return d === 'mariadb'
-    ? `SELECT MASTER_GTID_WAIT(${sqlString(pos)}, ${timeoutS})`
-    : `SELECT WAIT_FOR_EXECUTED_GTID_SET(${sqlString(pos)}, ${timeoutS})`;
+  return DIALECT_SQL[d].gtidWait(pos, timeoutS);
 }
 
 /**
@@ -141,7 +142,7 @@ export function gtidWaitSql(d: Dialect, pos: string, timeoutS: number): string {
  * Prints the position waited for; exits 1 on timeout.
  */
 export function catchUpScript(d: Dialect, src: ReplicaSource, timeoutS = 120): string {
-  const extra = d === 'mysql' ? ' --get-server-public-key' : '';
+  const extra = DIALECT_SQL[d].clientPublicKeyOption;
   return `set -euo pipefail
 IFS= read -r pw
 opts() { printf '[client]\\nuser=%s\\npassword=%s\\nhost=%s\\nport=%s\\n' ${shq(src.user)} "$pw" ${shq(src.host)} ${src.port}; }

@@ -2,9 +2,9 @@
 // drift found without exposing passwords, SQL only through stdin.
 import { describe, expect, test } from 'bun:test';
 import {
-  accountDrift, accountStatements, ACCOUNTS_FACT, desiredAccounts, grantee, MONITOR_PRIV, nativePasswordHash, parseAccounts, planAccounts, sqlString,
-  unwantedUsers,
+  accountDrift, accountStatements, ACCOUNTS_FACT, desiredAccounts, grantee, nativePasswordHash, parseAccounts, planAccounts, unwantedUsers,
 } from '../../roles/lib/mysql-accounts.ts';
+import { DIALECT_SQL, sqlString } from '../../roles/lib/mysql-dialect.ts';
 import { DB_USERS, SECRETS } from '../../roles/lib/names.ts';
 import { cluster, host, hosts, secrets } from './mysql-fixtures.ts';
 
@@ -31,8 +31,8 @@ const wantedLive = (d: 'mariadb' | 'mysql'): LiveSpec[] => [
   { user: 'root', host: 'localhost', plugin: d === 'mariadb' ? 'mysql_native_password' : 'auth_socket', global: ['SELECT', 'SUPER'] },
   { user: DB_USERS.app, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlApp), schemas: { sakila: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] } },
   ...['worker1', 'worker2'].map((w) => ({ user: DB_USERS.repl, host: host(w).privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlRepl), global: ['REPLICATION SLAVE'] })),
-  { user: DB_USERS.sysbench, host: 'localhost', plugin: 'mysql_native_password', password: pw(SECRETS.mysqlSysbench), schemas: { sbtest: SYSBENCH } },
-  { user: DB_USERS.monitor, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlMonitor), global: [MONITOR_PRIV[d]] },
+  { user: DB_USERS.sysbench, host: 'localhost', plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlSysbench), schemas: { sbtest: SYSBENCH } },
+  { user: DB_USERS.monitor, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlMonitor), global: [DIALECT_SQL[d].monitorPrivilege] },
 ];
 
 describe('wanted accounts', () => {
@@ -63,30 +63,30 @@ describe('wanted accounts', () => {
     }
   });
 
-  test('sysbench: local only, its own schema only; mysql_native_password on MySQL 8, default on MariaDB', () => {
-    const [maria] = desiredAccounts('mariadb', cluster, hosts).filter((a) => a.user === DB_USERS.sysbench);
-    const [my] = desiredAccounts('mysql', cluster, hosts).filter((a) => a.user === DB_USERS.sysbench);
-    expect(maria.host).toBe('localhost');
-    expect(Object.keys(maria.schemas)).toEqual(['sbtest']);
-    expect(maria.plugin).toBeUndefined();
-    expect(my.plugin).toBe('mysql_native_password');
+  test('sysbench: local only, its own schema only, the server default plugin on both (no mysql_native_password: gone in MySQL 9)', () => {
+    for (const d of ['mariadb', 'mysql'] as const) {
+      const [sb] = desiredAccounts(d, cluster, hosts).filter((a) => a.user === DB_USERS.sysbench);
+      expect(sb.host).toBe('localhost');
+      expect(Object.keys(sb.schemas)).toEqual(['sbtest']);
+      expect(accountStatements(sb, 'pw').join('\n')).not.toContain('IDENTIFIED WITH');
+    }
   });
 
   test('no account anywhere uses a wildcard host or global data privileges', () => {
     for (const d of ['mariadb', 'mysql'] as const) {
       for (const a of desiredAccounts(d, cluster, hosts)) {
         expect(a.host).not.toMatch(/[%_]/);
-        expect(a.global.filter((p) => p !== 'REPLICATION SLAVE' && p !== MONITOR_PRIV[d])).toEqual([]);
+        expect(a.global.filter((p) => p !== 'REPLICATION SLAVE' && p !== DIALECT_SQL[d].monitorPrivilege)).toEqual([]);
       }
     }
   });
 });
 
 describe('statements', () => {
-  test('MySQL 8 sysbench user gets IDENTIFIED WITH mysql_native_password; others the default plugin', () => {
+  test('MySQL accounts, sysbench included, get the default plugin (IDENTIFIED BY, no plugin named)', () => {
     const accts = desiredAccounts('mysql', cluster, hosts);
     const sb = accountStatements(accts.find((a) => a.user === DB_USERS.sysbench)!, 'pw');
-    expect(sb).toContain(`CREATE USER 'sbtest'@'localhost' IDENTIFIED WITH mysql_native_password BY 'pw'`);
+    expect(sb).toContain(`CREATE USER 'sbtest'@'localhost' IDENTIFIED BY 'pw'`);
     expect(sb).toContain("GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER ON `sbtest`.* TO 'sbtest'@'localhost'");
     const repl = accountStatements(accts.find((a) => a.user === DB_USERS.repl)!, 'pw');
     expect(repl[0]).toMatch(/^DROP USER IF EXISTS 'rampart_repl'@'10\.77\.0\.\d+'$/);
@@ -152,9 +152,9 @@ describe('plan on live state', () => {
       const plan = planAccounts('mariadb', cluster, hosts, parseAccounts(liveFrom([...state], schemas, ['rampart.meta'])), pw)!;
       expect(plan.sql.match(/CREATE USER '([^']+)'/g)).toEqual([`CREATE USER '${who}'`]);
     }
-    const mysqlLive = wantedLive('mysql').map((u) => (u.user === DB_USERS.sysbench ? { ...u, plugin: 'caching_sha2_password' } : u));
+    const mysqlLive = wantedLive('mysql').map((u) => (u.user === DB_USERS.sysbench ? { ...u, plugin: 'mysql_native_password' } : u));
     const a = desiredAccounts('mysql', cluster, hosts).find((x) => x.user === DB_USERS.sysbench)!;
-    expect(accountDrift('mysql', a, parseAccounts(liveFrom(mysqlLive)), pw(a.secret))).toMatch(/caching_sha2_password, want mysql_native_password/);
+    expect(accountDrift('mysql', a, parseAccounts(liveFrom(mysqlLive)), pw(a.secret))).toMatch(/mysql_native_password, want caching_sha2_password/);
   });
 
   test('MariaDB spells REPLICATION REPLICA / SLAVE interchangeably', () => {

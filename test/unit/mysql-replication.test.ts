@@ -55,7 +55,7 @@ describe('status parsing', () => {
   test('MariaDB SHOW SLAVE STATUS (old column names, Using_Gtid)', () => {
     expect(parseReplicaStatus(MARIADB_OK)).toEqual({
       sourceHost: SRC.host, sourcePort: 3306, sourceUser: 'rampart_repl', ioRunning: 'Yes', sqlRunning: 'Yes', gtid: true,
-      ioErrno: 0, ioError: '', sqlErrno: 0, sqlError: '',
+      ioErrno: 0, ioError: '', sqlErrno: 0, sqlError: '', retryCount: null,
     });
   });
 
@@ -91,6 +91,14 @@ describe('what is wrong, and the least that repairs it', () => {
     expect(dec(MARIADB_OK.replace(`Master_Host: ${SRC.host}`, 'Master_Host: 10.9.9.9'))).toMatchObject({ action: 'configure', reason: expect.stringContaining('10.9.9.9') });
     expect(dec(MYSQL_OK.replace('Source_Port: 3306', 'Source_Port: 3307')).action).toBe('configure');
     expect(dec(MYSQL_OK.replace('Source_User: rampart_repl', 'Source_User: root')).action).toBe('configure');
+  });
+
+  test('a MySQL replica that gives up after a few reconnects (8.4 default: 10) -> configure; MariaDB shows no count', () => {
+    const want = { ...SRC, retryCount: 86400 };
+    const few = MYSQL_OK.replace('Auto_Position: 1', 'Auto_Position: 1\n           Source_Retry_Count: 10');
+    expect(replicaDecision(parseReplicaStatus(few), want)).toMatchObject({ action: 'configure', reason: expect.stringContaining('10 reconnect attempts') });
+    expect(replicaDecision(parseReplicaStatus(few.replace('Source_Retry_Count: 10', 'Source_Retry_Count: 86400')), want)).toEqual({ action: 'ok' });
+    expect(replicaDecision(parseReplicaStatus(MARIADB_OK), want)).toEqual({ action: 'ok' });
   });
 
   test('file/position instead of GTID -> configure', () => {
@@ -133,7 +141,7 @@ describe('statements per dialect', () => {
 
   test('MySQL 8: CHANGE REPLICATION SOURCE TO ... SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1; START REPLICA', () => {
     const s = changeSourceSql('mysql', SRC, PW);
-    expect(s).toBe(`STOP REPLICA;\nCHANGE REPLICATION SOURCE TO SOURCE_HOST='${SRC.host}', SOURCE_PORT=3306, SOURCE_USER='rampart_repl', SOURCE_PASSWORD='${PW}', SOURCE_CONNECT_RETRY=5, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1;\nSTART REPLICA;\n`);
+    expect(s).toBe(`STOP REPLICA;\nCHANGE REPLICATION SOURCE TO SOURCE_HOST='${SRC.host}', SOURCE_PORT=3306, SOURCE_USER='rampart_repl', SOURCE_PASSWORD='${PW}', SOURCE_CONNECT_RETRY=5, SOURCE_RETRY_COUNT=86400, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1;\nSTART REPLICA;\n`);
     expect(s).not.toContain('MASTER');
     expect(startReplicaSql('mysql')).toBe('START REPLICA;\n');
   });
