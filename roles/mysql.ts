@@ -1,13 +1,16 @@
 // mysql: the database server on every DB node (MariaDB on Debian, MySQL 8 on
 // Ubuntu): packages, option file, service, a server running that config, and
 // (on the manager only: they replicate) users, grants and rampart's schemas.
-import { fileFactCommand, fileState } from '../core/ssh.ts';
-import type { Role, Task, TaskContext } from '../core/types.ts';
+import { HostError } from '../core/errors.ts';
+import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
+import type { Connection, Role, Task, TaskContext } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
 import { ACCOUNTS_FACT, parseAccounts, planAccounts } from './lib/mysql-accounts.ts';
 import {
-  assertUniqueServerIds, configPath, dbService, LIVE_VARIABLES_FACT, liveDrift, parseVariables, renderConfig, serverSettings,
+  assertUniqueServerIds, configPath, dbService, explainOverrides, LEGACY_CONFIG_PATHS, LIVE_VARIABLES_FACT, liveDrift, overridesFact, parseVariables,
+  renderConfig, serverSettings, type ServerSetting,
 } from './lib/mysql-config.ts';
+import { parseServerVersion, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
 import { DB_PACKAGES } from './lib/packages.ts';
 
@@ -56,6 +59,9 @@ function desiredConfig(ctx: TaskContext): { path: string; content: string } {
   return { path: configPath(d), content: renderConfig(d, serverSettings(d, ctx.host, ctx.host.node.db!)) };
 }
 
+/** A leftover option file of an earlier version (MySQL's 60-rampart.cnf sorted before mysqld.cnf, so its bind_address was lost). */
+const legacyFact = (d: 'mariadb' | 'mysql') => LEGACY_CONFIG_PATHS[d].map((p) => `[ -e ${shq(p)} ] && echo ${shq(p)}`).join('; ') + '; true';
+
 const config: Task = {
   name: 'server config',
   when: notDb,
@@ -63,15 +69,23 @@ const config: Task = {
     os: OS_ID_FACT,
     mariadb: fileFactCommand(configPath('mariadb')),
     mysql: fileFactCommand(configPath('mysql')),
+    legacy: [legacyFact('mariadb'), legacyFact('mysql')].join('; '),
   }),
   check: (ctx) => {
     const want = desiredConfig(ctx);
     const have = ctx.facts[dialect(ctx)].stdout.trim();
-    return have === fileState(want.content, '0644', 'root:root') ? null : { message: `write ${want.path}${have === 'absent' ? '' : ' (differs)'}` };
+    const legacy = ctx.facts.legacy.stdout.split('\n').filter((l) => LEGACY_CONFIG_PATHS[dialect(ctx)].includes(l.trim()));
+    const todo = [
+      ...(have === fileState(want.content, '0644', 'root:root') ? [] : [`write ${want.path}${have === 'absent' ? '' : ' (differs)'}`]),
+      ...legacy.map((l) => `remove ${l.trim()} (read before the packaged defaults: its settings were lost)`),
+    ];
+    return todo.length ? { message: todo.join('; '), data: legacy } : null;
   },
-  apply: async (ctx) => {
+  apply: async (ctx, diff) => {
     const want = desiredConfig(ctx);
     await ctx.conn.writeFile(want.path, want.content, { mode: '0644', owner: 'root:root' });
+    const legacy = diff.data as string[];
+    if (legacy.length) await ctx.conn.exec(`rm -f ${legacy.map((l) => shq(l.trim())).join(' ')}`);
   },
 };
 
@@ -94,22 +108,61 @@ const service: Task = {
   },
 };
 
+/** Read the live variables, waiting (bounded) for a server that is still starting. */
+async function liveVariables(conn: Connection, timeoutS = 60): Promise<Map<string, string> | null> {
+  const r = await conn.exec(`for i in $(seq ${timeoutS * 4}); do ${LIVE_VARIABLES_FACT} 2>/dev/null && exit 0; sleep 0.25; done; exit 1`, { check: false });
+  return r.code === 0 ? parseVariables(r.stdout) : null;
+}
+
+/**
+ * After a restart the live variables must be what the option file says; when
+ * they are not, another option file read after ours overrides them: name it.
+ */
+async function verifyRunning(ctx: TaskContext, settings: ServerSetting[]): Promise<void> {
+  const d = dialect(ctx);
+  const unit = dbService(d);
+  const live = await liveVariables(ctx.conn);
+  if (!live) {
+    const log = await ctx.conn.exec(`systemctl is-active ${unit}; journalctl -u ${unit} -n 15 --no-pager -o cat 2>/dev/null | cut -c1-300`, { check: false });
+    throw new HostError(`${ctx.host.name}: ${unit} does not answer after the restart: ${log.stdout.trim().split('\n').join(' | ')}`, `journalctl -u ${unit} on ${ctx.host.name}`);
+  }
+  const drift = liveDrift(settings, live);
+  if (!drift.length) return;
+  const options = settings.filter((st) => drift.some((x) => x.startsWith(`${st.variable}:`))).map((st) => st.option);
+  const why = explainOverrides(d, options, (await ctx.conn.exec(overridesFact(options), { check: false })).stdout);
+  throw new HostError(
+    `${ctx.host.name}: ${unit} was restarted but still runs ${drift.join(', ')}: ${why.join('; ')}`,
+    `an option file read after ${configPath(d)} sets these again (my_print_defaults mysqld shows what the server reads); remove the line or give it rampart's value`,
+  );
+}
+
 // Restarting here, when the RUNNING server differs from the config (not merely
 // when the file was rewritten), also repairs an apply killed between writing the
 // file and restarting, and puts the binary log on before the first user is
 // written (otherwise users created on a fresh manager would never replicate).
+// After the restart the live variables are read again: a setting another option
+// file overrides fails here, naming that file, instead of restarting on every run.
 const running: Task = {
   name: 'server runs the config',
   when: notDb,
-  facts: () => ({ os: OS_ID_FACT, vars: LIVE_VARIABLES_FACT }),
+  facts: () => ({ os: OS_ID_FACT, vars: LIVE_VARIABLES_FACT, version: SERVER_VERSION_FACT }),
   check: (ctx) => {
     const d = dialect(ctx);
+    const version = parseServerVersion(ctx.facts.version.stdout);
+    const bad = version && unsupportedVersion(version, d);
+    if (bad) return { message: `unsupported server: ${bad}`, data: { unsupported: bad } };
     if (ctx.facts.vars.code !== 0) return { message: 'server not answering: restart' };
     const drift = liveDrift(serverSettings(d, ctx.host, ctx.host.node.db!), parseVariables(ctx.facts.vars.stdout));
     return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})` } : null;
   },
-  apply: async (ctx) => {
-    await ctx.conn.exec(`systemctl restart ${dbService(dialect(ctx))}`);
+  apply: async (ctx, diff) => {
+    const bad = (diff.data as { unsupported?: string } | undefined)?.unsupported;
+    if (bad) throw new HostError(`${ctx.host.name}: ${bad}`, 'see the support matrix in the README (database.engine, provider.local.suite, provider.aws.ubuntu)');
+    const d = dialect(ctx);
+    await ctx.conn.exec(`systemctl restart ${dbService(d)}`);
+    await verifyRunning(ctx, serverSettings(d, ctx.host, ctx.host.node.db!));
+    const version = parseServerVersion(ctx.facts.version.stdout);
+    return `restarted${version ? ` ${versionText(version)}` : ''}; live variables as configured`;
   },
 };
 

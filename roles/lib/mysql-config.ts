@@ -14,10 +14,24 @@ export function dbService(d: Dialect): string {
   return d === 'mariadb' ? 'mariadb' : 'mysql';
 }
 
-/** Our option file; read after the distribution's (60- sorts after 50-server.cnf / mysqld.cnf). */
+/**
+ * The option files each package ships in the folder ours goes to. Files of an
+ * `!includedir` are read in sorted order and the last value wins, so ours must
+ * sort after every one of them: MySQL's `mysqld.cnf` sets bind-address =
+ * 127.0.0.1, and a `60-...` file sorts before it ('6' < 'm').
+ */
+export const PACKAGED_OPTION_FILES: Record<Dialect, string[]> = {
+  mariadb: ['50-client.cnf', '50-mysql-clients.cnf', '50-mysqld_safe.cnf', '50-server.cnf', '60-galera.cnf'],
+  mysql: ['mysqld.cnf'],
+};
+
+/** Our option file, named to sort after the packaged ones of its folder. */
 export function configPath(d: Dialect): string {
-  return d === 'mariadb' ? '/etc/mysql/mariadb.conf.d/60-rampart.cnf' : '/etc/mysql/mysql.conf.d/60-rampart.cnf';
+  return d === 'mariadb' ? '/etc/mysql/mariadb.conf.d/60-rampart.cnf' : '/etc/mysql/mysql.conf.d/zz-rampart.cnf';
 }
+
+/** Where earlier rampart versions wrote the MySQL option file (read before mysqld.cnf): removed when found. */
+export const LEGACY_CONFIG_PATHS: Record<Dialect, string[]> = { mariadb: [], mysql: ['/etc/mysql/mysql.conf.d/60-rampart.cnf'] };
 
 /**
  * A server_id derived from the node's NAME (not its position or address), so it
@@ -61,7 +75,6 @@ export function serverSettings(d: Dialect, host: Host, role: DbRole): ServerSett
     // file names independent of the hostname, so a rename never orphans the logs
     { option: 'log_bin', value: 'mysql-bin', variable: 'log_bin', live: 'ON' },
     { option: 'relay_log', value: 'relay-bin', variable: 'relay_log', live: 'relay-bin' },
-    { option: 'binlog_format', value: 'ROW', variable: 'binlog_format', live: 'ROW' },
     // user hosts are addresses: no DNS lookups on connect
     on('skip_name_resolve'),
     // safe with ROW format; Sakila creates functions and triggers
@@ -70,7 +83,9 @@ export function serverSettings(d: Dialect, host: Host, role: DbRole): ServerSett
   // a replica notices a dead link (source restart, firewall reload) within seconds, not a minute
   const netTimeout = (variable: string): ServerSetting => ({ option: variable, value: String(NET_TIMEOUT_S), variable, live: String(NET_TIMEOUT_S) });
   if (d === 'mariadb') {
-    return [...common, on('log_slave_updates'), on('gtid_strict_mode'), netTimeout('slave_net_timeout'), flag('read_only', worker)];
+    // (MariaDB defaults to MIXED; MySQL's default is ROW and setting it is deprecated since 8.0.34)
+    const row: ServerSetting = { option: 'binlog_format', value: 'ROW', variable: 'binlog_format', live: 'ROW' };
+    return [...common, row, on('log_slave_updates'), on('gtid_strict_mode'), netTimeout('slave_net_timeout'), flag('read_only', worker)];
   }
   return [
     ...common,
@@ -114,6 +129,32 @@ function norm(v: string): string {
   if (u === 'OFF' || u === '0' || u === 'FALSE' || u === 'NO' || u === '') return '0';
   // relay_log may be shown as a path ending in the configured base name
   return u.replace(/^.*\//, '');
+}
+
+/**
+ * Shell command printing, for each option, every line of the server's option
+ * files that sets it (`path:line:text`, both `-` and `_` spellings), then what
+ * `my_print_defaults mysqld` resolves: enough to name the file that overrides ours.
+ */
+export function overridesFact(options: string[]): string {
+  const re = options.map((o) => o.replace(/[-_]/g, '[-_]')).join('|');
+  return `grep -rHnE '^[[:space:]]*(${re})[[:space:]]*(=|$)' /etc/mysql/ 2>/dev/null | grep -v rampart-tmp; echo '@@effective'; my_print_defaults mysqld 2>/dev/null | grep -E -- '^--(${re})(=|$)'; true`;
+}
+
+/** "bind_address is set by /etc/mysql/...:31 (bind-address = 127.0.0.1), read after ours" for each drifting option. */
+export function explainOverrides(d: Dialect, options: string[], out: string): string[] {
+  const [files = '', effective = ''] = out.split(/^@@effective$/m);
+  const ours = configPath(d);
+  return options.map((o) => {
+    const key = o.replace(/[-_]/g, '_');
+    const setters = files.split('\n').filter((l) => {
+      const m = /^([^:]+):(\d+):\s*([A-Za-z_-]+)/.exec(l);
+      return m && m[3].replace(/-/g, '_') === key && m[1] !== ours;
+    });
+    const eff = effective.split('\n').find((l) => l.replace(/-/g, '_').startsWith(`__${key}`));
+    const by = setters.length ? `set again by ${setters.map((l) => l.replace(/^([^:]+:\d+):\s*/, '$1 (') + ')').join(', ')}` : 'not set by any other option file';
+    return `${o}: ${by}${eff ? `; the server reads ${eff.trim()}` : ''}`;
+  });
 }
 
 /** What differs between the running server and the settings: `name: live -> wanted`. */

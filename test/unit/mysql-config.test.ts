@@ -2,8 +2,10 @@
 // live-variable comparison, and the mysql role's config/running checks.
 import { describe, expect, test } from 'bun:test';
 import { fileState } from '../../core/ssh.ts';
+import { basename } from 'node:path';
 import {
-  assertUniqueServerIds, configPath, dbService, LIVE_VARIABLES_FACT, liveDrift, parseVariables, renderConfig, serverIdFor, serverSettings,
+  assertUniqueServerIds, configPath, dbService, explainOverrides, LIVE_VARIABLES_FACT, liveDrift, overridesFact, PACKAGED_OPTION_FILES, parseVariables,
+  renderConfig, serverIdFor, serverSettings,
 } from '../../roles/lib/mysql-config.ts';
 import { dialectFor } from '../../roles/lib/os.ts';
 import { mysqlRole } from '../../roles/mysql.ts';
@@ -63,8 +65,20 @@ describe('option file per dialect and DB role', () => {
     expect(c.get('bind_address')).toBe(host('worker2').privateAddress);
     expect(c.has('gtid_strict_mode')).toBe(false);
     expect(c.has('log_slave_updates')).toBe(false);
-    expect(configPath('mysql')).toBe('/etc/mysql/mysql.conf.d/60-rampart.cnf');
+    expect(configPath('mysql')).toBe('/etc/mysql/mysql.conf.d/zz-rampart.cnf');
     expect(dbService('mysql')).toBe('mysql');
+    // ROW is MySQL's default and setting binlog_format is deprecated (a warning at every start)
+    expect(c.has('binlog_format')).toBe(false);
+  });
+
+  test('our option file sorts after every packaged one of its folder (the last value read wins)', () => {
+    for (const d of ['mariadb', 'mysql'] as const) {
+      const ours = basename(configPath(d));
+      // !includedir reads a folder's files in byte order
+      for (const packaged of PACKAGED_OPTION_FILES[d]) expect(Buffer.compare(Buffer.from(ours), Buffer.from(packaged))).toBe(1);
+    }
+    // the trap itself: a 60- file sorts before mysqld.cnf ('6' < 'm')
+    expect(Buffer.compare(Buffer.from('60-rampart.cnf'), Buffer.from('mysqld.cnf'))).toBe(-1);
   });
 
   test('MySQL 8 manager is writable (super_read_only OFF)', () => {
@@ -118,7 +132,7 @@ describe('live variables', () => {
 describe('mysql role checks (pure: facts in, diff out)', () => {
   test('config: the live file matching the rendered one is ok; an edited one is a diff', () => {
     const want = renderConfig('mariadb', serverSettings('mariadb', host('worker2'), 'worker'));
-    const facts = { os: 'debian\n', mariadb: fileState(want, '0644', 'root:root'), mysql: 'absent' };
+    const facts = { os: 'debian\n', mariadb: fileState(want, '0644', 'root:root'), mysql: 'absent', legacy: '' };
     expect(task('server config').check(ctxFor('worker2', facts))).toBeNull();
     const edited = fileState(want.replace('binlog_format = ROW', 'binlog_format = MIXED'), '0644', 'root:root');
     expect((task('server config').check(ctxFor('worker2', { ...facts, mariadb: edited })) as { message: string }).message).toContain('60-rampart.cnf');
@@ -126,8 +140,17 @@ describe('mysql role checks (pure: facts in, diff out)', () => {
 
   test('config on Ubuntu compares the MySQL path', () => {
     const want = renderConfig('mysql', serverSettings('mysql', host('worker1'), 'worker'));
-    const facts = { os: 'ubuntu\n', mariadb: 'absent', mysql: fileState(want, '0644', 'root:root') };
+    const facts = { os: 'ubuntu\n', mariadb: 'absent', mysql: fileState(want, '0644', 'root:root'), legacy: '' };
     expect(task('server config').check(ctxFor('worker1', facts))).toBeNull();
+  });
+
+  test('a leftover 60-rampart.cnf of an earlier version (read before mysqld.cnf) is removed', () => {
+    const want = renderConfig('mysql', serverSettings('mysql', host('worker1'), 'worker'));
+    const facts = { os: 'ubuntu\n', mariadb: 'absent', mysql: fileState(want, '0644', 'root:root'), legacy: '/etc/mysql/mysql.conf.d/60-rampart.cnf\n' };
+    const d = task('server config').check(ctxFor('worker1', facts)) as { message: string; data: string[] };
+    expect(d.message).toMatch(/remove \/etc\/mysql\/mysql.conf.d\/60-rampart.cnf/);
+    expect(d.message).not.toMatch(/write/);
+    expect(d.data).toEqual(['/etc/mysql/mysql.conf.d/60-rampart.cnf']);
   });
 
   test('users are written on the manager only; workers get them by replication', () => {
@@ -147,7 +170,59 @@ describe('mysql role checks (pure: facts in, diff out)', () => {
   });
 
   test('server not answering (fresh node) is a diff, not a crash', () => {
-    const d = task('server runs the config').check(ctxFor('manager', { os: 'debian', vars: { stdout: '', code: 1 } }));
+    const d = task('server runs the config').check(ctxFor('manager', { os: 'debian', vars: { stdout: '', code: 1 }, version: '' }));
     expect(d).not.toBeNull();
+  });
+
+  test('an unsupported server version is refused with the version named', () => {
+    const t = task('server runs the config');
+    const old = t.check(ctxFor('manager', { os: 'ubuntu', vars: { stdout: '', code: 1 }, version: '/usr/sbin/mysqld  Ver 8.0.21-0ubuntu0.20.04.4 for Linux on x86_64' })) as { message: string };
+    expect(old.message).toMatch(/MySQL 8\.0\.21 is older than the oldest supported mysql \(8\.0\.26\)/);
+    const wrong = t.check(ctxFor('manager', { os: 'ubuntu', vars: { stdout: '', code: 1 }, version: 'mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 for debian-linux-gnu' })) as { message: string };
+    expect(wrong.message).toMatch(/runs MariaDB 10\.11\.6, cluster.yaml wants mysql/);
+  });
+});
+
+describe('after a restart: an option another file overrides is named, not restarted forever', () => {
+  // what the override fact prints on a node where mysqld.cnf (read after a 60- file) binds to loopback
+  const out = [
+    '/etc/mysql/mysql.conf.d/mysqld.cnf:31:bind-address\t\t= 127.0.0.1',
+    `/etc/mysql/mysql.conf.d/zz-rampart.cnf:5:bind_address = ${host('manager').privateAddress}`,
+    '@@effective',
+    `--bind_address=${host('manager').privateAddress}`,
+    '--bind-address=127.0.0.1',
+  ].join('\n');
+
+  test('the fact greps both spellings and asks my_print_defaults', () => {
+    const f = overridesFact(['bind_address']);
+    expect(f).toContain('bind[-_]address');
+    expect(f).toContain('my_print_defaults mysqld');
+  });
+
+  test('the explanation names the overriding file and line, not ours', () => {
+    const [why] = explainOverrides('mysql', ['bind_address'], out);
+    expect(why).toContain('/etc/mysql/mysql.conf.d/mysqld.cnf:31');
+    expect(why).toContain('127.0.0.1');
+    expect(why).not.toContain('zz-rampart.cnf:5');
+  });
+
+  test('the running task fails after a restart whose server still differs', async () => {
+    const settings = serverSettings('mysql', host('manager'), 'manager');
+    const liveVars = settings.map((x) => `${x.variable}\t${x.variable === 'bind_address' ? '127.0.0.1' : x.live}`).join('\n');
+    const sent: string[] = [];
+    const conn = {
+      exec: async (script: string) => {
+        sent.push(script);
+        if (script.includes('SHOW GLOBAL VARIABLES')) return { stdout: liveVars, stderr: '', code: 0 };
+        if (script.includes('my_print_defaults')) return { stdout: out, stderr: '', code: 0 };
+        return { stdout: '', stderr: '', code: 0 };
+      },
+    };
+    const t = task('server runs the config');
+    const ctx = { ...ctxFor('manager', { os: 'ubuntu', vars: liveVars, version: 'mysqld  Ver 8.4.3-0ubuntu1 for Linux' }), conn: conn as never, check: false };
+    const diff = t.check(ctx) as { message: string };
+    expect(diff.message).toMatch(/restart mysql \(bind_address: 127\.0\.0\.1 ->/);
+    await expect(t.apply(ctx, diff as never)).rejects.toThrow(/still runs bind_address: 127\.0\.0\.1 -> .*mysqld\.cnf:31/);
+    expect(sent[0]).toBe('systemctl restart mysql');
   });
 });
