@@ -20,7 +20,7 @@ const packages: Task = {
   name: 'packages',
   facts: ({ host }) => ({ os: OS_ID_FACT, pkgs: packagesFact(allCandidatePackages(host.node)) }),
   check: ({ facts, host, cluster }) => {
-    const wanted = packagesFor(host.node, dialectFor(cluster, facts.os.stdout));
+    const wanted = packagesFor(host.node, dialectFor(cluster, facts.os.stdout), facts.os.stdout);
     const missing = missingPackages(wanted, facts.pkgs.stdout);
     return missing.length ? { message: `install ${missing.join(' ')}`, data: missing } : null;
   },

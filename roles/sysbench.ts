@@ -3,7 +3,8 @@
 // and its tables prepared once on the manager, replicated to the workers.
 // Bench plan: oltp_read_only on every node; oltp_read_write on the manager
 // only (workers are read-only replicas).
-import type { Role, Task } from '../core/types.ts';
+import { fileFactCommand, fileState } from '../core/ssh.ts';
+import type { Role, Task, TaskContext } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
 import { fileTask } from './lib/files.ts';
 import {
@@ -11,16 +12,65 @@ import {
   sysbenchPrepareScript, sysbenchProblem, waitForScript,
 } from './lib/mysql-meta.ts';
 import { SECRETS } from './lib/names.ts';
+import { dialectFor, OS_ID_FACT } from './lib/os.ts';
+import { sysbenchFromApt } from './lib/packages.ts';
 
 const notDb = ({ host }: { host: { node: { db?: string } } }) => (host.node.db ? null : 'not a DB node');
+
+/** Where the archive's sysbench is unpacked next to Oracle MySQL on Debian (see sysbenchFromApt). */
+export const SYSBENCH_UNPACKED = '/opt/rampart/sysbench';
+export const SYSBENCH_WRAPPER = '/usr/local/bin/sysbench';
+export const SYSBENCH_WRAPPER_TEXT = `#!/bin/sh
+# managed by rampart: Debian's sysbench and its libmariadb3, unpacked in ${SYSBENCH_UNPACKED}
+# (installing libmariadb3 would pull in mariadb-common, which mysql-server conflicts with)
+d=${SYSBENCH_UNPACKED}
+lib=$(echo "$d"/usr/lib/*-linux-gnu)
+export LD_LIBRARY_PATH="$lib" MARIADB_PLUGIN_DIR="$lib/libmariadb3/plugin" LUA_PATH="$d/usr/share/sysbench/?.lua;;"
+exec "$d/usr/bin/sysbench" "$@"
+`;
+
+/**
+ * Unpack sysbench + libmariadb3 from the archive (apt-get download, dpkg -x) and
+ * install sysbench's other dependencies with apt. Into a new folder, swapped in
+ * whole: a killed run leaves the old tree or none.
+ */
+export const SYSBENCH_UNPACK_SCRIPT = `set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || apt-get -o DPkg::Lock::Timeout=600 update -q
+deps=$(apt-cache depends sysbench | awk '$1 ~ /^\|?Depends:$/ && $2 !~ /^</ {print $2}' | grep -vx -e libmariadb3 -e libc6 | sort -u)
+[ -z "$deps" ] || apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $deps
+w=$(mktemp -d); trap 'rm -rf "$w" ${SYSBENCH_UNPACKED}.new' EXIT
+cd "$w" && apt-get download -q sysbench libmariadb3 >/dev/null
+rm -rf ${SYSBENCH_UNPACKED}.new && mkdir -p ${SYSBENCH_UNPACKED}.new
+for f in "$w"/*.deb; do dpkg -x "$f" ${SYSBENCH_UNPACKED}.new; done
+rm -rf ${SYSBENCH_UNPACKED} && mv ${SYSBENCH_UNPACKED}.new ${SYSBENCH_UNPACKED}`;
+
+const fromApt = (ctx: TaskContext) => sysbenchFromApt(ctx.facts.os.stdout, dialectFor(ctx.cluster, ctx.facts.os.stdout));
 
 const pkg: Task = {
   name: 'sysbench package',
   when: notDb,
-  facts: () => ({ pkgs: packagesFact(['sysbench']) }),
-  check: ({ facts }) => (missingPackages(['sysbench'], facts.pkgs.stdout).length ? { message: 'install sysbench' } : null),
-  apply: async ({ conn }) => {
-    await aptInstall(conn, ['sysbench']);
+  facts: () => ({
+    os: OS_ID_FACT,
+    pkgs: packagesFact(['sysbench']),
+    wrapper: fileFactCommand(SYSBENCH_WRAPPER),
+    // the unpacked sysbench must really start (its libraries found)
+    runs: `${SYSBENCH_WRAPPER} --version 2>&1 | head -n 1`,
+  }),
+  check: (ctx) => {
+    if (fromApt(ctx)) return missingPackages(['sysbench'], ctx.facts.pkgs.stdout).length ? { message: 'install sysbench' } : null;
+    const todo = [
+      ...(/^sysbench \d/.test(ctx.facts.runs.stdout) ? [] : [`unpack sysbench + libmariadb3 in ${SYSBENCH_UNPACKED} (libmariadb3 would pull in mariadb-common, which mysql-server conflicts with)`]),
+      ...(ctx.facts.wrapper.stdout === fileState(SYSBENCH_WRAPPER_TEXT, '0755', 'root:root') ? [] : [`write ${SYSBENCH_WRAPPER}`]),
+    ];
+    return todo.length ? { message: todo.join('; ') } : null;
+  },
+  apply: async (ctx) => {
+    if (fromApt(ctx)) return void (await aptInstall(ctx.conn, ['sysbench']));
+    await ctx.conn.exec(SYSBENCH_UNPACK_SCRIPT);
+    await ctx.conn.writeFile(SYSBENCH_WRAPPER, SYSBENCH_WRAPPER_TEXT, { mode: '0755', owner: 'root:root' });
+    const v = await ctx.conn.exec(`${SYSBENCH_WRAPPER} --version`);
+    return `unpacked ${v.stdout.trim()} in ${SYSBENCH_UNPACKED} (wrapper ${SYSBENCH_WRAPPER})`;
   },
 };
 

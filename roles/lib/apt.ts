@@ -26,9 +26,17 @@ export async function aptInstall(conn: Connection, pkgs: string[]): Promise<void
   // --force-unsafe-io: dpkg skips its fsync per unpacked file, most of an install's time on
   // a fresh node (a crash mid-install is repaired by the next apply, as above)
   const install = `apt-get ${lock} install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-unsafe-io ${list}`;
+  // Both attempts' output is kept: the retry's last lines alone hid the real cause (a
+  // conflict reported by the first attempt). On failure the lines that say why
+  // (E:, unmet Depends/Conflicts) of both attempts close stderr, which the error shows.
   await conn.exec(
     `${env} set -e
-if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get ${lock} update -q; fi
-${install} || { dpkg --configure -a; apt-get ${lock} update -q && ${install}; }`,
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+why() { grep -hE '^(E|W): |^ +[^ ]+ : (Pre)?Depends|: (Conflicts|Breaks): ' "$log" | sort -u | head -n 8 | tr '\\n' ' '; }
+if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get ${lock} update -q >>"$log" 2>&1 || { cat "$log" >&2; echo "apt-get update failed: $(why)" >&2; exit 100; }; fi
+if ! ${install} >>"$log" 2>&1; then
+  dpkg --configure -a >>"$log" 2>&1 || true
+  if ! { apt-get ${lock} update -q && ${install}; } >>"$log" 2>&1; then tail -n 20 "$log" >&2; echo "apt-get install failed: $(why)" >&2; exit 100; fi
+fi`,
   );
 }
