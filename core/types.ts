@@ -41,6 +41,8 @@ export interface LocalProviderSpec {
   bridge: string;   // Linux bridge name (<= 15 chars)
   mirror: string;   // Debian mirror host name
   suite: string;    // Debian suite for the base image
+  /** apt refuses a Release file past its Valid-Until (false only for a frozen snapshot mirror). */
+  checkValidUntil: boolean;
 }
 
 export interface AwsProviderSpec {

@@ -152,7 +152,7 @@ export class LocalProvider implements Provider {
       if (!c || !c.marker?.complete) items.push({ action: 'create', resource, detail: `${t.address}, then start` });
       else if (c.marker.address !== t.address) items.push({ action: 'change', resource, detail: `recreate: address ${c.marker.address} -> ${t.address}` });
       else if (!c.running) items.push({ action: 'change', resource, detail: 'start' });
-      else if (await syncMirror(t.container, this.spec.mirror, mirrorAddrs, aptSources(this.spec.mirror, this.suite), false)) {
+      else if (await syncMirror(t.container, this.spec.mirror, mirrorAddrs, aptSources(this.spec.mirror, this.suite, this.spec.checkValidUntil), false)) {
         items.push({ action: 'change', resource, detail: 'rewrite mirror pin (/etc/hosts) and apt sources' });
       } else items.push({ action: 'ok', resource, detail: t.address });
     }
@@ -175,7 +175,7 @@ export class LocalProvider implements Provider {
     if (raised.length) changes.push({ action: 'change', resource: 'host limits', detail: raised.join(' ') });
     changes.push(installed.length ? { action: 'create', resource: 'host packages', detail: installed.join(' ') } : { action: 'ok', resource: 'host packages' });
 
-    const built = await ensureBaseImage(this.spec.mirror, this.suite, events);
+    const built = await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil);
     changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: imagePath(this.suite) });
     const base = await ensureBaseRootfs(this.suite, events);
 
@@ -215,7 +215,7 @@ export class LocalProvider implements Provider {
     const found = await this.containers(targets);
     for (const name of this.extras(found, targets)) progress(`container ${name} is not in cluster.yaml: left alone (down removes it)`);
 
-    const sources = aptSources(this.spec.mirror, this.suite);
+    const sources = aptSources(this.spec.mirror, this.suite, this.spec.checkValidUntil);
     const started = new Set<string>();
     const results = await Promise.all(targets.map(async (t): Promise<PlanItem> => {
       const resource = `container ${t.container}`;

@@ -20,14 +20,21 @@ export function imageExists(suite: string): boolean {
   return existsSync(imagePath(suite));
 }
 
-/** apt sources for a node: the suite, its updates and its security updates, all from the one mirror. */
-export function aptSources(mirror: string, suite: string): string {
-  return [
-    `deb http://${mirror}/debian ${suite} main`,
-    `deb http://${mirror}/debian ${suite}-updates main`,
-    `deb http://${mirror}/debian-security ${suite}-security main`,
-    '',
-  ].join('\n');
+/** Suites without -updates / -security archives (their apt-get update would fail with 404). */
+const ROLLING_SUITES = new Set(['sid', 'unstable', 'experimental']);
+
+/**
+ * apt sources for a node: the suite, its updates and its security updates (where the
+ * suite has them: sid has neither), all from the one mirror. `checkValidUntil: false`
+ * marks each line [check-valid-until=no], for a mirror serving a frozen snapshot.
+ */
+export function aptSources(mirror: string, suite: string, checkValidUntil = true): string {
+  const opt = checkValidUntil ? '' : '[check-valid-until=no] ';
+  const lines = [`deb ${opt}http://${mirror}/debian ${suite} main`];
+  if (!ROLLING_SUITES.has(suite)) {
+    lines.push(`deb ${opt}http://${mirror}/debian ${suite}-updates main`, `deb ${opt}http://${mirror}/debian-security ${suite}-security main`);
+  }
+  return [...lines, ''].join('\n');
 }
 
 const SSH_KEYGEN_UNIT = `[Unit]
@@ -86,7 +93,7 @@ async function lock(lockPath: string, suite: string, events?: ProviderEvents): P
 }
 
 /** Build the base image if it is not cached; returns true when it built one. */
-export async function ensureBaseImage(mirror: string, suite: string, events?: ProviderEvents): Promise<boolean> {
+export async function ensureBaseImage(mirror: string, suite: string, events?: ProviderEvents, checkValidUntil = true): Promise<boolean> {
   if (imageExists(suite)) return false;
   await mkdir(CACHE_DIR, { recursive: true, mode: 0o755 });
   const lockPath = join(CACHE_DIR, `${suite}-base.lock`);
@@ -110,7 +117,7 @@ export async function ensureBaseImage(mirror: string, suite: string, events?: Pr
     if (!existsSync(join(rootfs, 'usr/bin/systemctl')) || !existsSync(join(rootfs, 'usr/sbin/sshd'))) {
       throw new ProviderError(`debootstrap of ${suite} finished without systemd or sshd in ${rootfs}`, 'check the mirror and the suite name (provider.local.suite)');
     }
-    await configureImage(rootfs, mirror, suite);
+    await configureImage(rootfs, mirror, suite, checkValidUntil);
     events?.progress?.(`packing the base image (debootstrap took ${Math.round((Date.now() - t0) / 1000)} s)`);
     const tmp = join(work, 'image.tar.zst');
     await run('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-I', 'zstd -T0 -3', '-cpf', tmp, '-C', rootfs, '.']);
@@ -144,7 +151,7 @@ async function forceSymlink(target: string, path: string): Promise<void> {
 }
 
 /** Make the rootfs a node template: no identity of its own, no udev, fresh host keys at first boot. */
-async function configureImage(rootfs: string, mirror: string, suite: string): Promise<void> {
+async function configureImage(rootfs: string, mirror: string, suite: string, checkValidUntil: boolean): Promise<void> {
   const etc = join(rootfs, 'etc');
   // Identity is written per node.
   await writeFile(join(etc, 'machine-id'), '');
@@ -163,7 +170,7 @@ async function configureImage(rootfs: string, mirror: string, suite: string): Pr
   // Nodes have no DNS: the mirror is pinned in /etc/hosts by the provider.
   await rm(join(etc, 'resolv.conf'), { force: true });
   await writeFile(join(etc, 'resolv.conf'), '# rampart nodes have no DNS; the package mirror is pinned in /etc/hosts\n');
-  await writeFile(join(etc, 'apt/sources.list'), aptSources(mirror, suite));
+  await writeFile(join(etc, 'apt/sources.list'), aptSources(mirror, suite, checkValidUntil));
   await rm(join(rootfs, 'var/cache/apt/archives'), { recursive: true, force: true });
   await mkdir(join(rootfs, 'var/cache/apt/archives/partial'), { recursive: true });
   const st = await stat(rootfs);

@@ -48,14 +48,17 @@ export async function zx<T = unknown>(command: 'apply' | 'teardown' | 'bench', f
   });
 }
 
+/** The reference cluster the e2e tests derive theirs from (a fixture: never the user's cluster.yaml). */
+export const FIXTURE_CLUSTER = join(ROOT, 'test/fixtures/cluster.yaml');
+
 /**
- * Write a test cluster file derived from the repo's cluster.yaml, with its own
+ * Write a test cluster file derived from the fixture cluster, with its own
  * name, subnet and bridge so it never collides with a user's cluster. `edit`
  * may change anything else (e.g. drop nodes). Returns the file path.
  */
 export function testClusterFile(dir: string, name: string, subnet: string, edit?: (doc: ReturnType<typeof parseDocument>) => void): string {
   mkdirSync(dir, { recursive: true });
-  const doc = parseDocument(readFileSync(join(ROOT, 'cluster.yaml'), 'utf8'));
+  const doc = parseDocument(readFileSync(FIXTURE_CLUSTER, 'utf8'));
   doc.set('name', name);
   doc.setIn(['provider', 'local', 'subnet'], subnet);
   doc.setIn(['provider', 'local', 'bridge'], `${name}0`.slice(0, 15));

@@ -12,7 +12,7 @@ import { KnownHosts, shq } from '../../core/ssh.ts';
 import type { Host, Role, RunReport, SecretStore } from '../../core/types.ts';
 import { LocalConnection } from '../support/local-connection.ts';
 
-const cluster = loadCluster(join(import.meta.dir, '../../cluster.yaml'));
+const cluster = loadCluster(join(import.meta.dir, '../fixtures/cluster.yaml'));
 const secrets: SecretStore = { get: (n) => `secret-${n}` };
 
 function hostsFor(names: string[]): Host[] {

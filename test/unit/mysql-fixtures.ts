@@ -1,10 +1,10 @@
-// Shared inputs for the mysql-* unit tests: the repo's cluster.yaml and hosts
+// Shared inputs for the mysql-* unit tests: the fixture cluster.yaml and hosts
 // shaped as the local provider hands them to the engine.
 import { join } from 'node:path';
 import { loadCluster } from '../../core/spec.ts';
 import type { Cluster, Connection, Fact, Host, SecretStore, TaskContext } from '../../core/types.ts';
 
-export const cluster: Cluster = loadCluster(join(import.meta.dir, '../../cluster.yaml'));
+export const cluster: Cluster = loadCluster(join(import.meta.dir, '../fixtures/cluster.yaml'));
 
 export function hostsOf(c: Cluster, base = '10.77.0.'): Host[] {
   return c.nodes.map((node, i) => ({

@@ -66,10 +66,15 @@ function problems(src: string): string[] {
 }
 
 describe('valid specs', () => {
-  test('the repository cluster.yaml loads: 6 nodes, defaults filled', () => {
-    const c = loadCluster(path.join(ROOT, 'cluster.yaml'));
-    expect(c.file).toBe(path.join(ROOT, 'cluster.yaml'));
-    expect(c.dir).toBe(ROOT);
+  test('the shipped cluster.yaml is valid', () => {
+    expect(() => loadCluster(path.join(ROOT, 'cluster.yaml'))).not.toThrow();
+  });
+
+  test('the reference cluster (fixture) loads: 6 nodes, defaults filled', () => {
+    const fixture = path.join(ROOT, 'test/fixtures/cluster.yaml');
+    const c = loadCluster(fixture);
+    expect(c.file).toBe(fixture);
+    expect(c.dir).toBe(path.dirname(fixture));
     expect(c.nodes.map((n) => n.name)).toEqual(['gatekeeper', 'trustedhost', 'proxy', 'manager', 'worker1', 'worker2']);
     expect(c.nodes.filter((n) => n.db === 'manager').map((n) => n.name)).toEqual(['manager']);
     expect(c.nodes.map((n) => n.public)).toEqual([true, false, false, false, false, false]);
@@ -91,7 +96,7 @@ describe('valid specs', () => {
     expect(c.dir).toBe(path.join(ROOT, 'x'));
     expect(c.timezone).toBe('UTC');
     expect(c.adminUser).toBe('ubuntu');
-    expect(c.provider.local).toEqual({ subnet: '10.9.0.0/24', bridge: 'rampart0', mirror: 'deb.debian.org', suite: 'bookworm' });
+    expect(c.provider.local).toEqual({ subnet: '10.9.0.0/24', bridge: 'rampart0', mirror: 'deb.debian.org', suite: 'bookworm', checkValidUntil: true });
     expect(c.provider.aws).toEqual({ jump: true, keyName: 'rampart-demo' });
     expect(c.nodes[3]).toEqual({ name: 'manager', type: 't2.micro', roles: ['base', 'mysql', 'replication', 'iptables'], db: 'manager', public: false, address: '10.9.0.13' });
     expect(c.security.egress).toEqual([{ node: 'trustedhost', mirror: true }]);
