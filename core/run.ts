@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { Listr, type ListrTask } from 'listr2';
 import { listrOptions } from './output.ts';
-import { connect, type KnownHosts } from './ssh.ts';
+import { connect, shq, type KnownHosts } from './ssh.ts';
 import type {
   Cluster, Connection, Fact, Host, HostRecap, Role, RunReport, SecretStore, Task, TaskContext, TaskResult, TaskStatus,
 } from './types.ts';
@@ -51,7 +51,8 @@ export async function gatherFacts(conn: Connection, commands: Map<string, string
   const nonce = randomBytes(6).toString('hex');
   const ids = [...commands.keys()];
   const script = ids
-    .map((id, i) => `printf '@@${nonce}:B:${i}\\n'; ( ${commands.get(id)}\n) 2>/dev/null </dev/null; printf '\\n@@${nonce}:E:${i}:%s\\n' "$?"`)
+    // eval: a fact with a shell syntax error fails alone (exit 2) instead of ending the script for every fact after it
+    .map((id, i) => `printf '@@${nonce}:B:${i}\\n'; ( eval ${shq(commands.get(id)!)} ) 2>/dev/null </dev/null; printf '\\n@@${nonce}:E:${i}:%s\\n' "$?"`)
     .join('\n');
   const res = await conn.exec(script, { check: false });
   const text = res.stdout;

@@ -60,7 +60,7 @@ function desiredConfig(ctx: TaskContext): { path: string; content: string } {
 }
 
 /** A leftover option file of an earlier version (MySQL's 60-rampart.cnf sorted before mysqld.cnf, so its bind_address was lost). */
-const legacyFact = (d: 'mariadb' | 'mysql') => LEGACY_CONFIG_PATHS[d].map((p) => `[ -e ${shq(p)} ] && echo ${shq(p)}`).join('; ') + '; true';
+const LEGACY_FACT = `for f in ${[...LEGACY_CONFIG_PATHS.mariadb, ...LEGACY_CONFIG_PATHS.mysql].map(shq).join(' ')}; do [ -e "$f" ] && echo "$f"; done; true`;
 
 const config: Task = {
   name: 'server config',
@@ -69,7 +69,7 @@ const config: Task = {
     os: OS_ID_FACT,
     mariadb: fileFactCommand(configPath('mariadb')),
     mysql: fileFactCommand(configPath('mysql')),
-    legacy: [legacyFact('mariadb'), legacyFact('mysql')].join('; '),
+    legacy: LEGACY_FACT,
   }),
   check: (ctx) => {
     const want = desiredConfig(ctx);

@@ -37,7 +37,7 @@ exec "$d/usr/bin/sysbench" "$@"
 export const SYSBENCH_UNPACK_SCRIPT = `set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || apt-get -o DPkg::Lock::Timeout=600 update -q
-deps=$(apt-cache depends sysbench | awk '$1 ~ /^\|?Depends:$/ && $2 !~ /^</ {print $2}' | grep -vx -e libmariadb3 -e libc6 | sort -u)
+deps=$(apt-cache depends sysbench | awk '($1 == "Depends:" || $1 == "|Depends:") && $2 !~ /^</ {print $2}' | grep -vx -e libmariadb3 -e libc6 | sort -u)
 [ -z "$deps" ] || apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $deps
 w=$(mktemp -d); trap 'rm -rf "$w" ${SYSBENCH_UNPACKED}.new' EXIT
 cd "$w" && apt-get download -q sysbench libmariadb3 >/dev/null

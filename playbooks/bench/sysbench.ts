@@ -8,7 +8,7 @@
 //   every worker (writes to the manager, reads spread over the workers);
 //   (2) oltp_read_only on every DB node at once.
 import type { Connection } from '../../core/types.ts';
-import { sysbenchOptions } from '../../roles/lib/mysql-meta.ts';
+import { SYSBENCH_BIN, sysbenchOptions } from '../../roles/lib/mysql-meta.ts';
 import type { SysbenchResult } from './types.ts';
 
 export type SysbenchTest = SysbenchResult['test'];
@@ -43,7 +43,7 @@ export function optionFile(s: SysbenchSettings): string {
 
 /** The command line of one run: settings as arguments, the password in the option file. */
 export function sysbenchCommand(test: SysbenchTest, s: Omit<SysbenchSettings, 'password'>): string {
-  return `sysbench ${test} --config-file=${OPTION_FILE} --tables=${s.tables} --table-size=${s.tableSize} --threads=${s.threads} --time=${s.time} --events=0 --report-interval=0 run`;
+  return `${SYSBENCH_BIN} ${test} --config-file=${OPTION_FILE} --tables=${s.tables} --table-size=${s.tableSize} --threads=${s.threads} --time=${s.time} --events=0 --report-interval=0 run`;
 }
 
 /** How many sbtest tables the sysbench role prepared (on the manager; replicated). */

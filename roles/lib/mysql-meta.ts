@@ -126,12 +126,19 @@ export function sysbenchOptions(spec: SysbenchSpec, password: string): string {
 }
 
 /**
+ * How to start sysbench on a DB node: /usr/local/bin first, where the sysbench
+ * role puts its wrapper next to Oracle MySQL on Debian (sudo's secure_path on
+ * Debian sid leaves /usr/local/bin out).
+ */
+export const SYSBENCH_BIN = 'PATH=/usr/local/bin:$PATH sysbench';
+
+/**
  * The sysbench command line for a test and action (no secret in it), e.g.
  * oltp_read_only run on any DB node, oltp_read_write run on the manager only:
  * workers are read-only replicas.
  */
 export function sysbenchCommand(spec: SysbenchSpec, test: 'oltp_read_only' | 'oltp_read_write', action: 'prepare' | 'run' | 'cleanup'): string {
-  return `sysbench --config-file=${SYSBENCH_OPTIONS_PATH} ${test} --tables=${spec.tables} --table_size=${spec.tableSize} ${action}`;
+  return `${SYSBENCH_BIN} --config-file=${SYSBENCH_OPTIONS_PATH} ${test} --tables=${spec.tables} --table_size=${spec.tableSize} ${action}`;
 }
 
 export const sysbenchMarkerValue = (spec: SysbenchSpec) => `${spec.tables}x${spec.tableSize}`;

@@ -47,6 +47,14 @@ describe('gatherFacts', () => {
     expect(facts.get('a')!.stdout).toBe('');
     expect(facts.get('b')!.stdout).toBe('after\n');
   });
+
+  test('a fact with a shell syntax error fails alone; the facts after it are still read', async () => {
+    const conn = new LocalConnection(hostsFor(['manager'])[0]);
+    const facts = await gatherFacts(conn, new Map([['bad', '; true'], ['quote', "echo 'it''s"], ['next', 'echo still here']]));
+    expect(facts.get('bad')!.code).not.toBe(0);
+    expect(facts.get('quote')!.code).not.toBe(0);
+    expect(facts.get('next')).toEqual({ stdout: 'still here\n', code: 0 });
+  });
 });
 
 describe('run', () => {
