@@ -704,6 +704,7 @@ function normalise(raw: RawCluster, file: string): Cluster {
     database: {
       engine: raw.database.engine,
       schema: raw.database.schema,
+      keepUsers: [...raw.database.keepUsers],
       sakila: { url: sakila.url, sha256: sakila.sha256, ...(sakila.path ? { path: path.resolve(dir, sakila.path) } : {}) },
       sysbench: { ...raw.database.sysbench },
     },

@@ -74,6 +74,8 @@ export interface SakilaSpec {
 export interface DatabaseSpec {
   engine: DbEngine;
   schema: string;
+  /** Accounts (`user@host`) rampart does not manage but must keep, although they have network access or global privileges. */
+  keepUsers: string[];
   sakila: SakilaSpec;
   sysbench: { tables: number; tableSize: number; threads: number; time: number };
 }

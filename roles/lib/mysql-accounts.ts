@@ -161,14 +161,41 @@ export function accountDrift(d: Dialect, want: Account, live: LiveAccounts, pass
 const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
 const MANAGED_USERS = new Set<string>(Object.values(DB_USERS));
 
-/** Accounts that must not exist: anonymous users, root over the network, our users on hosts no longer wanted. */
-export function unwantedUsers(live: LiveAccounts, wanted: Account[]): LiveUser[] {
-  return live.users.filter((u) => {
-    if (u.user === '') return true;
-    if (u.user === 'root' && !LOCAL_HOSTS.has(u.host)) return true;
-    if (MANAGED_USERS.has(u.user)) return !wanted.some((w) => w.user === u.user && w.host === u.host);
-    return false;
-  });
+/**
+ * The servers' own local accounts (created by the package, never by a person):
+ * kept although they hold global privileges. MariaDB: root, mysql (unix_socket)
+ * and mariadb.sys; MySQL: root and the mysql.* system users; Ubuntu's older
+ * debian-sys-maint.
+ */
+const SYSTEM_USERS = new Set(['root', 'mysql', 'mariadb.sys', 'mysql.sys', 'mysql.session', 'mysql.infoschema', 'debian-sys-maint']);
+
+export type UnwantedReason = 'anonymous' | 'remote root' | 'stale' | 'unmanaged';
+
+/** `user@host` as cluster.yaml's database.keepUsers spells it. */
+export const accountId = (u: { user: string; host: string }) => `${u.user}@${u.host}`;
+
+/**
+ * Accounts that must not exist: anonymous users, root over the network, our
+ * users on hosts no longer wanted, and any account rampart does not manage that
+ * can log in over the network or holds a global privilege (made by hand:
+ * `CREATE USER 'x'@'%'; GRANT ALL ON *.*`), unless database.keepUsers keeps it.
+ * Local accounts with only schema privileges are left alone.
+ */
+export function unwantedUsers(live: LiveAccounts, wanted: Account[], keep: readonly string[] = []): (LiveUser & { why: UnwantedReason })[] {
+  const out: (LiveUser & { why: UnwantedReason })[] = [];
+  for (const u of live.users) {
+    const why = ((): UnwantedReason | null => {
+      if (u.user === '') return 'anonymous';
+      if (u.user === 'root' && !LOCAL_HOSTS.has(u.host)) return 'remote root';
+      if (MANAGED_USERS.has(u.user)) return wanted.some((w) => w.user === u.user && w.host === u.host) ? null : 'stale';
+      if (keep.includes(accountId(u))) return null;
+      if (SYSTEM_USERS.has(u.user) && LOCAL_HOSTS.has(u.host)) return null;
+      const global = live.global.get(grantee(u.user, u.host));
+      return !LOCAL_HOSTS.has(u.host) || (global?.size ?? 0) > 0 ? 'unmanaged' : null;
+    })();
+    if (why) out.push({ ...u, why });
+  }
+  return out;
 }
 
 export interface AccountsPlan {
@@ -199,8 +226,11 @@ export function planAccounts(d: Dialect, cluster: Cluster, hosts: Host[], live: 
     sql.push('DROP DATABASE IF EXISTS `test`');
   }
   const wanted = desiredAccounts(d, cluster, hosts);
-  for (const u of unwantedUsers(live, wanted)) {
-    reasons.push(`drop ${u.user || "''"}@${u.host}`);
+  for (const u of unwantedUsers(live, wanted, cluster.database.keepUsers)) {
+    const what = u.why === 'unmanaged'
+      ? ` (not managed by rampart, ${LOCAL_HOSTS.has(u.host) ? 'global privileges' : 'network access'}${live.global.get(grantee(u.user, u.host))?.size ? `: ${[...live.global.get(grantee(u.user, u.host))!].slice(0, 3).join(', ')}` : ''}; keep it with database.keepUsers)`
+      : '';
+    reasons.push(`drop ${u.user || "''"}@${u.host}${what}`);
     sql.push(`DROP USER IF EXISTS ${sqlString(u.user)}@${sqlString(u.host)}`);
   }
   for (const a of wanted) {

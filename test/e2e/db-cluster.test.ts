@@ -169,6 +169,22 @@ describe.skipIf(!available)('DB roles on LXC', () => {
     expect(changedTasks(again.json)).toEqual([]);
   }, 300_000);
 
+  test('a superuser created by hand on the manager is reported by --check and removed by apply (on the workers too)', async () => {
+    sql('manager', "CREATE USER 'rogue'@'%' IDENTIFIED BY 'rogue-password-1'; GRANT ALL ON *.* TO 'rogue'@'%'");
+    const check = await zx<RunReport>('apply', file, ['--check']);
+    expect(changedTasks(check.json)).toEqual(['manager | mysql | users, grants and schemas']);
+    expect(check.json.results.find((x) => x.task === 'users, grants and schemas' && x.host === 'manager')!.message).toMatch(/drop rogue@% \(not managed by rampart, network access/);
+    expect(sql('manager', "SELECT COUNT(*) FROM mysql.user WHERE user='rogue'")).toBe('1');
+    const fix = await zx<RunReport>('apply', file);
+    expect(failures(fix.json)).toEqual([]);
+    for (const h of dbHosts()) {
+      const pos = sql('manager', 'SELECT @@gtid_binlog_pos');
+      if (h.node.db === 'worker') expect(sql(h.name, `SELECT MASTER_GTID_WAIT('${pos}', 30)`)).toBe('0');
+      expect(sql(h.name, "SELECT COUNT(*) FROM mysql.user WHERE user='rogue'")).toBe('0');
+    }
+    expect(changedTasks((await zx<RunReport>('apply', file)).json)).toEqual([]);
+  }, 300_000);
+
   test('a partial Sakila load (rows missing, no completion marker) is dropped and reloaded on the manager and the workers follow', async () => {
     // what a load killed on the node leaves behind: some tables filled, no marker
     sql('manager', "DELETE FROM rampart.meta WHERE k='sakila'; SET FOREIGN_KEY_CHECKS=0; DELETE FROM sakila.rental WHERE rental_id > 9000");

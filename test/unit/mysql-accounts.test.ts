@@ -143,6 +143,28 @@ describe('plan on live state', () => {
     expect(plan.sql).not.toContain('CREATE USER');
   });
 
+  test('unmanaged accounts with network access or a global privilege are drift; system accounts, local schema-only users and keepUsers stay', () => {
+    const system = (d: 'mariadb' | 'mysql') => d === 'mariadb'
+      ? [{ user: 'mysql', host: 'localhost', plugin: 'unix_socket', global: ['SELECT', 'SUPER'] }, { user: 'mariadb.sys', host: 'localhost', plugin: 'mysql_native_password', global: ['DELETE'] }]
+      : [{ user: 'mysql.sys', host: 'localhost', plugin: 'caching_sha2_password', global: ['SELECT'] }, { user: 'mysql.session', host: 'localhost', plugin: 'caching_sha2_password', global: ['SUPER'] }, { user: 'mysql.infoschema', host: 'localhost', plugin: 'caching_sha2_password', global: ['SELECT'] }];
+    for (const d of ['mariadb', 'mysql'] as const) {
+      const live = parseAccounts(liveFrom([
+        ...wantedLive(d), ...system(d),
+        { user: 'rogue', host: '%', plugin: 'x', global: ['SELECT', 'INSERT', 'SUPER'] },    // the hand-made superuser
+        { user: 'reporting', host: '10.77.0.50', plugin: 'x', schemas: { sakila: ['SELECT'] } }, // network access, no global privilege
+        { user: 'localadmin', host: 'localhost', plugin: 'x', global: ['PROCESS'] },           // local, but a global privilege
+        { user: 'localapp', host: 'localhost', plugin: 'x', schemas: { sakila: ['SELECT'] } },  // local, schema only: left alone
+        { user: 'backup', host: '10.77.0.5', plugin: 'x', global: ['RELOAD', 'LOCK TABLES'] },  // kept by keepUsers
+      ], ['mysql', 'rampart', 'sbtest'], ['rampart.meta']));
+      const drop = unwantedUsers(live, desiredAccounts(d, cluster, hosts), ['backup@10.77.0.5']);
+      expect(drop.map((u) => `${u.user}@${u.host} ${u.why}`).sort()).toEqual(['localadmin@localhost unmanaged', 'reporting@10.77.0.50 unmanaged', 'rogue@% unmanaged']);
+      const plan = planAccounts(d, { ...cluster, database: { ...cluster.database, keepUsers: ['backup@10.77.0.5'] } }, hosts, live, pw)!;
+      expect(plan.reasons.find((r) => r.startsWith('drop rogue@%'))).toMatch(/not managed by rampart, network access: .*keepUsers/);
+      expect(plan.sql).toContain(`DROP USER IF EXISTS 'rogue'@'%'`);
+      expect(plan.sql).not.toMatch(/'backup'|'localapp'|'mysql'@|'mysql\.|'mariadb\.sys'/);
+    }
+  });
+
   test('an extra privilege, a wrong password (native) or a wrong plugin recreates just that account', () => {
     const base = wantedLive('mariadb');
     const extra = base.map((u) => (u.user === DB_USERS.app ? { ...u, schemas: { sakila: ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'DROP'] } } : u));
