@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { RampartError, SpecError } from './errors.ts';
 
 /** Exit codes (documented in the README). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, spec: 3, provider: 4 } as const;
+export const EXIT = { ok: 0, failed: 1, usage: 2, spec: 3, provider: 4, changes: 2 } as const;
 
 export class UsageError extends RampartError {}
 
@@ -27,13 +27,17 @@ export function clusterFile(flag: string | undefined): string {
   return resolve(flag ?? process.env.RAMPART_CLUSTER ?? 'cluster.yaml');
 }
 
-/** Run a command's main: typed errors become a clear message (or JSON) and an exit code; never a stack trace. */
-export async function runMain(json: () => boolean, main: () => Promise<number>): Promise<never> {
+/**
+ * Run a command's main: typed errors become a clear message (or JSON) and an exit code; never a stack trace.
+ * With `detailedExitcode` (Terraform's convention) every error exits 1, so 2 means only "changes".
+ */
+export async function runMain(json: () => boolean, main: () => Promise<number>, opts: { detailedExitcode?: boolean } = {}): Promise<never> {
   let code: number;
   try {
     code = await main();
   } catch (e) {
-    code = e instanceof UsageError ? EXIT.usage : e instanceof SpecError ? EXIT.spec : e instanceof RampartError ? EXIT.provider : EXIT.failed;
+    code = opts.detailedExitcode ? EXIT.failed
+      : e instanceof UsageError ? EXIT.usage : e instanceof SpecError ? EXIT.spec : e instanceof RampartError ? EXIT.provider : EXIT.failed;
     const err = e as Error & { hint?: string; problems?: string[] };
     if (json()) {
       process.stdout.write(JSON.stringify({ error: { type: err.name, message: err.message, hint: err.hint, problems: err.problems } }) + '\n');

@@ -29,6 +29,7 @@ export function formatRecap(report: RunReport): string {
     }
   }
   lines.push('', `${(report.durationMs / 1000).toFixed(2)} s`);
+  if (report.log) lines.push(`every command sent, with its output: ${report.log}`);
   return lines.join('\n') + '\n';
 }
 

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { Listr, type ListrTask } from 'listr2';
 import { listrOptions } from './output.ts';
+import type { CommandLogger } from './runlog.ts';
 import { connect, shq, type KnownHosts } from './ssh.ts';
 import type {
   Cluster, Connection, Fact, Host, HostRecap, Role, RunReport, SecretStore, Task, TaskContext, TaskResult, TaskStatus,
@@ -26,9 +27,11 @@ export interface RunOptions {
   progress: boolean;
   /** How to open a host's connection (default: SSH). */
   connect?: (host: Host) => Promise<Connection>;
+  /** Told of every command sent (the run log, -v). */
+  log?: CommandLogger;
 }
 
-type BaseCtx = Omit<TaskContext, 'facts'>;
+export type BaseCtx = Omit<TaskContext, 'facts'>;
 /** The part of a listr2 task wrapper the engine writes to. */
 type Out = { title: string; output: string };
 
@@ -44,17 +47,35 @@ interface HostState {
 const roleApplies = (role: Role, host: Host) => host.node.roles.includes(role.name);
 const factId = (role: Role, task: Task, key: string) => `${role.name}\u0000${task.name}\u0000${key}`;
 
+/** The fact commands of a role's tasks (from task `from` on) that apply to the host, by `role\0task\0key`. */
+export function roleFactCommands(ctx: BaseCtx, role: Role, from = 0): Map<string, string> {
+  const cmds = new Map<string, string>();
+  for (const task of role.tasks.slice(from)) {
+    if (task.when?.(ctx) || !task.facts) continue;
+    for (const [k, cmd] of Object.entries(task.facts(ctx))) cmds.set(factId(role, task, k), cmd);
+  }
+  return cmds;
+}
+
+/** Every fact command of every role the host has: what one round trip reads before the roles run. */
+export function hostFactCommands(ctx: BaseCtx, roles: Role[]): Map<string, string> {
+  const cmds = new Map<string, string>();
+  for (const role of roles.filter((r) => roleApplies(r, ctx.host))) for (const [k, v] of roleFactCommands(ctx, role)) cmds.set(k, v);
+  return cmds;
+}
+
 /** Run several fact commands in one round trip; each output is framed by nonce markers. */
-export async function gatherFacts(conn: Connection, commands: Map<string, string>): Promise<Map<string, Fact>> {
+export async function gatherFacts(conn: Connection, commands: Map<string, string>, log?: CommandLogger): Promise<Map<string, Fact>> {
   const out = new Map<string, Fact>();
   if (commands.size === 0) return out;
+  const t0 = Date.now();
   const nonce = randomBytes(6).toString('hex');
   const ids = [...commands.keys()];
   const script = ids
     // eval: a fact with a shell syntax error fails alone (exit 2) instead of ending the script for every fact after it
     .map((id, i) => `printf '@@${nonce}:B:${i}\\n'; ( eval ${shq(commands.get(id)!)} ) 2>/dev/null </dev/null; printf '\\n@@${nonce}:E:${i}:%s\\n' "$?"`)
     .join('\n');
-  const res = await conn.exec(script, { check: false });
+  const res = await conn.exec(script, { check: false, log: false });
   const text = res.stdout;
   ids.forEach((id, i) => {
     const begin = `@@${nonce}:B:${i}\n`;
@@ -66,6 +87,10 @@ export async function gatherFacts(conn: Connection, commands: Map<string, string
     }
     const codeStr = text.slice(e + `\n@@${nonce}:E:${i}:`.length).split('\n', 1)[0];
     out.set(id, { stdout: text.slice(b + begin.length, e), code: Number(codeStr) });
+  });
+  log?.({
+    host: conn.host.name, kind: 'facts', command: `${ids.length} fact commands in one round trip`, code: res.code, durationMs: Date.now() - t0,
+    facts: Object.fromEntries(ids.map((id) => [id.split('\u0000').join(' | '), out.get(id)!])),
   });
   return out;
 }
@@ -92,19 +117,10 @@ export async function run(opts: RunOptions): Promise<RunReport> {
     if (out && r.status !== 'ok') out.output = `${r.role} | ${r.task}: ${r.status}${r.message ? ` (${r.message})` : ''}`;
   };
 
-  /** The fact commands of a role's tasks (from task `from` on) that apply to the host. */
-  const factCommands = (st: HostState, role: Role, from = 0): Map<string, string> => {
-    const cmds = new Map<string, string>();
-    const ctx = baseCtx(st);
-    for (const task of role.tasks.slice(from)) {
-      if (task.when?.(ctx) || !task.facts) continue;
-      for (const [k, cmd] of Object.entries(task.facts(ctx))) cmds.set(factId(role, task, k), cmd);
-    }
-    return cmds;
-  };
+  const factCommands = (st: HostState, role: Role, from = 0) => roleFactCommands(baseCtx(st), role, from);
 
   const runRole = async (st: HostState, role: Role, out: Out) => {
-    let facts = changesSinceGather === 0 ? st.facts : await gatherFacts(st.conn!, factCommands(st, role));
+    let facts = changesSinceGather === 0 ? st.facts : await gatherFacts(st.conn!, factCommands(st, role), opts.log);
     const notified = new Set<string>();
     let dirty = false;
     for (const [index, task] of role.tasks.entries()) {
@@ -124,7 +140,7 @@ export async function run(opts: RunOptions): Promise<RunReport> {
         if (dirty && task.facts) {
           // Something this role changed may have changed the facts of the tasks still to come:
           // read them all again in one round trip (again after the next change, if any).
-          facts = new Map([...facts, ...(await gatherFacts(st.conn!, factCommands(st, role, index)))]);
+          facts = new Map([...facts, ...(await gatherFacts(st.conn!, factCommands(st, role, index), opts.log))]);
           dirty = false;
         }
         const own: Record<string, Fact> = {};
@@ -182,18 +198,15 @@ export async function run(opts: RunOptions): Promise<RunReport> {
                 try {
                   st.conn = opts.connect
                     ? await opts.connect(st.host)
-                    : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, retryForMs: opts.connectRetryMs });
+                    : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, retryForMs: opts.connectRetryMs, log: opts.log });
                 } catch (e) {
                   st.unreachable = true;
                   st.failed = true;
                   results.push({ host: st.host.name, role: 'connect', task: 'ssh', status: 'failed', message: errorMessage(e), durationMs: 0 });
                   throw e;
                 }
-                const cmds = new Map<string, string>();
-                for (const role of roles.filter((r) => roleApplies(r, st.host))) {
-                  for (const [k, v] of factCommands(st, role)) cmds.set(k, v);
-                }
-                st.facts = await gatherFacts(st.conn, cmds);
+                const cmds = hostFactCommands(baseCtx(st), roles);
+                st.facts = await gatherFacts(st.conn, cmds, opts.log);
                 out.title = `${st.host.name}: ${cmds.size} facts`;
               },
             })),

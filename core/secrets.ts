@@ -12,6 +12,11 @@ export class FileSecretStore implements SecretStore {
     this.cache = readJson<Record<string, string>>(this.path, {});
   }
 
+  /** Every stored secret's value (to mask them in logs; never to print). */
+  values(): string[] {
+    return Object.values({ ...readJson<Record<string, string>>(this.path, {}), ...this.cache });
+  }
+
   get(name: string): string {
     let value = this.cache[name];
     if (!value) {

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { NodeSSH } from 'node-ssh';
 import { Client, type ClientChannel } from 'ssh2';
 import { SshError } from './errors.ts';
+import type { CommandLogger } from './runlog.ts';
 import { writeFileAtomic } from './state.ts';
 import type { Connection, ExecOptions, ExecResult, Host } from './types.ts';
 
@@ -77,6 +78,8 @@ export interface ConnectOptions {
   knownHosts: KnownHosts;
   /** Keep retrying refused/timed-out connects for this long (a node may still be booting). */
   retryForMs?: number;
+  /** Told of every command sent and its result (the run log, -v). */
+  log?: CommandLogger;
 }
 
 class SshConnection implements Connection {
@@ -84,6 +87,7 @@ class SshConnection implements Connection {
     readonly host: Host,
     private readonly ssh: NodeSSH,
     private readonly jumpClient?: Client,
+    private readonly log: CommandLogger = () => undefined,
   ) {}
 
   private wrap(script: string, sudo: boolean): string {
@@ -94,16 +98,20 @@ class SshConnection implements Connection {
 
   async exec(script: string, opts: ExecOptions = {}): Promise<ExecResult> {
     const { stdin, sudo = true, check = true } = opts;
+    const t0 = Date.now();
     let res;
     try {
       res = await this.ssh.execCommand(this.wrap(script, sudo), { stdin, noTrim: true });
     } catch (e) {
+      this.log({ host: this.host.name, kind: 'exec', command: script, code: 255, durationMs: Date.now() - t0, stderr: `connection lost: ${(e as Error).message}` });
       throw new SshError(this.host.name, `connection lost: ${(e as Error).message}`);
     }
     const out: ExecResult = { stdout: res.stdout, stderr: res.stderr, code: res.code ?? 255 };
+    if (opts.log !== false) this.log({ host: this.host.name, kind: 'exec', command: script, code: out.code, durationMs: Date.now() - t0, stdout: out.stdout, stderr: out.stderr });
     if (check && out.code !== 0) {
       const first = script.split('\n').find((l) => l.trim()) ?? script;
-      const err = (out.stderr.trim() || out.stdout.trim()).split('\n').slice(-3).join(' | ');
+      // enough of the end of the output to act on (the run log has all of it)
+      const err = (out.stderr.trim() || out.stdout.trim()).split('\n').slice(-8).join(' | ');
       throw new SshError(this.host.name, `command failed (exit ${out.code}): ${first.trim().slice(0, 120)}${err ? ` -> ${err}` : ''}`);
     }
     return out;
@@ -114,17 +122,24 @@ class SshConnection implements Connection {
     const { mode = '0644', owner = 'root:root' } = opts;
     const tmp = `${path}.rampart-tmp`;
     const script = `set -e; mkdir -p "$(dirname ${shq(path)})"; umask 077; cat > ${shq(tmp)}; chown ${shq(owner)} ${shq(tmp)}; chmod ${shq(mode)} ${shq(tmp)}; mv -f ${shq(tmp)} ${shq(path)}`;
-    const stdin = Readable.from([typeof content === 'string' ? Buffer.from(content) : content]);
-    const res = await this.ssh.execCommand(this.wrap(script, true), { stdin });
+    const bytes = typeof content === 'string' ? Buffer.from(content) : content;
+    const t0 = Date.now();
+    const res = await this.ssh.execCommand(this.wrap(script, true), { stdin: Readable.from([bytes]) });
+    // the content is not logged (it may hold credentials): only what was written where
+    this.log({ host: this.host.name, kind: 'write', command: `write ${path} (${bytes.length} bytes, mode ${mode}, ${owner})`, code: res.code ?? 255, durationMs: Date.now() - t0, stderr: res.stderr });
     if (res.code !== 0) throw new SshError(this.host.name, `writing ${path} failed: ${res.stderr.trim()}`);
   }
 
   async putFile(localPath: string, remotePath: string): Promise<void> {
+    const t0 = Date.now();
+    const command = `upload ${localPath} -> ${remotePath}`;
     try {
       await this.ssh.putFile(localPath, remotePath);
     } catch (e) {
+      this.log({ host: this.host.name, kind: 'put', command, code: 1, durationMs: Date.now() - t0, stderr: (e as Error).message });
       throw new SshError(this.host.name, `upload of ${localPath} to ${remotePath} failed: ${(e as Error).message}`);
     }
+    this.log({ host: this.host.name, kind: 'put', command, code: 0, durationMs: Date.now() - t0 });
   }
 
   close(): void {
@@ -204,7 +219,7 @@ export async function connect(host: Host, opts: ConnectOptions): Promise<Connect
           return v.ok;
         },
       });
-      return new SshConnection(host, ssh, jump?.client);
+      return new SshConnection(host, ssh, jump?.client, opts.log);
     } catch (e) {
       ssh.dispose();
       jump?.client.end();

@@ -186,6 +186,8 @@ export interface ExecOptions {
   sudo?: boolean;
   /** Throw SshError when the exit code is not 0 (default true). */
   check?: boolean;
+  /** false: not recorded in the run log (the caller records it, e.g. the fact round trip). */
+  log?: false;
 }
 
 /** One open connection to a host; every task of the host reuses it. */
@@ -275,6 +277,8 @@ export interface RunReport {
   hosts: Record<string, HostRecap>;
   results: TaskResult[];
   provider?: PlanItem[];
+  /** The run log (.rampart/logs/...jsonl): every command sent, its result and duration. */
+  log?: string;
 }
 
 export interface SecretStore {

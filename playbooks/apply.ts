@@ -1,6 +1,8 @@
 // `npx zx apply`: create the nodes (provider.up), then converge every role.
 import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.ts';
+import { resolveLimit } from '../core/limit.ts';
+import { RunLog } from '../core/runlog.ts';
 import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { run } from '../core/run.ts';
 import { FileSecretStore } from '../core/secrets.ts';
@@ -11,21 +13,29 @@ import type { Host, PlanItem, RoleName } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
 import { ROLE_ORDER, rolesInOrder } from '../roles/index.ts';
 
-const HELP = `usage: npx zx apply [--check] [--limit host,...] [--json] [-f cluster.yaml]
+const HELP = `usage: npx zx apply [--check] [--limit host,...] [--json] [-v|-vv] [--detailed-exitcode] [-f cluster.yaml]
 
 Create the nodes of cluster.yaml and converge every role. A second run changes nothing.
   --check        dry run: show what would change (nodes and tasks), change nothing
-  --limit LIST   run the roles on these hosts only (comma separated)
+  --limit LIST   run the roles on these hosts or groups only (comma separated; groups: all, db,
+                 manager, workers, services, a service name, a role name)
   --roles LIST   run only these roles (comma separated, e.g. base,iptables); nodes are still created
+  -v, -vv        print each command sent and its output (secrets masked); -vv also every fact
+  --detailed-exitcode   exit 0 nothing to do, 2 changes (pending with --check, made without), 1 any error
   --json         print one JSON object (per-host counts, per-task results) on stdout
   -f, --file     cluster file (default ./cluster.yaml or $RAMPART_CLUSTER)
+Every run writes .rampart/logs/<time>-apply-<pid>.jsonl: every command, its result and duration.
 Exit: 0 ok, 1 a task failed or a host was unreachable, 2 usage, 3 invalid cluster.yaml, 4 provider error.
 `;
 
 export async function main(args: string[]): Promise<never> {
   let json = args.includes('--json');
+  const detailed = args.includes('--detailed-exitcode');
   return runMain(() => json, async () => {
-    const flags = parseFlags(args, { check: { type: 'boolean', default: false }, limit: { type: 'string' }, roles: { type: 'string' } });
+    const flags = parseFlags(args, {
+      check: { type: 'boolean', default: false }, limit: { type: 'string' }, roles: { type: 'string' },
+      'detailed-exitcode': { type: 'boolean', default: false }, verbose: { type: 'boolean', short: 'v', multiple: true },
+    });
     json = Boolean(flags.json);
     if (flags.help) {
       process.stdout.write(HELP);
@@ -33,9 +43,8 @@ export async function main(args: string[]): Promise<never> {
     }
     const cluster = loadCluster(clusterFile(flags.file as string | undefined));
     const check = Boolean(flags.check);
-    const limit = flags.limit ? String(flags.limit).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
-    const unknown = limit?.filter((n) => !cluster.nodes.some((node) => node.name === n)) ?? [];
-    if (unknown.length) throw new UsageError(`--limit names unknown host(s): ${unknown.join(', ')}`);
+    const verbosity = (flags.verbose as boolean[] | undefined)?.length ?? 0;
+    const limit = resolveLimit(cluster, flags.limit as string | undefined);
     const used = new Set<RoleName>(cluster.nodes.flatMap((n) => n.roles));
     const only = flags.roles ? String(flags.roles).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
     const badRoles = only?.filter((r) => !ROLE_ORDER.includes(r as RoleName)) ?? [];
@@ -43,6 +52,8 @@ export async function main(args: string[]): Promise<never> {
     const roles = rolesInOrder(only ? new Set([...used].filter((r) => only.includes(r))) : used);
 
     const paths = ensureStateDir(cluster.dir);
+    const secrets = new FileSecretStore(cluster.dir);
+    const runLog = new RunLog(paths.dir, 'apply', secrets.values(), json ? 0 : verbosity);
     const key = ensureSshKey(cluster.dir);
     const knownHosts = new KnownHosts(paths.knownHosts);
     const provider = await providerFor(cluster);
@@ -77,10 +88,11 @@ export async function main(args: string[]): Promise<never> {
 
     const report = await run({
       cluster, hosts, limit, roles, check,
-      privateKey: key.privateKey, knownHosts, secrets: new FileSecretStore(cluster.dir), progress: !json,
+      privateKey: key.privateKey, knownHosts, secrets, progress: !json && verbosity === 0, log: runLog.record,
     });
     report.provider = changes;
     report.providerMs = providerMs;
+    report.log = runLog.path;
     if (json) {
       process.stdout.write(JSON.stringify(report) + '\n');
     } else {
@@ -88,6 +100,8 @@ export async function main(args: string[]): Promise<never> {
       process.stderr.write('\n' + formatRecap(report));
     }
     const bad = Object.values(report.hosts).some((h) => h.failed > 0 || h.unreachable);
-    return bad ? EXIT.failed : EXIT.ok;
-  });
+    if (bad) return EXIT.failed;
+    const changed = report.results.some((r) => r.status === 'changed') || changes.some((c) => c.action !== 'ok');
+    return detailed && changed ? EXIT.changes : EXIT.ok;
+  }, { detailedExitcode: detailed });
 }

@@ -114,6 +114,38 @@ describe.skipIf(!RUN)('engine + local provider + base role (6 LXC nodes)', () =>
     }
   }, 300_000);
 
+  test('operator tools: --detailed-exitcode gates on drift, -v shows the commands, every run is logged, exec and facts, --limit groups', async () => {
+    onNode(file, addr('worker1'), 'echo Europe/Paris > /etc/timezone');
+    const pending = await zx<RunReport>('apply', file, ['--roles', 'base', '--check', '--detailed-exitcode']);
+    expect(pending.code).toBe(2);
+    expect(changedTasks(pending.json)).toEqual(['worker1|base|timezone']);
+    // -v: the commands and their output on stderr (no --json: the plain rendering)
+    const verbose = spawnSync(join(import.meta.dir, '../../node_modules/.bin/zx'), ['apply', '-f', file, '--roles', 'base', '--limit', 'workers', '-v'], { cwd: join(import.meta.dir, '../..'), encoding: 'utf8' });
+    expect(verbose.status).toBe(0);
+    expect(verbose.stderr).toContain('[worker1] facts (exit 0');
+    expect(verbose.stderr).toMatch(/\[worker1\] exec \(exit 0, \d+ ms\)\n.*ln -sfn/);
+    expect(verbose.stderr).not.toContain('[manager]');
+    const clean = await zx<RunReport>('apply', file, ['--roles', 'base', '--check', '--detailed-exitcode']);
+    expect(clean.code).toBe(0);
+    // the run log: one JSON line per command, 0600, named in the report
+    expect(clean.json.log).toMatch(/\.rampart\/logs\/.*-apply-\d+\.jsonl$/);
+    const logged = readFileSync(clean.json.log!, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { host: string; kind: string });
+    expect(new Set(logged.filter((l) => l.kind === 'facts').map((l) => l.host))).toEqual(new Set(NODES));
+    expect(spawnSync('stat', ['-c', '%a', clean.json.log!], { encoding: 'utf8' }).stdout.trim()).toBe('600');
+    // ad-hoc commands and facts, over the same pinned connections
+    const one = await zx<{ hosts: Record<string, { code: number; stdout: string }> }>('exec', file, ['--limit', 'worker1', '--', 'hostname']);
+    expect(one.code).toBe(0);
+    expect(one.json.hosts).toEqual({ worker1: expect.objectContaining({ code: 0, stdout: 'worker1\n' }) });
+    const group = await zx<{ hosts: Record<string, { stdout: string }> }>('exec', file, ['--limit', 'workers', '--', 'cat /etc/timezone']);
+    expect(Object.fromEntries(Object.entries(group.json.hosts).map(([h, r]) => [h, r.stdout]))).toEqual({ worker1: 'UTC\n', worker2: 'UTC\n' });
+    const facts = await zx<{ facts: { role: string; task: string; key: string; stdout: string }[] }>('facts', file, ['worker2']);
+    expect(facts.code).toBe(0);
+    expect(facts.json.facts.find((f) => f.task === 'hostname')!.stdout).toBe('worker2\nworker2\n');
+    const bad = await zx('exec', file, ['--limit', 'nosuchgroup', '--', 'true']);
+    expect(bad.code).toBe(2);
+    expect(JSON.stringify(bad.json)).toContain('groups: all, db, manager, workers');
+  }, 300_000);
+
   test('a node deleted by hand is recreated by the next apply', async () => {
     execFileSync('lxc-destroy', ['-f', '-n', `${NAME}-gatekeeper`]);
     const plan = await zx<RunReport & { provider: unknown }>('apply', file, ['--roles', 'base', '--check']);

@@ -82,7 +82,7 @@ Latency (ms):
     const cmd = sysbenchCommand('oltp_read_only', settings);
     expect(cmd).not.toContain('p@ss-w0rd');
     expect(cmd).toContain('--tables=10 --table-size=10000 --threads=4 --time=7');
-    expect(cmd).toMatch(/^sysbench oltp_read_only --config-file=\S+ .* run$/);
+    expect(cmd).toMatch(/^PATH=\/usr\/local\/bin:\$PATH sysbench oltp_read_only --config-file=\S+ .* run$/);
   });
 });
 

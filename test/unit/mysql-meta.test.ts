@@ -49,7 +49,7 @@ describe('sysbench state', () => {
   });
 
   test('table options go on the command line (sysbench 1.0 ignores them in --config-file); prepare drops leftovers first', () => {
-    expect(sysbenchCommand(spec, 'oltp_read_only', 'run')).toBe(`sysbench --config-file=/etc/rampart/sysbench.cfg oltp_read_only --tables=${spec.tables} --table_size=${spec.tableSize} run`);
+    expect(sysbenchCommand(spec, 'oltp_read_only', 'run')).toBe(`PATH=/usr/local/bin:$PATH sysbench --config-file=/etc/rampart/sysbench.cfg oltp_read_only --tables=${spec.tables} --table_size=${spec.tableSize} run`);
     const s = sysbenchPrepareScript(spec);
     expect(s.indexOf('DROP TABLE IF EXISTS')).toBeLessThan(s.indexOf(' prepare >/dev/null'));
     expect(s.indexOf(' prepare >/dev/null')).toBeLessThan(s.indexOf('INSERT INTO rampart.meta'));
