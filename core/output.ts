@@ -26,6 +26,7 @@ export function formatRecap(report: RunReport): string {
     lines.push('', report.check ? 'would change:' : 'changes and failures:');
     for (const r of changedOrFailed) {
       lines.push(`  ${r.status === 'failed' ? color(31, 'FAILED ') : ''}${r.host} | ${r.role} | ${r.task}${r.message ? `: ${r.message}` : ''}`);
+      if (r.diff) lines.push(...r.diff.replace(/\n$/, '').split('\n').map((l) => `      ${l.startsWith('+') ? color(32, l) : l.startsWith('-') ? color(31, l) : l}`));
     }
   }
   lines.push('', `${(report.durationMs / 1000).toFixed(2)} s`);

@@ -29,6 +29,8 @@ export interface RunOptions {
   connect?: (host: Host) => Promise<Connection>;
   /** Told of every command sent (the run log, -v). */
   log?: CommandLogger;
+  /** --diff: evaluate each difference's detail (unified diff, old -> new) into TaskResult.diff. */
+  diff?: boolean;
 }
 
 export type BaseCtx = Omit<TaskContext, 'facts'>;
@@ -42,6 +44,8 @@ interface HostState {
   unreachable: boolean;
   /** Facts gathered up front, by `${role}\0${task}\0${key}`. */
   facts: Map<string, Fact>;
+  /** --check: `role:task` of the tasks that would change here (later tasks depending on them would too). */
+  wouldChange: Set<string>;
 }
 
 const roleApplies = (role: Role, host: Host) => host.node.roles.includes(role.name);
@@ -100,7 +104,7 @@ export async function run(opts: RunOptions): Promise<RunReport> {
   const { cluster, hosts, roles, check } = opts;
   const selected = opts.limit?.length ? hosts.filter((h) => opts.limit!.includes(h.name)) : hosts;
   const states = new Map<string, HostState>(
-    selected.map((h) => [h.name, { host: h, failed: false, unreachable: false, facts: new Map() }]),
+    selected.map((h) => [h.name, { host: h, failed: false, unreachable: false, facts: new Map(), wouldChange: new Set<string>() }]),
   );
   const results: TaskResult[] = [];
   // Facts gathered up front stay valid until something changes somewhere (a change on
@@ -149,14 +153,24 @@ export async function run(opts: RunOptions): Promise<RunReport> {
         }
         const ctx: TaskContext = { ...ctx0, facts: own };
         const diff = await task.check(ctx);
-        if (!diff) {
+        const detail = diff && opts.diff && diff.detail ? await diff.detail() : undefined;
+        const withDiff = (r: TaskResult): TaskResult => (detail ? { ...r, diff: detail } : r);
+        // --check reads today's facts: a task whose inputs an earlier task would change cannot be
+        // judged from them; it is reported as what it is ("would change: depends on X"), not as ok
+        const dependency = check && !diff ? (task.dependsOn ?? []).find((d) => st.wouldChange.has(d.includes(':') ? d : `${role.name}:${d}`)) : undefined;
+        if (dependency) {
+          st.wouldChange.add(`${role.name}:${task.name}`);
+          record(res('changed', `would change: depends on ${dependency}`), out);
+        } else if (!diff) {
           record(res('ok'), out);
         } else if (check) {
-          record(res('changed', `would: ${diff.message}`), out);
+          st.wouldChange.add(`${role.name}:${task.name}`);
+          for (const h of task.notifies ?? []) notified.add(h);
+          record(withDiff(res('changed', `would: ${diff.message}`)), out);
         } else {
           const msg = await task.apply(ctx, diff);
           dirty = true;
-          record(res('changed', msg || diff.message), out);
+          record(withDiff(res('changed', msg || diff.message)), out);
         }
       } catch (e) {
         st.failed = true;
@@ -169,6 +183,10 @@ export async function run(opts: RunOptions): Promise<RunReport> {
       const r = (status: TaskStatus, message = ''): TaskResult => ({
         host: st.host.name, role: role.name, task: `handler: ${handler.name}`, status, message, durationMs: Date.now() - t0,
       });
+      if (check) {
+        record(r('changed', 'would run (notified)'), out);
+        continue;
+      }
       try {
         out.title = `${st.host.name}: handler ${handler.name}`;
         await handler.run(baseCtx(st));
@@ -244,6 +262,34 @@ export async function run(opts: RunOptions): Promise<RunReport> {
   const report: RunReport = { check, durationMs: Date.now() - started, hosts: {}, results };
   for (const st of all) report.hosts[st.host.name] = recapOf(st.host.name, results, st.unreachable);
   return report;
+}
+
+/**
+ * --check on nodes that do not exist yet (Terraform's "known after apply"): every
+ * task their roles would run, without facts to judge them by. A task whose
+ * `when` rules it out for the node (e.g. not a DB node) is skipped as it would be.
+ */
+export function plannedResults(cluster: Cluster, nodes: Cluster['nodes'], roles: Role[], secrets: SecretStore): TaskResult[] {
+  const out: TaskResult[] = [];
+  for (const node of nodes) {
+    const host: Host = { name: node.name, address: '(known after apply)', privateAddress: node.address ?? '(known after apply)', port: 22, user: cluster.adminUser, sshFrom: '', node };
+    const ctx: BaseCtx = { host, conn: undefined as unknown as Connection, cluster, hosts: [host], check: true, secrets, notify: () => undefined };
+    for (const role of roles.filter((r) => roleApplies(r, host))) {
+      for (const task of role.tasks) {
+        let skip: string | null = null;
+        try {
+          skip = task.when?.(ctx) ?? null;
+        } catch {
+          skip = null; // needs what only a live node tells: it would run
+        }
+        out.push({
+          host: node.name, role: role.name, task: task.name, durationMs: 0,
+          ...(skip ? { status: 'skipped' as const, message: skip } : { status: 'changed' as const, message: 'would run (the node does not exist yet: known after apply)' }),
+        });
+      }
+    }
+  }
+  return out;
 }
 
 export function recapOf(host: string, results: TaskResult[], unreachable: boolean): HostRecap {

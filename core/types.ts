@@ -226,6 +226,8 @@ export interface Fact {
 export interface Diff {
   message: string;
   data?: unknown;
+  /** --diff: what changes, in detail (a unified diff of a file, `old -> new` lines); secrets masked. */
+  detail?: () => Promise<string> | string;
 }
 
 export interface Task {
@@ -238,6 +240,13 @@ export interface Task {
   apply(ctx: TaskContext, diff: Diff): Promise<string | void>;
   /** Skip this task on this host (e.g. not a DB node). Return the reason, or null to run. */
   when?(ctx: Omit<TaskContext, 'facts'>): string | null;
+  /**
+   * Earlier tasks whose change changes this one's inputs (`task name` of the same role, or
+   * `role:task name`): --check reports this task as "would change: depends on X" when X would.
+   */
+  dependsOn?: string[];
+  /** Handlers this task notifies when it changes (--check lists them as would run). */
+  notifies?: string[];
 }
 
 export interface Handler {
@@ -258,6 +267,8 @@ export interface TaskResult {
   status: TaskStatus;
   message: string;
   durationMs: number;
+  /** With --diff: what changes (or would), in detail. */
+  diff?: string;
 }
 
 export interface HostRecap {

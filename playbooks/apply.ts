@@ -4,7 +4,7 @@ import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.
 import { resolveLimit } from '../core/limit.ts';
 import { RunLog } from '../core/runlog.ts';
 import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
-import { run } from '../core/run.ts';
+import { plannedResults, recapOf, run } from '../core/run.ts';
 import { FileSecretStore } from '../core/secrets.ts';
 import { loadCluster } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
@@ -20,6 +20,7 @@ Create the nodes of cluster.yaml and converge every role. A second run changes n
   --limit LIST   run the roles on these hosts or groups only (comma separated; groups: all, db,
                  manager, workers, services, a service name, a role name)
   --roles LIST   run only these roles (comma separated, e.g. base,iptables); nodes are still created
+  --diff         show what changes in detail: unified diffs of managed files, firewall lines, old -> new
   -v, -vv        print each command sent and its output (secrets masked); -vv also every fact
   --detailed-exitcode   exit 0 nothing to do, 2 changes (pending with --check, made without), 1 any error
   --json         print one JSON object (per-host counts, per-task results) on stdout
@@ -34,7 +35,7 @@ export async function main(args: string[]): Promise<never> {
   return runMain(() => json, async () => {
     const flags = parseFlags(args, {
       check: { type: 'boolean', default: false }, limit: { type: 'string' }, roles: { type: 'string' },
-      'detailed-exitcode': { type: 'boolean', default: false }, verbose: { type: 'boolean', short: 'v', multiple: true },
+      'detailed-exitcode': { type: 'boolean', default: false }, verbose: { type: 'boolean', short: 'v', multiple: true }, diff: { type: 'boolean', default: false },
     });
     json = Boolean(flags.json);
     if (flags.help) {
@@ -88,11 +89,20 @@ export async function main(args: string[]): Promise<never> {
 
     const report = await run({
       cluster, hosts, limit, roles, check,
-      privateKey: key.privateKey, knownHosts, secrets, progress: !json && verbosity === 0, log: runLog.record,
+      privateKey: key.privateKey, knownHosts, secrets, progress: !json && verbosity === 0, log: runLog.record, diff: Boolean(flags.diff),
     });
     report.provider = changes;
     report.providerMs = providerMs;
     report.log = runLog.path;
+    // a managed file's diff may show a credential it holds: masked like the run log
+    for (const r of report.results) if (r.diff) r.diff = runLog.mask(r.diff);
+    if (check) {
+      // nodes the plan would create: list what would run on them instead of leaving them out
+      const absent = cluster.nodes.filter((n) => !hosts.some((h) => h.name === n.name) && (!limit || limit.includes(n.name)));
+      const planned = plannedResults(cluster, absent, roles, secrets);
+      report.results.push(...planned);
+      for (const n of absent) report.hosts[n.name] = recapOf(n.name, planned, false);
+    }
     if (json) {
       process.stdout.write(JSON.stringify(report) + '\n');
     } else {

@@ -8,8 +8,9 @@ import { HostError } from '../core/errors.ts';
 import type { Fact, Role, Task, TaskContext } from '../core/types.ts';
 import {
   egressOf, FIREWALL_UNIT, FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, firewallRules, firewallRules6, LIVE_RULES6_FACT, LIVE_RULES_FACT,
-  MIRROR_FACT, parseMirrorFact, RULES6_PATH, RULES_PATH, rulesetDelta, sameRuleset,
+  MIRROR_FACT, normaliseRuleset, parseMirrorFact, RULES6_PATH, RULES_PATH, rulesetDelta, sameRuleset,
 } from './lib/firewall.ts';
+import { unifiedDiff } from '../core/diff.ts';
 
 type FactCtx = Omit<TaskContext, 'facts'>;
 
@@ -57,7 +58,13 @@ const live: Task = {
       load.v6 = want6;
       msg.push(`IPv6: ${deltaText(want6, have6)}`);
     }
-    return msg.length ? { message: `load ruleset (${msg.join('; ')})`, data: load } : null;
+    if (!msg.length) return null;
+    // --diff: the rule lines added and removed, in iptables-save's normalised spelling
+    const detail = () => [
+      load.v4 ? unifiedDiff('iptables filter (IPv4)', `${normaliseRuleset(have4)}\n`, `${normaliseRuleset(want4)}\n`) : '',
+      load.v6 ? unifiedDiff('ip6tables filter (IPv6)', `${normaliseRuleset(have6)}\n`, `${normaliseRuleset(want6)}\n`) : '',
+    ].join('');
+    return { message: `load ruleset (${msg.join('; ')})`, data: load, detail };
   },
   apply: async ({ conn }, diff) => {
     const load = diff.data as Load;

@@ -153,7 +153,7 @@ const running: Task = {
     if (bad) return { message: `unsupported server: ${bad}`, data: { unsupported: bad } };
     if (ctx.facts.vars.code !== 0) return { message: 'server not answering: restart' };
     const drift = liveDrift(serverSettings(d, ctx.host, ctx.host.node.db!), parseVariables(ctx.facts.vars.stdout));
-    return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})` } : null;
+    return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})`, detail: () => drift.map((x) => `${x}\n`).join('') } : null;
   },
   apply: async (ctx, diff) => {
     const bad = (diff.data as { unsupported?: string } | undefined)?.unsupported;
@@ -173,7 +173,7 @@ const accounts: Task = {
   check: (ctx) => {
     if (ctx.facts.accounts.code !== 0) return { message: 'server not answering: create users and schemas' };
     const plan = planAccounts(dialect(ctx), ctx.cluster, ctx.hosts, parseAccounts(ctx.facts.accounts.stdout), (s) => ctx.secrets.get(s));
-    return plan ? { message: plan.reasons.join('; ') } : null;
+    return plan ? { message: plan.reasons.join('; '), detail: () => plan.reasons.map((r) => `${r}\n`).join('') } : null;
   },
   apply: async (ctx) => {
     // re-read now: the check may have run before the server was up

@@ -30,7 +30,7 @@ const replica: Task = {
     const decision = replicaDecision(parseReplicaStatus(ctx.facts.status.stdout), source(ctx));
     if (decision.action === 'ok') return null;
     if (decision.action === 'fail') return { message: `${decision.reason} (needs a human)`, data: decision };
-    return { message: `${decision.action}: ${decision.reason}`, data: decision };
+    return { message: `${decision.action}: ${decision.reason}`, data: decision, detail: () => `source: ${decision.reason} -> ${source(ctx).user}@${source(ctx).host}:${source(ctx).port} (GTID)\n` };
   },
   apply: async (ctx, diff) => {
     const d = dialectFor(ctx.cluster, ctx.facts.os.stdout);

@@ -169,6 +169,7 @@ export function runtimeState(stdout: string): { sha: string; current: boolean } 
 
 const runtime: Task = {
   name: 'bun runtime',
+  notifies: [RESTART],
   when: noService,
   facts: () => ({
     cpu: CPU_FACT,
@@ -201,6 +202,7 @@ printf '%s %s\\n' "$got" "$(stat -c '%s %Y' ${RUNTIME_PATH})" > ${RUNTIME_STAMP_
 
 const bundle: Task = {
   name: 'service bundle',
+  notifies: [RESTART],
   when: noService,
   facts: (ctx) => ({ file: fileFactCommand(bundlePath(svc(ctx))) }),
   check: async (ctx) => {
@@ -238,6 +240,7 @@ const unit = fileTask({
 
 const running: Task = {
   name: 'service enabled and running',
+  notifies: [RESTART],
   when: noService,
   facts: (ctx) => ({
     state: `systemctl is-enabled ${unitName(svc(ctx))}; systemctl is-active ${unitName(svc(ctx))}`,

@@ -73,7 +73,8 @@ describe.skipIf(!RUN)('engine + local provider + base role (6 LXC nodes)', () =>
     const check = await zx<RunReport>('apply', file, ['--roles', 'base', '--check']);
     ok(check);
     expect(check.json.check).toBe(true);
-    expect(changedTasks(check.json)).toEqual(['proxy|base|sshd keys only', 'worker2|base|timezone']);
+    // the handler the change would fire is listed too: the check says what the real run then does
+    expect(changedTasks(check.json)).toEqual(['proxy|base|handler: reload sshd', 'proxy|base|sshd keys only', 'worker2|base|timezone']);
     // nothing was changed by --check
     expect(onNode(file, addr('worker2'), 'cat /etc/timezone').stdout.trim()).toBe('Europe/Paris');
     expect(onNode(file, addr('proxy'), 'test -e /etc/ssh/sshd_config.d/50-rampart.conf; echo $?').stdout.trim()).toBe('1');
@@ -125,6 +126,16 @@ describe.skipIf(!RUN)('engine + local provider + base role (6 LXC nodes)', () =>
     expect(verbose.stderr).toContain('[worker1] facts (exit 0');
     expect(verbose.stderr).toMatch(/\[worker1\] exec \(exit 0, \d+ ms\)\n.*ln -sfn/);
     expect(verbose.stderr).not.toContain('[manager]');
+    // --diff: a hand edit of a managed file shows as the changed lines; --json carries them
+    onNode(file, addr('worker1'), "sed -i 's/^X11Forwarding no$/X11Forwarding yes/' /etc/ssh/sshd_config.d/50-rampart.conf");
+    const edited = await zx<RunReport>('apply', file, ['--roles', 'base', '--check', '--diff', '--detailed-exitcode']);
+    expect(edited.code).toBe(2);
+    const sshd = edited.json.results.find((x) => x.host === 'worker1' && x.task === 'sshd keys only')!;
+    expect(sshd.status).toBe('changed');
+    expect(sshd.diff).toContain('--- /etc/ssh/sshd_config.d/50-rampart.conf (node)');
+    expect(sshd.diff!.split('\n').filter((l) => /^[-+][^-+]/.test(l))).toEqual(['-X11Forwarding yes', '+X11Forwarding no']);
+    expect(edited.json.results.find((x) => x.host === 'worker1' && x.task === 'handler: reload sshd')!.message).toBe('would run (notified)');
+    ok(await zx('apply', file, ['--roles', 'base', '--limit', 'worker1']));
     const clean = await zx<RunReport>('apply', file, ['--roles', 'base', '--check', '--detailed-exitcode']);
     expect(clean.code).toBe(0);
     // the run log: one JSON line per command, 0600, named in the report
@@ -150,7 +161,10 @@ describe.skipIf(!RUN)('engine + local provider + base role (6 LXC nodes)', () =>
     execFileSync('lxc-destroy', ['-f', '-n', `${NAME}-gatekeeper`]);
     const plan = await zx<RunReport & { provider: unknown }>('apply', file, ['--roles', 'base', '--check']);
     expect(plan.json.provider!.filter((p) => p.action !== 'ok').map((p) => `${p.action} ${p.resource}`)).toEqual([`create container ${NAME}-gatekeeper`]);
-    expect(Object.keys(plan.json.hosts)).not.toContain('gatekeeper');
+    // known after apply: the node that does not exist is listed with every task it would run
+    expect(plan.json.hosts.gatekeeper).toMatchObject({ changed: 4, failed: 0, unreachable: false });
+    expect(plan.json.results.filter((x) => x.host === 'gatekeeper').map((x) => `${x.task}: ${x.message}`)).toEqual(
+      ['packages', 'hostname', 'timezone', 'sshd keys only'].map((t) => `${t}: would run (the node does not exist yet: known after apply)`));
 
     const r = await zx<RunReport>('apply', file, ['--roles', 'base']);
     ok(r);

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatRecap } from '../../core/output.ts';
-import { gatherFacts, run } from '../../core/run.ts';
+import { gatherFacts, plannedResults, run } from '../../core/run.ts';
 import { loadCluster } from '../../core/spec.ts';
 import { KnownHosts, shq } from '../../core/ssh.ts';
 import type { Host, Role, RunReport, SecretStore } from '../../core/types.ts';
@@ -183,6 +183,64 @@ describe('run', () => {
     expect(changed).toEqual(['file a', 'copy of a', 'file c', 'file m']);
     expect(report.results.find((r) => r.task === 'file a')!.message).toBe('would: write a');
     expect(handlerRuns).toEqual([]);
+  });
+
+  test('--check you can trust: a task depending on one that would change says so; notified handlers are listed', async () => {
+    const role: Role = {
+      name: 'base',
+      tasks: [
+        {
+          name: 'unit file',
+          facts: ({ host }) => ({ f: `cat ${shq(file(host.name, 'unit'))}` }),
+          check: ({ facts }) => (facts.f.stdout === 'v2' ? null : { message: 'write unit' }),
+          apply: async ({ host }) => writeFileSync(file(host.name, 'unit'), 'v2'),
+          notifies: ['restart'],
+        },
+        // judged from today's facts it looks fine, but it reads what 'unit file' writes
+        { name: 'running the unit', dependsOn: ['unit file'], check: () => null, apply: async () => {} },
+        { name: 'unrelated', check: () => null, apply: async () => {} },
+      ],
+      handlers: [{ name: 'restart', run: async ({ host }) => void handlerRuns.push(host.name) }],
+    };
+    const report = await go(true, [role]);
+    const manager = report.results.filter((r) => r.host === 'manager').map((r) => `${r.task} ${r.status}: ${r.message}`);
+    expect(manager).toEqual([
+      'unit file changed: would: write unit',
+      'running the unit changed: would change: depends on unit file',
+      'unrelated ok: ',
+      'handler: restart changed: would run (notified)',
+    ]);
+    expect(handlerRuns).toEqual([]);
+    expect(existsSync(file('manager', 'unit'))).toBe(false);
+    // once the file is right, nothing depends on a change any more
+    writeFileSync(file('manager', 'unit'), 'v2');
+    const clean = await go(true, [role], ['manager']);
+    expect(clean.results.filter((r) => r.status !== 'ok')).toEqual([]);
+  });
+
+  test('--diff: a difference\'s detail is carried by its result, and shown in the recap', async () => {
+    const role: Role = {
+      name: 'base',
+      tasks: [{
+        name: 'config', check: () => ({ message: 'write /etc/x', detail: () => '--- /etc/x (node)\n+++ /etc/x (rampart)\n-old\n+new\n' }), apply: async () => 'written',
+      }],
+    };
+    const without = await go(true, [role], ['manager']);
+    expect(without.results[0].diff).toBeUndefined();
+    const report = await run({
+      cluster, hosts: hostsFor(['manager']), roles: [role], check: true, diff: true, privateKey: '', knownHosts: new KnownHosts(join(dir, 'kh')), secrets, progress: false,
+      connect: async (h) => new LocalConnection(h),
+    });
+    expect(report.results[0].diff).toBe('--- /etc/x (node)\n+++ /etc/x (rampart)\n-old\n+new\n');
+    expect(formatRecap(report)).toContain('      -old\n      +new');
+  });
+
+  test('--check on a node that does not exist yet lists what would run on it (known after apply)', () => {
+    const planned = plannedResults(cluster, cluster.nodes.filter((n) => n.name === 'worker1'), roles(), secrets);
+    expect(planned.map((r) => `${r.role} | ${r.task} | ${r.status}`)).toEqual([
+      'base | file a | changed', 'base | copy of a | changed', 'base | manager only | skipped', 'base | may fail | changed', 'base | file c | changed', 'mysql | file m | changed',
+    ]);
+    expect(planned[0].message).toMatch(/known after apply/);
   });
 
   test('a failure stops that host only; the others finish and keep their results', async () => {
