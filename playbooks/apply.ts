@@ -7,7 +7,7 @@ import { FileSecretStore } from '../core/secrets.ts';
 import { loadCluster } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
-import type { Host, PlanItem, RoleName } from '../core/types.ts';
+import type { Host, PlanItem, RoleName, RunReport } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
 import { ROLE_ORDER, rolesInOrder } from '../roles/index.ts';
 
@@ -21,6 +21,22 @@ Create the nodes of cluster.yaml and converge every role. A second run changes n
   -f, --file     cluster file (default ./cluster.yaml or $RAMPART_CLUSTER)
 Exit: 0 ok, 1 a task failed or a host was unreachable, 2 usage, 3 invalid cluster.yaml, 4 provider error.
 `;
+
+/** How long --check keeps retrying an SSH connect before it reports the host as not inspected. */
+const CHECK_CONNECT_RETRY_MS = 10_000;
+
+/** --check: the nodes whose tasks could not be checked, and why. */
+function notInspected(nodes: string[], hosts: Host[], report: RunReport): string {
+  const lines: string[] = [];
+  for (const name of nodes) {
+    if (!hosts.some((h) => h.name === name)) lines.push(`  ${name}: no running instance (see the provider plan above)`);
+    else if (report.hosts[name]?.unreachable) {
+      const why = report.results.find((r) => r.host === name && r.role === 'connect')?.message ?? 'unreachable';
+      lines.push(`  ${name}: ${why.startsWith(`${name}: `) ? why.slice(name.length + 2) : why}`);
+    }
+  }
+  return lines.length ? `\ncould not inspect (tasks not checked):\n${lines.join('\n')}\n` : '';
+}
 
 export async function main(args: string[]): Promise<never> {
   let json = args.includes('--json');
@@ -71,6 +87,8 @@ export async function main(args: string[]): Promise<never> {
     ).run();
 
     const providerMs = Date.now() - providerStart;
+    // The provider plan first: it stands even when hosts then cannot be inspected.
+    if (check && !json) process.stderr.write(formatPlan(changes));
     // A node created in this run is a new machine with a new host key: pin it afresh.
     const created = new Set(changes.flatMap((c) => (c.newNode ? [c.newNode] : [])));
     knownHosts.forget(hosts.filter((h) => created.has(h.node.name)).map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port)));
@@ -78,14 +96,16 @@ export async function main(args: string[]): Promise<never> {
     const report = await run({
       cluster, hosts, limit, roles, check,
       privateKey: key.privateKey, knownHosts, secrets: new FileSecretStore(cluster.dir), progress: !json,
+      // A dry run does not wait for booting nodes: it says which ones it could not inspect.
+      ...(check ? { connectRetryMs: CHECK_CONNECT_RETRY_MS } : {}),
     });
     report.provider = changes;
     report.providerMs = providerMs;
     if (json) {
       process.stdout.write(JSON.stringify(report) + '\n');
     } else {
-      if (check) process.stderr.write(formatPlan(changes));
       process.stderr.write('\n' + formatRecap(report));
+      if (check) process.stderr.write(notInspected(cluster.nodes.map((n) => n.name), hosts, report));
     }
     const bad = Object.values(report.hosts).some((h) => h.failed > 0 || h.unreachable);
     return bad ? EXIT.failed : EXIT.ok;
