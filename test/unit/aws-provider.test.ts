@@ -766,6 +766,36 @@ describe('teardown', () => {
     expect(fake.commands().filter((c) => MUTATING.test(c))).toEqual([]);
   });
 
+  test('a group still held by a vanishing network interface (DependencyViolation) is deleted on retry; one that stays held fails with advice', async () => {
+    await provider().up();
+    const manager = fake.groupOf('manager')!.id;
+    let refusals = 2;
+    const deleteCalls: string[] = [];
+    fake.mock.on(DeleteSecurityGroupCommand).callsFake((input: { GroupId: string }) => {
+      deleteCalls.push(input.GroupId);
+      if (input.GroupId === manager && refusals-- > 0) throw awsError('DependencyViolation', `resource ${manager} has a dependent object`);
+      fake.groups = fake.groups.filter((g) => g.id !== input.GroupId);
+      return {};
+    });
+    await provider().down();
+    expect(deleteCalls.filter((id) => id === manager)).toHaveLength(3);
+    expect(fake.groups).toEqual([]);
+
+    await provider().up();
+    const stuck = fake.groupOf('proxy')!.id;
+    fake.mock.on(DeleteSecurityGroupCommand).callsFake((input: { GroupId: string }) => {
+      if (input.GroupId === stuck) throw awsError('DependencyViolation', `resource ${stuck} has a dependent object`);
+      fake.groups = fake.groups.filter((g) => g.id !== input.GroupId);
+      return {};
+    });
+    const err = (await new AwsProvider(awsCluster(), { client: fake.client, controllerIp: async () => CONTROLLER_IP, pollMs: 1, timeoutMs: 50 })
+      .down().then(() => null, (e: unknown) => e)) as ProviderError;
+    expect(err).toBeInstanceOf(ProviderError);
+    expect(err.message).toContain('AWS DeleteSecurityGroup failed: DependencyViolation');
+    expect(err.hint).toContain('run teardown again');
+    expect(fake.groups.map((g) => g.id)).toEqual([stuck]); // the others were deleted all the same
+  });
+
   test('a key pair rampart did not import is left alone', async () => {
     fake.keyPairs.push({ name: 'mine', publicKey: readFileSync(join(stateDir, '.rampart', 'id_ed25519.pub'), 'utf8'), tags: [] });
     const cluster = awsCluster((c) => { c.provider.aws.keyName = 'mine'; });
