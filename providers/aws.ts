@@ -47,10 +47,10 @@ export { waitForTcp } from './aws/ssh-wait.ts';
 
 /** Canonical's AWS account: the only owner whose Ubuntu images we trust. */
 export const CANONICAL_OWNER = '099720109477';
-/** The Ubuntu LTS releases provider.aws.ubuntu may name, and the MySQL each ships. */
-export const UBUNTU: Readonly<Record<UbuntuRelease, { codename: string; mysql: string }>> = {
-  '26.04': { codename: 'resolute', mysql: '8.4' },
-  '24.04': { codename: 'noble', mysql: '8.0' },
+/** The Ubuntu LTS releases provider.aws.ubuntu may name (26.04 ships MySQL 8.4, 24.04 MySQL 8.0). */
+export const UBUNTU: Readonly<Record<UbuntuRelease, { codename: string }>> = {
+  '26.04': { codename: 'resolute' },
+  '24.04': { codename: 'noble' },
 };
 /** Name pattern of Canonical's server images of a release, e.g. ubuntu/images/hvm-ssd-gp3/ubuntu-resolute-26.04-amd64-server-*. */
 export function ubuntuImageName(release: UbuntuRelease, arch: 'amd64' | 'arm64'): string {
