@@ -25,6 +25,8 @@ const TSX = join(ROOT, 'node_modules/.bin/tsx');
 const ZX = join(ROOT, 'node_modules/.bin/zx');
 const DRIVER = join(ROOT, 'test/support/aws-driver.ts');
 const FIXTURE = join(ROOT, 'test/fixtures/aws-moto-cluster.yaml');
+/** Per test: a few seconds each when the machine is idle; room for a busy one (every step spawns Node). */
+const STEP_MS = 180_000;
 
 const avail = motoAvailability();
 if (!avail.ok && process.env.CI === 'true') {
@@ -118,7 +120,7 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
     expect(s.groups).toEqual([]);
     expect(s.instances).toEqual([]);
     expect(s.keyPairs).toEqual([]);
-  });
+  }, STEP_MS);
 
   test('apply stores exactly the declared rules, tagged instances and the key pair; the SSH wait fails at once naming the node', async () => {
     const out = await drive('up');
@@ -145,7 +147,7 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
     expect(s.keyPairs).toEqual([{ name: 'rampart-rpmoto', tags: { 'rampart:cluster': 'rpmoto', 'managed-by': 'rampart', Name: 'rampart-rpmoto' } }]);
     groupIds = Object.fromEntries(s.groups.map((g) => [g.node!, g.id]));
     instanceIds = Object.fromEntries(live(s).map((i) => [i.node!, i.id]));
-  });
+  }, STEP_MS);
 
   test('apply again creates nothing, and the plan after it has 0 changes', async () => {
     const out = await drive('up');
@@ -156,7 +158,7 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
     expect(s.instances).toHaveLength(6);
     expect(rulesOf(s)).toEqual(RULES);
     expect(todo(await plan())).toEqual([]);
-  });
+  }, STEP_MS);
 
   test('a changed flow port is changed in place: same group ids, new rule in, old rule out, then 0 changes', async () => {
     edit((doc) => {
@@ -175,7 +177,7 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
       proxy: [['tcp/22-22 sg:rpmoto-gatekeeper', 'tcp/5001-5001 sg:rpmoto-trustedhost'], ['all 0.0.0.0/0']],
     });
     expect(todo(await plan())).toEqual([]);
-  });
+  }, STEP_MS);
 
   test('a removed node: its instance terminated, its group and every reference to it gone, the rest intact; then 0 changes', async () => {
     edit((doc) => {
@@ -195,7 +197,7 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
     expect(rulesOf(s).manager).toEqual([['tcp/22-22 sg:rpmoto-gatekeeper', 'tcp/3306-3306 sg:rpmoto-proxy', 'tcp/3306-3306 sg:rpmoto-worker1'], ['all 0.0.0.0/0']]);
     expect(rulesOf(s).worker1).toEqual(RULES.worker1);
     expect(todo(await plan())).toEqual([]);
-  });
+  }, STEP_MS);
 
   test('apply --check on nodes that do not answer SSH prints the provider plan and names the hosts it could not inspect', async () => {
     const r = await moto.run(ZX, ['apply', '--check', '-f', file], { timeoutMs: 100_000, cwd: ROOT });
@@ -207,7 +209,7 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
     for (const l of listed) expect(l).toContain('ENETUNREACH');
     // the plan comes before the engine's connect attempts, which give up after 10 s, not 60
     expect(r.stderr.indexOf('provider: nothing to do')).toBeLessThan(r.stderr.indexOf('connect and gather facts'));
-  }, 100_000);
+  }, STEP_MS);
 
   test('teardown removes every instance, group and key pair; a second teardown has nothing to do', async () => {
     const out = await drive<PlanItem[]>('down');
@@ -229,5 +231,5 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
     expect(again.ok).toBe(true);
     expect(again.result).toEqual([]);
     expect(await stored()).toEqual(s);
-  });
+  }, STEP_MS);
 });
