@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { PlanItem } from '../../core/types.ts';
-import type { DriverOutput, Stored } from '../support/aws-driver.ts';
+import type { Call, DriverOutput, Stored } from '../support/aws-driver.ts';
 import { ensureMotoRoot, motoAvailability, startMoto, type MotoServer } from '../support/moto.ts';
 
 const ROOT = resolve(import.meta.dir, '../..');
@@ -52,8 +52,8 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
   let file: string;
 
   /** Run a provider operation (or `stored`) inside the namespace; its JSON answer. */
-  async function drive<T>(op: 'plan' | 'up' | 'down' | 'stored'): Promise<DriverOutput<T>> {
-    const r = await moto.run(TSX, [DRIVER, op, ...(op === 'stored' ? [] : [file])], { timeoutMs: 100_000, cwd: ROOT });
+  async function drive<T>(op: 'plan' | 'up' | 'down' | 'stored' | 'record' | 'calls'): Promise<DriverOutput<T>> {
+    const r = await moto.run(TSX, [DRIVER, op, ...(['plan', 'up', 'down'].includes(op) ? [file] : [])], { timeoutMs: 100_000, cwd: ROOT });
     const last = r.stdout.trim().split('\n').pop() ?? '';
     try {
       return JSON.parse(last) as DriverOutput<T>;
@@ -85,6 +85,16 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
     expect(out.progress.at(-1)).toMatch(new RegExp(`^waiting for SSH \\(1 node\\(s\\) reached directly\\): gatekeeper ${gk.publicIp!.replaceAll('.', '\\.')}:22 \\d+ s of 60 s, last: ENETUNREACH`));
     expect(out.ms).toBeLessThan(15_000);
   };
+  /** Run `up` with moto's recorder on: its answer and the revoke calls the server received. */
+  const recordedUp = async () => {
+    expect((await drive('record')).ok).toBe(true);
+    const out = await drive('up');
+    const recorded = await drive<Call[]>('calls');
+    expect(recorded.ok).toBe(true);
+    return { out, calls: recorded.result! };
+  };
+  const revokes = (calls: Call[]): Record<string, string>[] => calls.filter((c) => c.action.startsWith('Revoke'))
+    .map((c): Record<string, string> => ({ action: c.action, ...c.params })).sort((a, b) => `${a.action}${a.GroupId}`.localeCompare(`${b.action}${b.GroupId}`));
   const edit = (change: (doc: ReturnType<typeof parseDocument>) => void) => {
     const doc = parseDocument(readFileSync(file, 'utf8'));
     change(doc);
@@ -167,9 +177,15 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
       flows.items.find((f) => f.get('from') === 'trustedhost')!.set('port', 5001);
     });
     expect(todo(await plan())).toEqual(['change security-group rpmoto-proxy', 'change security-group rpmoto-trustedhost']);
-    const out = await drive('up');
+    const { out, calls } = await recordedUp();
     const s = await stored();
     expectUnreachableSsh(out, s);
+    // revoked by rule id, found with one DescribeSecurityGroupRules
+    expect(calls.filter((c) => c.action === 'DescribeSecurityGroupRules')).toHaveLength(1);
+    expect(revokes(calls)).toEqual([
+      { action: 'RevokeSecurityGroupEgress', GroupId: groupIds.trustedhost, 'SecurityGroupRuleId.1': expect.stringMatching(/^sgr-/) },
+      { action: 'RevokeSecurityGroupIngress', GroupId: groupIds.proxy, 'SecurityGroupRuleId.1': expect.stringMatching(/^sgr-/) },
+    ]);
     expect(Object.fromEntries(s.groups.map((g) => [g.node!, g.id]))).toEqual(groupIds);
     expect(rulesOf(s)).toEqual({
       ...RULES,
@@ -187,9 +203,15 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
       doc.setIn(['security', 'flows', 4, 'from'], 'worker1');
     });
     expect(todo(await plan())).toEqual(['change security-group rpmoto-manager', 'delete instance worker2', 'delete security-group rpmoto-worker2']);
-    const out = await drive('up');
+    const { out, calls } = await recordedUp();
     const s = await stored();
     expectUnreachableSsh(out, s);
+    // moto lists the manager's three 3306 references as one rule: revoked by permission, with the stored description
+    expect(revokes(calls)).toEqual([{
+      action: 'RevokeSecurityGroupIngress', GroupId: groupIds.manager,
+      'IpPermissions.1.IpProtocol': 'tcp', 'IpPermissions.1.FromPort': '3306', 'IpPermissions.1.ToPort': '3306',
+      'IpPermissions.1.Groups.1.GroupId': groupIds.worker2, 'IpPermissions.1.Groups.1.Description': 'flow worker2 to manager:3306',
+    }]);
     expect(s.instances.find((i) => i.id === instanceIds.worker2)!.state).toBe('terminated');
     expect(live(s).map((i) => i.node).sort()).toEqual(['gatekeeper', 'manager', 'proxy', 'trustedhost', 'worker1']);
     expect(s.groups.map((g) => g.node).sort()).toEqual(['gatekeeper', 'manager', 'proxy', 'trustedhost', 'worker1']);

@@ -5,6 +5,7 @@
 //
 //   node_modules/.bin/tsx test/support/aws-driver.ts plan|up|down CLUSTER_FILE
 //   node_modules/.bin/tsx test/support/aws-driver.ts stored
+//   node_modules/.bin/tsx test/support/aws-driver.ts record|calls   (moto's request recorder)
 //
 // The provider is built exactly as `npx zx apply` builds it (providerFor), with
 // the SDK's default chain (AWS_ENDPOINT_URL_EC2 etc. from the environment), and
@@ -69,6 +70,31 @@ async function stored(): Promise<Stored> {
   return { groups, ruleRecords, instances, keyPairs };
 }
 
+/** One recorded EC2 request: its Action and its other query parameters. */
+export interface Call {
+  action: string;
+  params: Record<string, string>;
+}
+
+const motoApi = (path: string, init?: RequestInit) => {
+  const endpoint = process.env.AWS_ENDPOINT_URL_EC2;
+  if (!endpoint) throw new Error('AWS_ENDPOINT_URL_EC2 is not set: record/calls need the moto server');
+  return fetch(`${endpoint}/moto-api/recorder/${path}`, { method: 'POST', ...init });
+};
+
+/** The EC2 calls moto recorded since `record` (and stop recording). */
+async function calls(): Promise<Call[]> {
+  const text = await (await motoApi('download-recording', { method: 'GET' })).text();
+  await motoApi('stop-recording');
+  return text.split('\n').filter(Boolean).map((line) => {
+    const entry = JSON.parse(line) as { body?: string; body_encoded?: boolean };
+    const body = entry.body_encoded ? Buffer.from(entry.body ?? '', 'base64').toString('utf8') : entry.body ?? '';
+    const params = Object.fromEntries(new URLSearchParams(body));
+    const { Action = '?', Version: _v, ...rest } = params;
+    return { action: Action, params: rest };
+  });
+}
+
 async function main(): Promise<void> {
   const [op, file] = process.argv.slice(2);
   const progress: string[] = [];
@@ -78,11 +104,15 @@ async function main(): Promise<void> {
   try {
     let result: unknown;
     if (op === 'stored') result = await stored();
+    else if (op === 'record') {
+      await motoApi('reset-recording');
+      await motoApi('start-recording');
+    } else if (op === 'calls') result = await calls();
     else if (op === 'plan' || op === 'up' || op === 'down') {
       if (!file) throw new Error(`usage: aws-driver.ts ${op} CLUSTER_FILE`);
       const provider = await providerFor(loadCluster(file));
       result = op === 'plan' ? await provider.plan(events) : op === 'up' ? await provider.up(events) : await provider.down(events);
-    } else throw new Error(`unknown operation '${op}' (plan, up, down, stored)`);
+    } else throw new Error(`unknown operation '${op}' (plan, up, down, stored, record, calls)`);
     out({ ok: true, result });
   } catch (err) {
     const e = err as Error & { hint?: string };

@@ -7,7 +7,7 @@
 // the machine. Installs debootstrap and iproute2 with apt when missing.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const MOTO_ROOT = process.env.RAMPART_MOTO_ROOT ?? '/var/cache/rampart/moto-trixie';
@@ -113,6 +113,7 @@ export interface MotoServer {
 /** Start moto in a fresh namespace with only loopback; resolves once it answers. */
 export async function startMoto(root: string): Promise<MotoServer> {
   const namespace = `rampart-moto-${process.pid}`;
+  const RECORDING = `moto-recording-${process.pid}.jsonl`;
   const endpoint = `http://127.0.0.1:${MOTO_PORT}`;
   const env: Record<string, string> = {
     AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing', AWS_REGION: 'us-east-1',
@@ -132,13 +133,16 @@ export async function startMoto(root: string): Promise<MotoServer> {
       clearTimeout(t);
     }
     spawnSync('ip', ['netns', 'del', namespace], { stdio: 'ignore' });
+    rmSync(join(root, 'tmp', RECORDING), { force: true });
   };
   try {
     const lo = spawnSync('ip', ['netns', 'exec', namespace, 'ip', 'link', 'set', 'lo', 'up'], { encoding: 'utf8' });
     if (lo.status !== 0) throw new Error(`bringing up lo in ${namespace} failed: ${lo.stderr}`);
     // ip netns exec and chroot both exec: the child's pid is python's.
+    // The request recorder's file lives in the root's /tmp; removed again by stop().
     server = spawn('ip', ['netns', 'exec', namespace, 'chroot', root, 'python3', '-m', 'moto.server', '-H', '127.0.0.1', '-p', String(MOTO_PORT)], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LANG: 'C.UTF-8' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LANG: 'C.UTF-8', MOTO_RECORDER_FILEPATH: `/tmp/${RECORDING}` },
     });
     server.stdout!.on('data', (d: Buffer) => (output += d.toString()));
     server.stderr!.on('data', (d: Buffer) => (output += d.toString()));
