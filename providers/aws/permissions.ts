@@ -9,8 +9,9 @@
 // only its first peer, so revoking that id would drop the other peers too.
 // Where the listing has fewer rules for a protocol/port range than
 // DescribeSecurityGroups reported, those rules are revoked by IpPermissions
-// carrying the stored description (moto matches on it; EC2 accepts it). Every
-// answer is checked either way (see unrevoked()).
+// carrying the stored description (moto matches on it; on EC2 the listing is
+// complete, so this path is not taken there, and the API accepts descriptions
+// in a revoke should it be). Every answer is checked either way (unrevoked()).
 import type { IpPermission, SecurityGroupRule } from '@aws-sdk/client-ec2';
 import { ProviderError } from '../../core/errors.ts';
 import { ruleKey, type Rule } from './rules.ts';
