@@ -17,6 +17,7 @@ import { loadCluster } from '../../core/spec.ts';
 import type { Cluster } from '../../core/types.ts';
 import { archOf, AwsProvider, desiredGroups, formatCost, fromPermissions, hourlyCost, toPermission, waitForTcp } from '../../providers/aws.ts';
 import { diffRules } from '../../providers/aws/plan.ts';
+import { fromRuleRecord, planRevoke } from '../../providers/aws/permissions.ts';
 import { HOURLY_USD, PRICES_AS_OF, PUBLIC_IPV4_HOURLY_USD } from '../../providers/aws/prices.ts';
 import { describeRule, RULE_DESCRIPTION, ruleKey, type Rule } from '../../providers/aws/rules.ts';
 import {
@@ -964,6 +965,22 @@ describe('pure parts', () => {
       'tcp/22 to sg(manager)', 'tcp/22 to sg(proxy)', 'tcp/22 to sg(trustedhost)', 'tcp/22 to sg(worker1)', 'tcp/22 to sg(worker2)', 'tcp/5000 to sg(trustedhost)',
     ]);
     expect(groups.get('manager')!.egress).toBeNull();
+  });
+
+  test('planRevoke: by id when the listing shows every rule of the range; by permission with the description when it merged them', () => {
+    const sg = (groupId: string, description: string): Rule => ({ direction: 'ingress', protocol: 'tcp', fromPort: 22, toPort: 22, peer: { kind: 'group', groupId }, description });
+    const old = sg('sg-old', 'ssh via old'), added = sg('sg-new', 'ssh via new');
+    const rec = (id: string, groupId: string) => ({ SecurityGroupRuleId: id, GroupId: 'sg-me', IsEgress: false, IpProtocol: 'tcp', FromPort: 22, ToPort: 22, ReferencedGroupInfo: { GroupId: groupId } });
+    // EC2: one record per peer
+    expect(planRevoke([old], [old, added], [rec('sgr-1', 'sg-old'), rec('sgr-2', 'sg-new')])).toEqual({ ingressIds: ['sgr-1'], egressIds: [], ingress: [], egress: [] });
+    // moto: the peer just authorized was merged into the old rule (one id, first peer shown): revoking that id would drop both
+    expect(planRevoke([old], [old, added], [rec('sgr-1', 'sg-old')])).toEqual({
+      ingressIds: [], egressIds: [], egress: [],
+      ingress: [{ IpProtocol: 'tcp', FromPort: 22, ToPort: 22, UserIdGroupPairs: [{ GroupId: 'sg-old', Description: 'ssh via old' }] }],
+    });
+    // a rule the listing does not show at all is not skipped: it goes by permission, and its answer is checked
+    expect(planRevoke([old], [old], []).ingress).toHaveLength(1);
+    expect(fromRuleRecord({ IsEgress: true, IpProtocol: '-1', FromPort: -1, ToPort: -1, CidrIpv4: '0.0.0.0/0' })).toEqual({ direction: 'egress', protocol: '-1', peer: { kind: 'cidr', cidr: '0.0.0.0/0' }, description: undefined });
   });
 
   test('archOf picks arm64 for Graviton types', () => {
