@@ -146,8 +146,10 @@ export async function startMoto(root: string): Promise<MotoServer> {
     });
     server.stdout!.on('data', (d: Buffer) => (output += d.toString()));
     server.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+    // Nothing of this machine's AWS or proxy setup may reach into the namespace.
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^AWS_|^(http|https|all|no)_proxy$/i.test(k)));
     const run = (cmd: string, args: string[], opts: { timeoutMs?: number; cwd?: string } = {}) =>
-      runCommand('ip', ['netns', 'exec', namespace, cmd, ...args], { env: { ...process.env, ...env }, ...opts });
+      runCommand('ip', ['netns', 'exec', namespace, cmd, ...args], { env: { ...inherited, ...env }, ...opts });
     const deadline = Date.now() + 60_000;
     for (;;) {
       if (server.exitCode !== null) throw new Error(`moto exited with ${server.exitCode}:\n${output.slice(-3000)}`);
