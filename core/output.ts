@@ -36,8 +36,9 @@ export function formatRecap(report: RunReport): string {
 
 export function formatPlan(items: PlanItem[]): string {
   const todo = items.filter((i) => i.action !== 'ok');
-  if (!todo.length) return 'provider: nothing to do\n';
-  return todo.map((i) => `provider: ${i.action} ${i.resource}${i.detail ? ` (${i.detail})` : ''}`).join('\n') + '\n';
+  const info = items.filter((i) => i.info).map((i) => `provider: ${i.resource}: ${i.detail ?? ''}\n`).join('');
+  if (!todo.length) return 'provider: nothing to do\n' + info;
+  return todo.map((i) => `provider: ${i.action} ${i.resource}${i.detail ? ` (${i.detail})` : ''}`).join('\n') + '\n' + info;
 }
 
 /**

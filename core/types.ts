@@ -45,9 +45,14 @@ export interface LocalProviderSpec {
   checkValidUntil: boolean;
 }
 
+/** Ubuntu LTS releases the AWS provider knows images of. */
+export type UbuntuRelease = '26.04' | '24.04';
+
 export interface AwsProviderSpec {
   region?: string;
   profile?: string;
+  /** Ubuntu LTS whose newest Canonical image the nodes run (26.04: MySQL 8.4; 24.04: MySQL 8.0); ignored when `ami` is set. */
+  ubuntu: UbuntuRelease;
   ami?: string;
   vpcId?: string;
   subnetId?: string;
@@ -56,6 +61,8 @@ export interface AwsProviderSpec {
   /** Reach non-public nodes over SSH through the gatekeeper (ProxyJump). */
   jump: boolean;
   keyName?: string;
+  /** How long apply waits for a new node's SSH port (fails sooner on errors that waiting cannot fix). */
+  sshTimeoutSeconds: number;
 }
 
 export interface ProviderSpec {
@@ -155,6 +162,8 @@ export interface PlanItem {
   detail?: string;
   /** Set by up() when it created (or re-created) this node: a new machine, so a new host key to pin. */
   newNode?: string;
+  /** Not a resource but a fact about the plan (e.g. the hourly cost): always `ok`, always shown with the plan. */
+  info?: boolean;
 }
 
 export interface Provider {

@@ -9,7 +9,7 @@ import { FileSecretStore } from '../core/secrets.ts';
 import { loadCluster } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
-import type { Host, PlanItem, RoleName } from '../core/types.ts';
+import type { Host, PlanItem, RoleName, RunReport } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
 import { ROLE_ORDER, rolesInOrder } from '../roles/index.ts';
 
@@ -28,6 +28,22 @@ Create the nodes of cluster.yaml and converge every role. A second run changes n
 Every run writes .rampart/logs/<time>-apply-<pid>.jsonl: every command, its result and duration.
 Exit: 0 ok, 1 a task failed or a host was unreachable, 2 usage, 3 invalid cluster.yaml, 4 provider error.
 `;
+
+/** How long --check keeps retrying an SSH connect before it reports the host as not inspected. */
+const CHECK_CONNECT_RETRY_MS = 10_000;
+
+/** --check: the nodes whose tasks could not be checked, and why. */
+function notInspected(nodes: string[], hosts: Host[], report: RunReport): string {
+  const lines: string[] = [];
+  for (const name of nodes) {
+    if (!hosts.some((h) => h.name === name)) lines.push(`  ${name}: not running yet (see the provider plan above; its tasks are listed as known after apply)`);
+    else if (report.hosts[name]?.unreachable) {
+      const why = report.results.find((r) => r.host === name && r.role === 'connect')?.message ?? 'unreachable';
+      lines.push(`  ${name}: ${why.startsWith(`${name}: `) ? why.slice(name.length + 2) : why}`);
+    }
+  }
+  return lines.length ? `\ncould not inspect (tasks not checked):\n${lines.join('\n')}\n` : '';
+}
 
 export async function main(args: string[]): Promise<never> {
   let json = args.includes('--json');
@@ -83,6 +99,8 @@ export async function main(args: string[]): Promise<never> {
     ).run();
 
     const providerMs = Date.now() - providerStart;
+    // The provider plan first: it stands even when hosts then cannot be inspected.
+    if (check && !json) process.stderr.write(formatPlan(changes));
     // A node created in this run is a new machine with a new host key: pin it afresh.
     const created = new Set(changes.flatMap((c) => (c.newNode ? [c.newNode] : [])));
     knownHosts.forget(hosts.filter((h) => created.has(h.node.name)).map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port)));
@@ -90,6 +108,8 @@ export async function main(args: string[]): Promise<never> {
     const report = await run({
       cluster, hosts, limit, roles, check,
       privateKey: key.privateKey, knownHosts, secrets, progress: !json && verbosity === 0, log: runLog.record, diff: Boolean(flags.diff),
+      // A dry run does not wait for booting nodes: it says which ones it could not inspect.
+      ...(check ? { connectRetryMs: CHECK_CONNECT_RETRY_MS } : {}),
     });
     report.provider = changes;
     report.providerMs = providerMs;
@@ -106,8 +126,8 @@ export async function main(args: string[]): Promise<never> {
     if (json) {
       process.stdout.write(JSON.stringify(report) + '\n');
     } else {
-      if (check) process.stderr.write(formatPlan(changes));
       process.stderr.write('\n' + formatRecap(report));
+      if (check) process.stderr.write(notInspected(cluster.nodes.map((n) => n.name), hosts, report));
     }
     const bad = Object.values(report.hosts).some((h) => h.failed > 0 || h.unreachable);
     if (bad) return EXIT.failed;

@@ -2,7 +2,6 @@
 // pair. Finds what exists by tag (three Describe calls), diffs it against
 // cluster.yaml (providers/aws/plan.ts) and changes only the difference.
 import { randomUUID } from 'node:crypto';
-import { connect } from 'node:net';
 import {
   AuthorizeSecurityGroupEgressCommand,
   AuthorizeSecurityGroupIngressCommand,
@@ -12,6 +11,7 @@ import {
   DescribeImagesCommand,
   DescribeInstancesCommand,
   DescribeKeyPairsCommand,
+  DescribeSecurityGroupRulesCommand,
   DescribeSecurityGroupsCommand,
   DescribeSubnetsCommand,
   DescribeVpcsCommand,
@@ -27,22 +27,35 @@ import {
   type Instance,
   type IpPermission,
   type SecurityGroup,
+  type SecurityGroupRule,
   type Tag,
 } from '@aws-sdk/client-ec2';
 import { ProviderError } from '../core/errors.ts';
 import { ensureSshKey } from '../core/state.ts';
-import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
+import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents, UbuntuRelease } from '../core/types.ts';
 import { awsError, noCredentials } from './aws/errors.ts';
-import { computePlan, LIVE_STATES, type Actions, type ExistingGroup, type ExistingInstance, type ExistingState } from './aws/plan.ts';
+import { fromPermissions, planRevoke, toPermission, unrevoked } from './aws/permissions.ts';
+import { computePlan, defaultEgress, LIVE_STATES, type Actions, type ExistingGroup, type ExistingInstance, type ExistingState } from './aws/plan.ts';
 import { formatCost } from './aws/prices.ts';
-import { desiredGroups, hasPublicIp, jumpNode, type Rule } from './aws/rules.ts';
+import { describeRule, desiredGroups, hasPublicIp, jumpNode, type Rule } from './aws/rules.ts';
+import { waitForTcp } from './aws/ssh-wait.ts';
 
 export { hourlyCost, formatCost } from './aws/prices.ts';
 export { desiredGroups } from './aws/rules.ts';
+export { fromPermissions, toPermission } from './aws/permissions.ts';
+export { waitForTcp } from './aws/ssh-wait.ts';
 
 /** Canonical's AWS account: the only owner whose Ubuntu images we trust. */
 export const CANONICAL_OWNER = '099720109477';
-export const UBUNTU_NOBLE = 'ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*';
+/** The Ubuntu LTS releases provider.aws.ubuntu may name (26.04 ships MySQL 8.4, 24.04 MySQL 8.0). */
+export const UBUNTU: Readonly<Record<UbuntuRelease, { codename: string }>> = {
+  '26.04': { codename: 'resolute' },
+  '24.04': { codename: 'noble' },
+};
+/** Name pattern of Canonical's server images of a release, e.g. ubuntu/images/hvm-ssd-gp3/ubuntu-resolute-26.04-amd64-server-*. */
+export function ubuntuImageName(release: UbuntuRelease, arch: 'amd64' | 'arm64'): string {
+  return `ubuntu/images/hvm-ssd-gp3/ubuntu-${UBUNTU[release].codename}-${release}-${arch}-server-*`;
+}
 const SSH_USER = 'ubuntu';
 
 export interface AwsProviderOptions {
@@ -54,8 +67,11 @@ export interface AwsProviderOptions {
   pollMs?: number;
   /** How long to wait for instances to run / terminate; default 10 minutes. */
   timeoutMs?: number;
-  /** Wait until a host answers SSH; default: TCP port 22 of hosts reachable directly. */
-  waitForSsh?: (host: Host) => Promise<void>;
+  /**
+   * Wait until a host answers SSH, reporting a one-line status now and then; default: TCP port 22
+   * of the hosts reached directly, for up to provider.aws.sshTimeoutSeconds. Aborted when another host failed.
+   */
+  waitForSsh?: (host: Host, status: (line: string) => void, signal: AbortSignal) => Promise<void>;
 }
 
 interface Network {
@@ -69,7 +85,7 @@ export class AwsProvider implements Provider {
   private readonly pollMs: number;
   private readonly timeoutMs: number;
   private readonly controllerIp: () => Promise<string>;
-  private readonly waitForSsh: (host: Host) => Promise<void>;
+  private readonly waitForSsh: NonNullable<AwsProviderOptions['waitForSsh']>;
   private controllerCidrCache?: Promise<string>;
 
   constructor(private readonly cluster: Cluster, opts: AwsProviderOptions = {}) {
@@ -82,7 +98,9 @@ export class AwsProvider implements Provider {
     this.pollMs = opts.pollMs ?? 2000;
     this.timeoutMs = opts.timeoutMs ?? 10 * 60_000;
     this.controllerIp = opts.controllerIp ?? detectPublicIp;
-    this.waitForSsh = opts.waitForSsh ?? ((host) => (host.jump ? Promise.resolve() : waitForTcp(host.address, host.port, this.timeoutMs)));
+    this.waitForSsh = opts.waitForSsh ?? ((host, onStatus, signal) => (host.jump
+      ? Promise.resolve() // reached through the jump host: the engine's connect retries cover it
+      : waitForTcp({ node: host.name, address: host.address, port: host.port }, { timeoutMs: spec.sshTimeoutSeconds * 1000, onStatus, signal })));
   }
 
   // ------------------------------------------------------------ names
@@ -104,7 +122,7 @@ export class AwsProvider implements Provider {
 
   // ------------------------------------------------------------ provider
 
-  /** The plan, plus an `ok` item `hourly cost` (also sent as a progress line: the plan printer shows only changes). */
+  /** The plan, plus an `info` item `hourly cost` (shown with the plan; also sent as a progress line). */
   async plan(events?: ProviderEvents): Promise<PlanItem[]> {
     await this.ensureCredentials();
     const existing = await this.readState();
@@ -144,7 +162,7 @@ export class AwsProvider implements Provider {
 
     // Security groups: create the missing ones, then fix every rule set.
     const groupIds = new Map(existing.groups.map((g) => [g.node, g.id]));
-    await Promise.all(actions.createGroups.map(async (node) => {
+    await settleAll(actions.createGroups.map(async (node) => {
       say(`security group ${this.groupName(node)}: creating`);
       const out = await this.call('CreateSecurityGroup', (c) => c.send(new CreateSecurityGroupCommand({
         GroupName: this.groupName(node),
@@ -161,23 +179,22 @@ export class AwsProvider implements Provider {
       if (!id) throw new ProviderError(`no security group for node ${r.peer.node}`);
       return { ...r, peer: { kind: 'group', groupId: id } };
     };
-    await Promise.all(actions.rules.map(async (change) => {
-      const GroupId = groupIds.get(change.node)!;
-      const auth = change.authorize.map(resolve);
-      const revoke = change.revoke.map(resolve);
-      const perms = (rules: Rule[], dir: Rule['direction'], withDescription: boolean) =>
-        rules.filter((r) => r.direction === dir).map((r) => toPermission(r, withDescription));
-      if (auth.length || revoke.length) say(`security group ${this.groupName(change.node)}: +${auth.length} -${revoke.length} rules`);
-      // Authorize before revoking so an in-place change never leaves a gap.
-      const ingress = perms(auth, 'ingress', true);
-      if (ingress.length) await this.call('AuthorizeSecurityGroupIngress', (c) => c.send(new AuthorizeSecurityGroupIngressCommand({ GroupId, IpPermissions: ingress })));
-      const egress = perms(auth, 'egress', true);
-      if (egress.length) await this.call('AuthorizeSecurityGroupEgress', (c) => c.send(new AuthorizeSecurityGroupEgressCommand({ GroupId, IpPermissions: egress })));
-      const rIngress = perms(revoke, 'ingress', false);
-      if (rIngress.length) await this.call('RevokeSecurityGroupIngress', (c) => c.send(new RevokeSecurityGroupIngressCommand({ GroupId, IpPermissions: rIngress })));
-      const rEgress = perms(revoke, 'egress', false);
-      if (rEgress.length) await this.call('RevokeSecurityGroupEgress', (c) => c.send(new RevokeSecurityGroupEgressCommand({ GroupId, IpPermissions: rEgress })));
+    // Authorize everything before revoking anything, so an in-place change never leaves a gap.
+    const changed = actions.rules.map((change) => ({
+      node: change.node, GroupId: groupIds.get(change.node)!, auth: change.authorize.map(resolve), revoke: change.revoke.map(resolve),
     }));
+    await settleAll(changed.map(async ({ node, GroupId, auth, revoke }) => {
+      const perms = (dir: Rule['direction']) => auth.filter((r) => r.direction === dir).map((r) => toPermission(r, true));
+      if (auth.length || revoke.length) say(`security group ${this.groupName(node)}: +${auth.length} -${revoke.length} rules`);
+      const ingress = perms('ingress');
+      if (ingress.length) await this.call('AuthorizeSecurityGroupIngress', (c) => c.send(new AuthorizeSecurityGroupIngressCommand({ GroupId, IpPermissions: ingress })));
+      const egress = perms('egress');
+      if (egress.length) await this.call('AuthorizeSecurityGroupEgress', (c) => c.send(new AuthorizeSecurityGroupEgressCommand({ GroupId, IpPermissions: egress })));
+    }));
+    const before = new Map(existing.groups.map((g) => [g.id, [...g.ingress, ...g.egress]]));
+    await this.revokeRules(changed.filter((c) => c.revoke.length).map(({ node, GroupId, auth, revoke }) => ({
+      id: GroupId, name: this.groupName(node), revoke, stored: [...(before.get(GroupId) ?? defaultEgress()), ...auth],
+    })));
 
     // Instances: repair, start, create, all in parallel.
     const waitIds: string[] = [];
@@ -229,8 +246,7 @@ export class AwsProvider implements Provider {
       const have = new Set(hosts.map((h) => h.name));
       throw new ProviderError(`instances not running: ${this.cluster.nodes.filter((n) => !have.has(n.name)).map((n) => n.name).join(', ')}`, 'run apply again; check the EC2 console for their state reason');
     }
-    say('waiting for SSH');
-    await Promise.all(hosts.map((h) => this.waitForSsh(h)));
+    await this.waitForAllSsh(hosts, say);
     return { hosts, changes };
   }
 
@@ -338,7 +354,7 @@ export class AwsProvider implements Provider {
   }
 
   private costItem(): PlanItem {
-    return { action: 'ok', resource: 'hourly cost', detail: formatCost(this.cluster) };
+    return { action: 'ok', info: true, resource: 'hourly cost', detail: formatCost(this.cluster) };
   }
 
   /** The default VPC and one of its default subnets, unless cluster.yaml names them. */
@@ -370,19 +386,22 @@ export class AwsProvider implements Provider {
   private async amis(nodes: string[]): Promise<Map<string, string>> {
     const types = this.cluster.nodes.filter((n) => nodes.includes(n.name)).map((n) => n.type);
     const archs = [...new Set(types.map(archOf))];
-    const explicit = this.cluster.provider.aws.ami;
+    const { ami: explicit, ubuntu } = this.cluster.provider.aws;
     if (explicit) return new Map(archs.map((a) => [a, explicit]));
     const found = await Promise.all(archs.map(async (arch) => {
       const out = await this.call('DescribeImages', (c) => c.send(new DescribeImagesCommand({
         Owners: [CANONICAL_OWNER],
         Filters: [
-          { Name: 'name', Values: [UBUNTU_NOBLE.replace('{arch}', arch === 'arm64' ? 'arm64' : 'amd64')] },
+          { Name: 'name', Values: [ubuntuImageName(ubuntu, arch === 'arm64' ? 'arm64' : 'amd64')] },
           { Name: 'state', Values: ['available'] },
           { Name: 'architecture', Values: [arch] },
         ],
       })));
       const newest = [...(out.Images ?? [])].sort((a, b) => (b.CreationDate ?? '').localeCompare(a.CreationDate ?? ''))[0];
-      if (!newest?.ImageId) throw new ProviderError(`no Ubuntu 24.04 ${arch} image from Canonical in this region`, 'set provider.aws.ami to an Ubuntu 24.04 AMI id');
+      if (!newest?.ImageId) {
+        throw new ProviderError(`no Ubuntu ${ubuntu} (${UBUNTU[ubuntu].codename}) ${arch} image from Canonical in this region`,
+          `set provider.aws.ami to an Ubuntu ${ubuntu} AMI id, or provider.aws.ubuntu to another release (${Object.keys(UBUNTU).join(', ')})`);
+      }
       return [arch, newest.ImageId] as const;
     }));
     return new Map(found);
@@ -469,7 +488,7 @@ export class AwsProvider implements Provider {
     try {
       return await fn(this.client);
     } catch (err) {
-      throw awsError(name, err);
+      throw awsError(name, err, { ubuntu: this.cluster.provider.aws.ubuntu });
     }
   }
 
@@ -508,17 +527,65 @@ export class AwsProvider implements Provider {
     }
   }
 
+  /**
+   * Revoke rules (peers resolved to group ids) from several groups: rule ids from one
+   * DescribeSecurityGroupRules call, every answer checked (see providers/aws/permissions.ts).
+   * @param changes per group: what to revoke, and every rule the group has (to tell whether the listing is complete)
+   */
+  private async revokeRules(changes: { id: string; name: string; revoke: Rule[]; stored: Rule[] }[]): Promise<void> {
+    if (!changes.length) return;
+    const listed = new Map<string, SecurityGroupRule[]>();
+    let NextToken: string | undefined;
+    do {
+      const out = await this.call('DescribeSecurityGroupRules', (c) => c.send(new DescribeSecurityGroupRulesCommand({
+        Filters: [{ Name: 'group-id', Values: changes.map((g) => g.id) }], NextToken,
+      })));
+      for (const r of out.SecurityGroupRules ?? []) if (r.GroupId) listed.set(r.GroupId, [...(listed.get(r.GroupId) ?? []), r]);
+      NextToken = out.NextToken;
+    } while (NextToken);
+    await settleAll(changes.map(async (g) => {
+      const calls = planRevoke(g.revoke, g.stored, listed.get(g.id) ?? []);
+      const jobs: { direction: Rule['direction']; ids?: string[]; perms?: IpPermission[] }[] = [
+        { direction: 'ingress', ids: calls.ingressIds }, { direction: 'ingress', perms: calls.ingress },
+        { direction: 'egress', ids: calls.egressIds }, { direction: 'egress', perms: calls.egress },
+      ];
+      for (const job of jobs) {
+        if (!job.ids?.length && !job.perms?.length) continue;
+        const input = { GroupId: g.id, ...(job.ids ? { SecurityGroupRuleIds: job.ids } : { IpPermissions: job.perms }) };
+        const call = job.direction === 'ingress' ? 'RevokeSecurityGroupIngress' : 'RevokeSecurityGroupEgress';
+        const out = await this.call(call, (c) => (job.direction === 'ingress'
+          ? c.send(new RevokeSecurityGroupIngressCommand(input))
+          : c.send(new RevokeSecurityGroupEgressCommand(input))));
+        const left = unrevoked(out, job.direction, job);
+        if (left) {
+          const what = left.map((r) => (typeof r === 'string' ? `rule ${r}` : `${r.direction} ${describeRule(r)}`)).join(', ');
+          throw new ProviderError(
+            `AWS ${call} on security group ${g.name} (${g.id}) answered success but did not revoke: ${what}; that rule is still in place`,
+            'run `npx zx apply --check` to see the group as AWS has it now and apply again; if it stays, remove the rule in the EC2 console',
+          );
+        }
+      }
+    }));
+  }
+
+  /** Wait until every host answers SSH; one progress line names each node, its address, the time and the last error. */
+  private async waitForAllSsh(hosts: Host[], say: (m: string) => void): Promise<void> {
+    const status = new Map(hosts.filter((h) => !h.jump).map((h) => [h.name, `${h.name} ${h.address}:${h.port}`]));
+    const show = () => say(`waiting for SSH (${status.size} node(s) reached directly): ${[...status.values()].join('; ')}`);
+    show();
+    const abort = new AbortController();
+    await Promise.all(hosts.map((h) => this.waitForSsh(h, (line) => { status.set(h.name, line); show(); }, abort.signal).catch((err: unknown) => {
+      abort.abort();
+      throw err;
+    })));
+  }
+
   /** Delete groups: first revoke every rule that references one of our groups, then delete (retrying while AWS releases interfaces). */
   private async deleteGroups(toDelete: ExistingGroup[], all: ExistingGroup[], say: (m: string) => void): Promise<void> {
     const doomed = new Set(toDelete.map((g) => g.id));
-    await Promise.all(all.map(async (g) => {
-      const refs = (rules: Rule[]) => rules.filter((r) => r.peer.kind === 'group' && doomed.has(r.peer.groupId)).map((r) => toPermission(r, false));
-      const ingress = refs(g.ingress);
-      const egress = refs(g.egress);
-      if (ingress.length) await this.call('RevokeSecurityGroupIngress', (c) => c.send(new RevokeSecurityGroupIngressCommand({ GroupId: g.id, IpPermissions: ingress })));
-      if (egress.length) await this.call('RevokeSecurityGroupEgress', (c) => c.send(new RevokeSecurityGroupEgressCommand({ GroupId: g.id, IpPermissions: egress })));
-    }));
-    await Promise.all(toDelete.map(async (g) => {
+    const refs = (rules: Rule[]) => rules.filter((r) => r.peer.kind === 'group' && doomed.has(r.peer.groupId));
+    await this.revokeRules(all.map((g) => ({ id: g.id, name: g.name, revoke: refs([...g.ingress, ...g.egress]), stored: [...g.ingress, ...g.egress] })).filter((g) => g.revoke.length));
+    await settleAll(toDelete.map(async (g) => {
       say(`deleting security group ${g.name}`);
       let delay = this.pollMs;
       const deadline = Date.now() + this.timeoutMs;
@@ -553,8 +620,19 @@ function toInstance(i: Instance): ExistingInstance | undefined {
     imageId: i.ImageId,
     publicIp: i.PublicIpAddress,
     privateIp: i.PrivateIpAddress,
-    groupIds: (i.SecurityGroups ?? []).map((g) => g.GroupId ?? '').filter(Boolean),
+    groupIds: instanceGroups(i),
   };
+}
+
+/**
+ * The instance's security groups: those of its primary network interface (where a
+ * launch with NetworkInterfaces puts them, and where moto shows them only) and
+ * Instance.SecurityGroups (which EC2 fills from that same interface).
+ */
+function instanceGroups(i: Instance): string[] {
+  const primary = i.NetworkInterfaces?.find((n) => n.Attachment?.DeviceIndex === 0) ?? (i.NetworkInterfaces?.length === 1 ? i.NetworkInterfaces[0] : undefined);
+  const ids = [...(i.SecurityGroups ?? []), ...(primary?.Groups ?? [])].map((g) => g.GroupId ?? '').filter(Boolean);
+  return [...new Set(ids)];
 }
 
 function toGroup(g: SecurityGroup): ExistingGroup | undefined {
@@ -567,37 +645,6 @@ function toGroup(g: SecurityGroup): ExistingGroup | undefined {
     ingress: fromPermissions('ingress', g.IpPermissions ?? []),
     egress: fromPermissions('egress', g.IpPermissionsEgress ?? []),
   };
-}
-
-/** Flatten AWS permissions (grouped by protocol/ports) into one rule per peer. */
-export function fromPermissions(direction: Rule['direction'], perms: IpPermission[]): Rule[] {
-  const rules: Rule[] = [];
-  for (const p of perms) {
-    const protocol = p.IpProtocol ?? '-1';
-    const ports = protocol === '-1' ? {} : { fromPort: p.FromPort, toPort: p.ToPort };
-    const add = (peer: Rule['peer'], description?: string) => rules.push({ direction, protocol, ...ports, peer, description });
-    for (const r of p.IpRanges ?? []) if (r.CidrIp) add({ kind: 'cidr', cidr: r.CidrIp }, r.Description);
-    for (const r of p.Ipv6Ranges ?? []) if (r.CidrIpv6) add({ kind: 'cidr', cidr: r.CidrIpv6 }, r.Description);
-    for (const r of p.PrefixListIds ?? []) if (r.PrefixListId) add({ kind: 'cidr', cidr: r.PrefixListId }, r.Description);
-    for (const r of p.UserIdGroupPairs ?? []) if (r.GroupId) add({ kind: 'group', groupId: r.GroupId }, r.Description);
-  }
-  return rules;
-}
-
-/** One rule as an AWS permission (peers must be resolved to group ids first). */
-export function toPermission(r: Rule, withDescription: boolean): IpPermission {
-  const Description = withDescription ? r.description : undefined;
-  const perm: IpPermission = { IpProtocol: r.protocol };
-  if (r.protocol !== '-1') {
-    perm.FromPort = r.fromPort;
-    perm.ToPort = r.toPort;
-  }
-  if (r.peer.kind === 'node') throw new ProviderError(`unresolved security group of node ${r.peer.node}`);
-  if (r.peer.kind === 'group') perm.UserIdGroupPairs = [{ GroupId: r.peer.groupId, ...(Description ? { Description } : {}) }];
-  else if (r.peer.cidr.startsWith('pl-')) perm.PrefixListIds = [{ PrefixListId: r.peer.cidr, ...(Description ? { Description } : {}) }];
-  else if (r.peer.cidr.includes(':')) perm.Ipv6Ranges = [{ CidrIpv6: r.peer.cidr, ...(Description ? { Description } : {}) }];
-  else perm.IpRanges = [{ CidrIp: r.peer.cidr, ...(Description ? { Description } : {}) }];
-  return perm;
 }
 
 /** Graviton types (t4g, m7g, c6gn, ...) need arm64 images. */
@@ -626,21 +673,5 @@ export async function detectPublicIp(): Promise<string> {
     return (await res.text()).trim();
   } catch (err) {
     throw new ProviderError(`could not detect this machine's public address (${(err as Error).message})`, 'set provider.aws.sshCidr in cluster.yaml (e.g. 203.0.113.7/32)');
-  }
-}
-
-/** Resolve once a TCP connection to host:port succeeds; retry until timeoutMs. */
-export async function waitForTcp(host: string, port: number, timeoutMs: number, retryMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = connect({ host, port, timeout: Math.min(5000, Math.max(timeoutMs, 1)) });
-      sock.once('connect', () => { sock.destroy(); resolve(true); });
-      sock.once('timeout', () => { sock.destroy(); resolve(false); });
-      sock.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new ProviderError(`${host}:${port} does not answer (SSH) after ${Math.round(timeoutMs / 1000)} s`, 'check the security group allows your address (provider.aws.sshCidr) and the instance console output');
-    await sleep(retryMs);
   }
 }

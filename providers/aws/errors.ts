@@ -1,13 +1,19 @@
 // AWS failures turned into ProviderErrors that name the call, the AWS error
 // code and what to do about it.
 import { ProviderError } from '../../core/errors.ts';
+import type { UbuntuRelease } from '../../core/types.ts';
+
+/** What a hint may depend on in cluster.yaml. */
+export interface HintContext {
+  ubuntu?: UbuntuRelease;
+}
 
 const CREDENTIALS_HINT =
   'set AWS_PROFILE (or provider.aws.profile in cluster.yaml) to a configured profile, ' +
   'or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run `aws sso login --profile <name>`; check with `aws sts get-caller-identity`';
 
 /** What to do, by AWS error code (prefix match for families like InvalidKeyPair.*). */
-const HINTS: [RegExp, string][] = [
+const HINTS: [RegExp, string | ((ctx: HintContext) => string)][] = [
   [/^(InstanceLimitExceeded|VcpuLimitExceeded|MaxSpotInstanceCountExceeded)$/,
     'the account quota for this instance family is reached: terminate unused instances, pick smaller types in cluster.yaml, or request a higher "Running On-Demand Standard instances" quota in the Service Quotas console'],
   [/^(SecurityGroupLimitExceeded|RulesPerSecurityGroupLimitExceeded|KeyPairLimitExceeded|AddressLimitExceeded)$/,
@@ -23,7 +29,7 @@ const HINTS: [RegExp, string][] = [
   [/^(RequestLimitExceeded|Throttling)$/, 'AWS throttled the API calls: wait a minute and apply again'],
   [/^InvalidGroup\.Duplicate$/, 'a security group with this name exists without rampart tags: delete it or tag it rampart:cluster/rampart:node'],
   [/^InvalidKeyPair\./, 'check provider.aws.keyName; delete a conflicting key pair in the EC2 console if needed'],
-  [/^InvalidAMIID\./, 'the AMI id is wrong for this region: fix provider.aws.ami or remove it to use the latest Ubuntu 24.04'],
+  [/^InvalidAMIID\./, (ctx) => `the AMI id is wrong for this region: fix provider.aws.ami, or remove it to use the newest Ubuntu ${ctx.ubuntu ?? '26.04'} image from Canonical (provider.aws.ubuntu)`],
   [/^InvalidSubnetID\.|^InvalidVpcID\./, 'check provider.aws.subnetId / vpcId for this region'],
   [/^DependencyViolation$/, 'a resource still uses it (an instance or another group\'s rule): run teardown again once instances are terminated'],
 ];
@@ -33,7 +39,7 @@ function isCredentialsError(err: { name?: string; message?: string }): boolean {
 }
 
 /** Wrap any error thrown by an EC2 call. */
-export function awsError(call: string, err: unknown): ProviderError {
+export function awsError(call: string, err: unknown, ctx: HintContext = {}): ProviderError {
   if (err instanceof ProviderError) return err;
   const e = (err ?? {}) as { name?: string; Code?: string; message?: string };
   const code = e.Code ?? e.name ?? 'Error';
@@ -45,7 +51,8 @@ export function awsError(call: string, err: unknown): ProviderError {
   if (/^(SSO|TokenProvider)/.test(code) || /sso.*(expired|token)/i.test(message)) {
     return new ProviderError(`AWS ${call} failed: ${code}: ${message}`, 'run `aws sso login`');
   }
-  const hint = HINTS.find(([re]) => re.test(code))?.[1] ?? 'see the AWS message above';
+  const found = HINTS.find(([re]) => re.test(code))?.[1];
+  const hint = typeof found === 'function' ? found(ctx) : found ?? 'see the AWS message above';
   return new ProviderError(`AWS ${call} failed: ${code}: ${message}`, hint);
 }
 

@@ -1,8 +1,10 @@
 // AwsProvider against an in-memory EC2 behind aws-sdk-client-mock (the only
 // mock): apply, apply again, partial state, changed rules, teardown, errors,
-// plan. The fake keeps AWS's semantics that matter here (duplicate authorize,
-// revoke of a missing rule and delete of a referenced group all fail), so the
-// order and the exact difference of the calls are really exercised.
+// plan. The fake keeps AWS's semantics that matter here (duplicate authorize
+// and delete of a referenced group fail; every rule has its own id; a revoke
+// by permission that matches nothing "succeeds" with UnknownIpPermissions, as
+// EC2's does), so the order and the exact difference of the calls are really
+// exercised. What a real EC2 API stores is checked in test/integration/aws-moto.test.ts.
 // No network: every EC2Client.send is intercepted; the controller address is injected.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from 'bun:test';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,10 +12,12 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
+import { formatPlan } from '../../core/output.ts';
 import { loadCluster } from '../../core/spec.ts';
 import type { Cluster } from '../../core/types.ts';
 import { archOf, AwsProvider, desiredGroups, formatCost, fromPermissions, hourlyCost, toPermission, waitForTcp } from '../../providers/aws.ts';
 import { diffRules } from '../../providers/aws/plan.ts';
+import { fromRuleRecord, planRevoke } from '../../providers/aws/permissions.ts';
 import { HOURLY_USD, PRICES_AS_OF, PUBLIC_IPV4_HOURLY_USD } from '../../providers/aws/prices.ts';
 import { describeRule, RULE_DESCRIPTION, ruleKey, type Rule } from '../../providers/aws/rules.ts';
 import {
@@ -25,6 +29,7 @@ import {
   DescribeImagesCommand,
   DescribeInstancesCommand,
   DescribeKeyPairsCommand,
+  DescribeSecurityGroupRulesCommand,
   DescribeSecurityGroupsCommand,
   DescribeSubnetsCommand,
   DescribeVpcsCommand,
@@ -41,6 +46,7 @@ import {
   type Instance,
   type IpPermission,
   type SecurityGroup,
+  type SecurityGroupRule,
   type Tag,
 } from '@aws-sdk/client-ec2';
 import { mockClient } from 'aws-sdk-client-mock';
@@ -51,6 +57,8 @@ function awsError(name: string, message: string): EC2ServiceException {
 
 /** Flat rule: one permission with exactly one peer. */
 interface FlatRule {
+  /** sgr-...: set when stored. */
+  id?: string;
   proto: string;
   from?: number;
   to?: number;
@@ -127,6 +135,8 @@ class FakeEc2 {
   keyPairs: { name: string; publicKey: string; tags: Tag[] }[] = [];
   /** Account quota on running instances. */
   instanceLimit = Infinity;
+  /** Describe an instance's groups only on its network interface (as moto does for a launch with NetworkInterfaces). */
+  groupsOnInterfaceOnly = false;
   private seq = 0;
 
   constructor() {
@@ -164,7 +174,8 @@ class FakeEc2 {
     return {
       InstanceId: i.id, InstanceType: i.type as Instance['InstanceType'], ImageId: i.imageId, KeyName: i.keyName,
       State: { Name: i.state as NonNullable<Instance['State']>['Name'] }, Tags: i.tags,
-      SecurityGroups: i.groups.map((g) => ({ GroupId: g, GroupName: this.groups.find((x) => x.id === g)?.name })),
+      SecurityGroups: this.groupsOnInterfaceOnly ? [] : i.groups.map((g) => ({ GroupId: g, GroupName: this.groups.find((x) => x.id === g)?.name })),
+      NetworkInterfaces: [{ Attachment: { DeviceIndex: 0 }, Groups: i.groups.map((g) => ({ GroupId: g })) }],
       PrivateIpAddress: i.privateIp, PublicIpAddress: i.publicIp,
     };
   }
@@ -185,15 +196,31 @@ class FakeEc2 {
       if (r.group) this.findGroup(r.group);
       if (list.some((x) => same(x, r))) throw awsError('InvalidPermission.Duplicate', 'the specified rule already exists');
     }
-    list.push(...add);
+    list.push(...add.map((r) => ({ ...r, id: this.id('sgr') })));
   }
 
-  private revoke(list: FlatRule[], perms: IpPermission[] | undefined): void {
-    for (const r of flatten(perms)) {
-      const at = list.findIndex((x) => same(x, r));
-      if (at < 0) throw awsError('InvalidPermission.NotFound', 'The specified rule does not exist in this security group.');
-      list.splice(at, 1);
+  /** By rule id (an unknown id fails, as on EC2) or by permission (unmatched: success plus UnknownIpPermissions, as on EC2). */
+  private revoke(list: FlatRule[], input: { IpPermissions?: IpPermission[]; SecurityGroupRuleIds?: string[] }): { Return: boolean; UnknownIpPermissions?: IpPermission[] } {
+    if (input.SecurityGroupRuleIds) {
+      for (const id of input.SecurityGroupRuleIds) if (!list.some((x) => x.id === id)) throw awsError('InvalidSecurityGroupRuleId.NotFound', `The security group rule ID '${id}' does not exist`);
+      for (const id of input.SecurityGroupRuleIds) list.splice(list.findIndex((x) => x.id === id), 1);
+      return { Return: true };
     }
+    const unknown: FlatRule[] = [];
+    for (const r of flatten(input.IpPermissions)) {
+      const at = list.findIndex((x) => same(x, r));
+      if (at < 0) unknown.push(r);
+      else list.splice(at, 1);
+    }
+    return unknown.length ? { Return: false, UnknownIpPermissions: group(unknown) } : { Return: true };
+  }
+
+  private describeRules(g: FakeGroup): SecurityGroupRule[] {
+    const one = (r: FlatRule, egress: boolean): SecurityGroupRule => ({
+      SecurityGroupRuleId: r.id, GroupId: g.id, IsEgress: egress, IpProtocol: r.proto, FromPort: r.from ?? -1, ToPort: r.to ?? -1,
+      ...(r.cidr ? { CidrIpv4: r.cidr } : {}), ...(r.group ? { ReferencedGroupInfo: { GroupId: r.group } } : {}), Description: r.description,
+    });
+    return [...g.ingress.map((r) => one(r, false)), ...g.egress.map((r) => one(r, true))];
   }
 
   private install(): void {
@@ -235,15 +262,19 @@ class FakeEc2 {
       if (this.groups.some((g) => g.name === input.GroupName && g.vpcId === input.VpcId)) throw awsError('InvalidGroup.Duplicate', `The security group '${input.GroupName}' already exists for VPC '${input.VpcId}'`);
       const g: FakeGroup = {
         id: this.id('sg'), name: input.GroupName, vpcId: input.VpcId, tags: input.TagSpecifications?.[0]?.Tags ?? [],
-        ingress: [], egress: [{ proto: '-1', cidr: '0.0.0.0/0' }], // AWS's default egress
+        ingress: [], egress: [{ id: this.id('sgr'), proto: '-1', cidr: '0.0.0.0/0' }], // AWS's default egress
       };
       this.groups.push(g);
       return { GroupId: g.id };
     });
     m.on(AuthorizeSecurityGroupIngressCommand).callsFake((input) => { this.authorize(this.findGroup(input.GroupId).ingress, input.IpPermissions); return { Return: true }; });
     m.on(AuthorizeSecurityGroupEgressCommand).callsFake((input) => { this.authorize(this.findGroup(input.GroupId).egress, input.IpPermissions); return { Return: true }; });
-    m.on(RevokeSecurityGroupIngressCommand).callsFake((input) => { this.revoke(this.findGroup(input.GroupId).ingress, input.IpPermissions); return { Return: true }; });
-    m.on(RevokeSecurityGroupEgressCommand).callsFake((input) => { this.revoke(this.findGroup(input.GroupId).egress, input.IpPermissions); return { Return: true }; });
+    m.on(RevokeSecurityGroupIngressCommand).callsFake((input) => this.revoke(this.findGroup(input.GroupId).ingress, input));
+    m.on(RevokeSecurityGroupEgressCommand).callsFake((input) => this.revoke(this.findGroup(input.GroupId).egress, input));
+    m.on(DescribeSecurityGroupRulesCommand).callsFake((input) => {
+      const ids = input.Filters?.find((f: Filter) => f.Name === 'group-id')?.Values;
+      return { SecurityGroupRules: this.groups.filter((g) => !ids || ids.includes(g.id)).flatMap((g) => this.describeRules(g)) };
+    });
     m.on(DeleteSecurityGroupCommand).callsFake((input) => {
       const g = this.findGroup(input.GroupId);
       const usedByInstance = this.instances.some((i) => i.state !== 'terminated' && i.groups.includes(g.id));
@@ -369,10 +400,10 @@ describe('fresh apply', () => {
     expect(new TextDecoder().decode(imp.PublicKeyMaterial)).toBe(pub);
     expect(new TextDecoder().decode(imp.PublicKeyMaterial)).not.toContain('PRIVATE');
 
-    // Newest Canonical Ubuntu 24.04 image.
+    // Newest Canonical image of the current Ubuntu LTS (26.04) by default.
     const [img] = fake.inputs<{ Owners: string[]; Filters: Filter[] }>('DescribeImages');
     expect(img.Owners).toEqual(['099720109477']);
-    expect(img.Filters).toContainEqual({ Name: 'name', Values: ['ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*'] });
+    expect(img.Filters).toContainEqual({ Name: 'name', Values: ['ubuntu/images/hvm-ssd-gp3/ubuntu-resolute-26.04-amd64-server-*'] });
 
     // One SG per node in the default VPC, tagged.
     const sgs = fake.inputs<{ GroupName: string; VpcId: string; TagSpecifications: { Tags: Tag[] }[] }>('CreateSecurityGroup');
@@ -566,16 +597,25 @@ describe('apply again', () => {
     ]);
     expect(ingressOf('proxy')).toEqual(['tcp/22:sg:gatekeeper', 'tcp/5001:sg:trustedhost']);
     expect(egressOf('trustedhost')).toEqual(['tcp/443:0.0.0.0/0', 'tcp/5001:sg:proxy', 'tcp/80:0.0.0.0/0']);
+    // revoked by rule id (one each), every authorize before the first revoke
+    const revokes = [...fake.inputs<{ SecurityGroupRuleIds?: string[]; IpPermissions?: Perm[] }>('RevokeSecurityGroupIngress'), ...fake.inputs<{ SecurityGroupRuleIds?: string[]; IpPermissions?: Perm[] }>('RevokeSecurityGroupEgress')];
+    expect(revokes.map((r) => [r.SecurityGroupRuleIds?.length, r.IpPermissions])).toEqual([[1, undefined], [1, undefined]]);
+    const cmds = fake.commands();
+    expect(Math.max(cmds.lastIndexOf('AuthorizeSecurityGroupIngress'), cmds.lastIndexOf('AuthorizeSecurityGroupEgress'))).toBeLessThan(cmds.indexOf('DescribeSecurityGroupRules'));
+    expect(cmds.filter((c) => c === 'DescribeSecurityGroupRules')).toHaveLength(1);
     expect(changes.map((c) => `${c.action} ${c.resource}`).sort()).toEqual(['change security-group rampart-proxy', 'change security-group rampart-trustedhost']);
     expect(changes.find((c) => c.resource.endsWith('proxy'))!.detail).toBe('+ ingress tcp/5001 from sg(trustedhost); - ingress tcp/5000 from sg(trustedhost)');
   });
 
   test('a rule added by hand (3306 open to the world) is revoked', async () => {
     await provider().up();
-    fake.groupOf('manager')!.ingress.push({ proto: 'tcp', from: 3306, to: 3306, cidr: '0.0.0.0/0' });
+    fake.groupOf('manager')!.ingress.push({ id: 'sgr-0byhand', proto: 'tcp', from: 3306, to: 3306, cidr: '0.0.0.0/0' });
     fake.resetHistory();
     await provider().up();
     expect(fake.commands().filter((c) => MUTATING.test(c))).toEqual(['RevokeSecurityGroupIngress']);
+    // by its rule id, looked up in one DescribeSecurityGroupRules of that group
+    expect(fake.inputs<{ Filters: Filter[] }>('DescribeSecurityGroupRules')).toEqual([{ Filters: [{ Name: 'group-id', Values: [fake.groupOf('manager')!.id] }] }]);
+    expect(fake.inputs('RevokeSecurityGroupIngress')).toEqual([{ GroupId: fake.groupOf('manager')!.id, SecurityGroupRuleIds: ['sgr-0byhand'] }]);
     expect(ingressOf('manager')).not.toContain('tcp/3306:0.0.0.0/0');
   });
 
@@ -596,6 +636,105 @@ describe('apply again', () => {
   });
 });
 
+describe('rule changes that EC2 does not make', () => {
+  const changed = () => awsCluster((c) => { c.security.flows.find((f) => f.from.includes('trustedhost'))!.port = 5001; });
+
+  test('a revoke EC2 answers with success but UnknownIpPermissions fails the apply, naming the group and the rule', async () => {
+    await provider().up();
+    sshWaited = [];
+    fake.mock.on(RevokeSecurityGroupIngressCommand).resolves({
+      Return: false,
+      UnknownIpPermissions: [{ IpProtocol: 'tcp', FromPort: 5000, ToPort: 5000, UserIdGroupPairs: [{ GroupId: fake.groupOf('trustedhost')!.id }] }],
+    });
+    const err = (await provider(changed()).up().then(() => null, (e: unknown) => e)) as ProviderError;
+    expect(err).toBeInstanceOf(ProviderError);
+    expect(err.message).toBe(`AWS RevokeSecurityGroupIngress on security group rampart-proxy (${fake.groupOf('proxy')!.id}) answered success but did not revoke: `
+      + `ingress tcp/5000 from ${fake.groupOf('trustedhost')!.id}; that rule is still in place`);
+    expect(err.hint).toContain('apply --check');
+    expect(sshWaited).toEqual([]); // stopped there
+  });
+
+  test('a revoke answered with Return false alone fails too', async () => {
+    await provider().up();
+    fake.mock.on(RevokeSecurityGroupEgressCommand).resolves({ Return: false });
+    const err = (await provider(changed()).up().then(() => null, (e: unknown) => e)) as ProviderError;
+    expect(err).toBeInstanceOf(ProviderError);
+    expect(err.message).toMatch(/^AWS RevokeSecurityGroupEgress on security group rampart-trustedhost \(sg-[0-9a-f]+\) answered success but did not revoke: rule sgr-[0-9a-f]+; that rule is still in place$/);
+  });
+
+  test('a listing that merges peers (as moto does) is revoked by permission with the stored description, exactly', async () => {
+    await provider().up();
+    // Like moto: the manager's three 3306 group references listed as one rule showing its first peer only.
+    const manager = fake.groupOf('manager')!;
+    fake.mock.on(DescribeSecurityGroupRulesCommand).callsFake(() => ({
+      SecurityGroupRules: [{ SecurityGroupRuleId: 'sgr-0merged', GroupId: manager.id, IsEgress: false, IpProtocol: 'tcp', FromPort: 3306, ToPort: 3306, ReferencedGroupInfo: { GroupId: fake.groupOf('proxy')!.id } }],
+    }));
+    fake.resetHistory();
+    const smaller = awsCluster((c) => {
+      c.nodes = c.nodes.filter((n) => n.name !== 'worker2');
+      for (const f of c.security.flows) { f.from = f.from.filter((n) => n !== 'worker2'); f.to = f.to.filter((n) => n !== 'worker2'); }
+      c.security.flows = c.security.flows.filter((f) => f.from.length && f.to.length);
+    });
+    await provider(smaller).up();
+    const revokes = fake.inputs<{ GroupId: string; SecurityGroupRuleIds?: string[]; IpPermissions?: Perm[] }>('RevokeSecurityGroupIngress').filter((r) => r.GroupId === manager.id);
+    expect(revokes).toEqual([{ GroupId: manager.id, IpPermissions: [{ IpProtocol: 'tcp', FromPort: 3306, ToPort: 3306, UserIdGroupPairs: [{ GroupId: expect.any(String), Description: 'flow worker2 to manager:3306' }] }] }]);
+    expect(ingressOf('manager')).toEqual(['tcp/22:sg:gatekeeper', 'tcp/3306:sg:proxy', 'tcp/3306:sg:worker1']);
+  });
+
+  test('rule changes of several groups all finish before the first failure is reported', async () => {
+    await provider().up();
+    let egressDone = false;
+    fake.mock.on(AuthorizeSecurityGroupIngressCommand).rejects(awsError('RulesPerSecurityGroupLimitExceeded', 'too many rules'));
+    fake.mock.on(AuthorizeSecurityGroupEgressCommand).callsFake(async () => {
+      await new Promise((r) => setTimeout(r, 30));
+      egressDone = true;
+      return { Return: true };
+    });
+    const err = (await provider(changed()).up().then(() => null, (e: unknown) => e)) as ProviderError;
+    expect(err.message).toContain('AuthorizeSecurityGroupIngress failed: RulesPerSecurityGroupLimitExceeded');
+    expect(egressDone).toBe(true);
+    expect(fake.commands()).not.toContain('RevokeSecurityGroupIngress');
+  });
+});
+
+describe('reading what exists', () => {
+  test('groups shown only on the network interface (as moto shows them) count: a second apply changes nothing', async () => {
+    fake.groupsOnInterfaceOnly = true;
+    await provider().up();
+    fake.resetHistory();
+    const { changes } = await provider().up();
+    expect(changes).toEqual([]);
+    expect(fake.commands().filter((c) => MUTATING.test(c))).toEqual([]);
+  });
+
+  test('provider.aws.ubuntu: 24.04 picks Canonical\'s newest noble image', async () => {
+    await provider(awsCluster((c) => { c.provider.aws.ubuntu = '24.04'; })).up();
+    const [img] = fake.inputs<{ Filters: Filter[] }>('DescribeImages');
+    expect(img.Filters).toContainEqual({ Name: 'name', Values: ['ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*'] });
+  });
+
+  test('no image of the chosen release: the error and its hint follow provider.aws.ubuntu', async () => {
+    fake.mock.on(DescribeImagesCommand).resolves({ Images: [] });
+    const err = (await provider(awsCluster((c) => { c.provider.aws.ubuntu = '24.04'; })).up().then(() => null, (e: unknown) => e)) as ProviderError;
+    expect(err.message).toBe('no Ubuntu 24.04 (noble) x86_64 image from Canonical in this region');
+    expect(err.hint).toContain('an Ubuntu 24.04 AMI id');
+    fake.mock.on(RunInstancesCommand).rejects(awsError('InvalidAMIID.NotFound', "The image id '[ami-0bad]' does not exist"));
+    const bad = (await provider(awsCluster((c) => { c.provider.aws.ami = 'ami-0bad'; })).up().then(() => null, (e: unknown) => e)) as ProviderError;
+    expect(bad.hint).toContain('newest Ubuntu 26.04 image');
+  });
+
+  test('the SSH wait reports each node it waits for in the progress line', async () => {
+    const progress: string[] = [];
+    await new AwsProvider(awsCluster(), {
+      client: fake.client, controllerIp: async () => CONTROLLER_IP, pollMs: 0,
+      waitForSsh: async (h, status) => { if (!h.jump) status(`${h.name} ${h.address}:22 3 s of 600 s, last: ETIMEDOUT`); },
+    }).up({ progress: (m) => progress.push(m) });
+    const gk = fake.instanceOf('gatekeeper')!;
+    expect(progress).toContain(`waiting for SSH (1 node(s) reached directly): gatekeeper ${gk.publicIp}:22`);
+    expect(progress).toContain(`waiting for SSH (1 node(s) reached directly): gatekeeper ${gk.publicIp}:22 3 s of 600 s, last: ETIMEDOUT`);
+  });
+});
+
 describe('teardown', () => {
   test('terminate -> wait -> revoke cross-references -> delete groups -> delete key; then nothing left', async () => {
     await provider().up();
@@ -611,6 +750,11 @@ describe('teardown', () => {
     expect(waits.length).toBeGreaterThan(0);
     expect(cmds.lastIndexOf('RevokeSecurityGroupIngress')).toBeLessThan(firstDelete);
     expect(cmds.lastIndexOf('RevokeSecurityGroupEgress')).toBeLessThan(firstDelete);
+    // cross-references revoked by rule id, never by a permission that could silently match nothing
+    for (const r of [...fake.inputs<{ SecurityGroupRuleIds?: string[]; IpPermissions?: Perm[] }>('RevokeSecurityGroupIngress'), ...fake.inputs<{ SecurityGroupRuleIds?: string[]; IpPermissions?: Perm[] }>('RevokeSecurityGroupEgress')]) {
+      expect(r.IpPermissions).toBeUndefined();
+      expect(r.SecurityGroupRuleIds!.length).toBeGreaterThan(0);
+    }
     expect(cmds.filter((c) => c === 'DeleteSecurityGroup')).toHaveLength(6);
     expect(cmds.indexOf('DeleteKeyPair')).toBe(cmds.length - 1);
     expect(fake.groups).toEqual([]);
@@ -621,6 +765,29 @@ describe('teardown', () => {
     fake.resetHistory();
     expect(await provider().down()).toEqual([]);
     expect(fake.commands().filter((c) => MUTATING.test(c))).toEqual([]);
+  });
+
+  test('a group still held by a vanishing network interface (DependencyViolation) is deleted on retry; one that stays held fails with advice', async () => {
+    await provider().up();
+    const manager = fake.groupOf('manager')!.id; // released after two refusals
+    const stuck = fake.groupOf('proxy')!.id;     // never released
+    let refusals = 2;
+    const deleteCalls: string[] = [];
+    fake.mock.on(DeleteSecurityGroupCommand).callsFake((input: { GroupId: string }) => {
+      deleteCalls.push(input.GroupId);
+      if (input.GroupId === stuck || (input.GroupId === manager && refusals-- > 0)) throw awsError('DependencyViolation', `resource ${input.GroupId} has a dependent object`);
+      fake.groups = fake.groups.filter((g) => g.id !== input.GroupId);
+      return {};
+    });
+    const err = (await new AwsProvider(awsCluster(), { client: fake.client, controllerIp: async () => CONTROLLER_IP, pollMs: 1, timeoutMs: 300 })
+      .down().then(() => null, (e: unknown) => e)) as ProviderError;
+    expect(err).toBeInstanceOf(ProviderError);
+    expect(err.message).toBe(`AWS DeleteSecurityGroup failed: DependencyViolation: resource ${stuck} has a dependent object`);
+    expect(err.hint).toContain('run teardown again');
+    expect(deleteCalls.filter((id) => id === manager)).toHaveLength(3);
+    expect(deleteCalls.filter((id) => id === stuck).length).toBeGreaterThan(1);
+    // every other group was deleted all the same (settle-all), only the held one is left
+    expect(fake.groups.map((g) => g.id)).toEqual([stuck]);
   });
 
   test('a key pair rampart did not import is left alone', async () => {
@@ -740,13 +907,16 @@ describe('plan', () => {
     expect(line.detail).toStartWith(`$${expected.toFixed(4)}/hour`);
     expect(line.detail).toContain(PRICES_AS_OF);
     expect(progress).toContain(`hourly cost: ${line.detail}`);
+    // and in the plan as printed (which otherwise shows only changes)
+    expect(line.info).toBe(true);
+    expect(formatPlan(items)).toEndWith(`provider: hourly cost: ${line.detail}\n`);
     expect(fake.groups).toEqual([]);
     expect(fake.instances).toEqual([]);
   });
 
   test('after apply everything is ok; a drift shows as a change without being fixed', async () => {
     await provider().up();
-    fake.groupOf('gatekeeper')!.ingress.push({ proto: 'tcp', from: 22, to: 22, cidr: '0.0.0.0/0' });
+    fake.groupOf('gatekeeper')!.ingress.push({ id: 'sgr-0byhand', proto: 'tcp', from: 22, to: 22, cidr: '0.0.0.0/0' });
     fake.resetHistory();
     const items = await provider().plan();
     expect(fake.commands().filter((c) => MUTATING.test(c))).toEqual([]);
@@ -797,6 +967,22 @@ describe('pure parts', () => {
     expect(groups.get('manager')!.egress).toBeNull();
   });
 
+  test('planRevoke: by id when the listing shows every rule of the range; by permission with the description when it merged them', () => {
+    const sg = (groupId: string, description: string): Rule => ({ direction: 'ingress', protocol: 'tcp', fromPort: 22, toPort: 22, peer: { kind: 'group', groupId }, description });
+    const old = sg('sg-old', 'ssh via old'), added = sg('sg-new', 'ssh via new');
+    const rec = (id: string, groupId: string) => ({ SecurityGroupRuleId: id, GroupId: 'sg-me', IsEgress: false, IpProtocol: 'tcp', FromPort: 22, ToPort: 22, ReferencedGroupInfo: { GroupId: groupId } });
+    // EC2: one record per peer
+    expect(planRevoke([old], [old, added], [rec('sgr-1', 'sg-old'), rec('sgr-2', 'sg-new')])).toEqual({ ingressIds: ['sgr-1'], egressIds: [], ingress: [], egress: [] });
+    // moto: the peer just authorized was merged into the old rule (one id, first peer shown): revoking that id would drop both
+    expect(planRevoke([old], [old, added], [rec('sgr-1', 'sg-old')])).toEqual({
+      ingressIds: [], egressIds: [], egress: [],
+      ingress: [{ IpProtocol: 'tcp', FromPort: 22, ToPort: 22, UserIdGroupPairs: [{ GroupId: 'sg-old', Description: 'ssh via old' }] }],
+    });
+    // a rule the listing does not show at all is not skipped: it goes by permission, and its answer is checked
+    expect(planRevoke([old], [old], []).ingress).toHaveLength(1);
+    expect(fromRuleRecord({ IsEgress: true, IpProtocol: '-1', FromPort: -1, ToPort: -1, CidrIpv4: '0.0.0.0/0' })).toEqual({ direction: 'egress', protocol: '-1', peer: { kind: 'cidr', cidr: '0.0.0.0/0' }, description: undefined });
+  });
+
   test('archOf picks arm64 for Graviton types', () => {
     expect(archOf('t2.micro')).toBe('x86_64');
     expect(archOf('m5.large')).toBe('x86_64');
@@ -804,15 +990,36 @@ describe('pure parts', () => {
     expect(archOf('c6gn.large')).toBe('arm64');
   });
 
-  test('waitForTcp resolves on an open loopback port and fails on a closed one', async () => {
+  test('waitForTcp resolves on an open loopback port; on a closed one it names the node and the last error', async () => {
     const server = createServer((s) => s.end());
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
-    await waitForTcp('127.0.0.1', port, 2000, 10);
+    await waitForTcp({ node: 'gatekeeper', address: '127.0.0.1', port }, { timeoutMs: 2000, retryMs: 10 });
     await new Promise<void>((r) => server.close(() => r()));
-    const err = await waitForTcp('127.0.0.1', port, 150, 10).then(() => null, (e: unknown) => e);
+    const status: string[] = [];
+    const err = await waitForTcp({ node: 'gatekeeper', address: '127.0.0.1', port }, { timeoutMs: 150, retryMs: 10, onStatus: (l) => status.push(l) }).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(ProviderError);
-    expect((err as ProviderError).message).toContain(`127.0.0.1:${port} does not answer`);
+    expect((err as ProviderError).message).toBe(`gatekeeper (127.0.0.1:${port}) did not answer SSH within 0 s (last: ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:${port})`);
+    expect((err as ProviderError).hint).toContain('provider.aws.sshTimeoutSeconds');
+    expect(status.length).toBeGreaterThan(0);
+    expect(status[0]).toMatch(new RegExp(`^gatekeeper 127\\.0\\.0\\.1:${port} \\d+ s of 0 s, last: ECONNREFUSED$`));
+  });
+
+  test('waitForTcp gives up at once when this machine has no route (ENETUNREACH), and waits through timeouts (a booting node)', async () => {
+    let attempts = 0;
+    const unreachable = async () => { attempts++; return { code: 'ENETUNREACH', message: 'connect ENETUNREACH 198.51.100.7:22' }; };
+    const t0 = Date.now();
+    const err = (await waitForTcp({ node: 'gatekeeper', address: '198.51.100.7', port: 22 }, { timeoutMs: 600_000, probe: unreachable }).then(() => null, (e: unknown) => e)) as ProviderError;
+    expect(Date.now() - t0).toBeLessThan(2000); // no retry: one would first sleep the default 2 s
+    expect(attempts).toBe(1);
+    expect(err).toBeInstanceOf(ProviderError);
+    expect(err.message).toBe('gatekeeper (198.51.100.7:22): SSH port unreachable: connect ENETUNREACH 198.51.100.7:22: this machine has no route to that network; waiting will not help');
+
+    // A timeout is what a booting node looks like: waited for, until the limit.
+    let n = 0;
+    const slowBoot = async () => (++n < 3 ? { code: 'ETIMEDOUT', message: 'no answer within 5 s' } : undefined);
+    await waitForTcp({ node: 'manager', address: '198.51.100.8', port: 22 }, { timeoutMs: 600_000, retryMs: 1, probe: slowBoot });
+    expect(n).toBe(3);
   });
 });
 

@@ -97,7 +97,7 @@ describe('valid specs', () => {
     expect(c.timezone).toBe('UTC');
     expect(c.adminUser).toBe('ubuntu');
     expect(c.provider.local).toEqual({ subnet: '10.9.0.0/24', bridge: 'rampart0', mirror: 'deb.debian.org', suite: 'bookworm', checkValidUntil: true });
-    expect(c.provider.aws).toEqual({ jump: true, keyName: 'rampart-demo' });
+    expect(c.provider.aws).toEqual({ ubuntu: '26.04', jump: true, keyName: 'rampart-demo', sshTimeoutSeconds: 600 });
     expect(c.nodes[3]).toEqual({ name: 'manager', type: 't2.micro', roles: ['base', 'mysql', 'replication', 'iptables'], db: 'manager', public: false, address: '10.9.0.13' });
     expect(c.security.egress).toEqual([{ node: 'trustedhost', mirror: true }]);
     expect(c.database).toEqual({
@@ -309,6 +309,10 @@ const BAD: [string, string, string[]][] = [
   ]],
   ['unknown time zone', edit('name: demo\n', 'name: demo\ntimezone: Europe/Pariss\n'), [
     'cluster.yaml:2:11: timezone "Europe/Pariss" is not a known time zone (did you mean "Europe/Paris"?)',
+  ]],
+  ['an Ubuntu release the AWS provider has no images of, and an SSH wait too short', edit('  type: local\n', '  type: local\n  aws: { ubuntu: "22.04", sshTimeoutSeconds: 5 }\n'), [
+    'cluster.yaml:4:18: provider.aws.ubuntu must be one of 26.04, 24.04 (got "22.04"; did you mean "26.04"?)',
+    'cluster.yaml:4:46: provider.aws.sshTimeoutSeconds must be between 10 and 3600 (got 5)',
   ]],
   ['bad aws.sshCidr numbers', edit('  type: local\n', '  type: local\n  aws: { sshCidr: 203.0.113.7/33 }\n'), [
     'cluster.yaml:4:19: provider.aws.sshCidr 203.0.113.7/33 is not a valid IPv4 CIDR (numbers 0-255, prefix 0-32)',
