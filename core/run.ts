@@ -31,6 +31,8 @@ export interface RunOptions {
   log?: CommandLogger;
   /** --diff: evaluate each difference's detail (unified diff, old -> new) into TaskResult.diff. */
   diff?: boolean;
+  /** --serial N: every role runs N hosts at a time (rolling roles keep their order and settle). */
+  serial?: number;
 }
 
 export type BaseCtx = Omit<TaskContext, 'facts'>;
@@ -198,6 +200,10 @@ export async function run(opts: RunOptions): Promise<RunReport> {
     }
   };
 
+  /** Hosts at a time for a role: --serial N, else the role's own serial (undefined = all at once). */
+  const serialSize = (role: Role): number | undefined => opts.serial ?? role.serial?.size;
+  const changedCount = (host: string, role: string) => results.filter((r) => r.host === host && r.role === role && r.status === 'changed').length;
+
   const hostTitle = (st: HostState) => {
     const c = recapOf(st.host.name, results, st.unreachable);
     return `${st.host.name}: ok=${c.ok} changed=${c.changed} failed=${c.failed} skipped=${c.skipped}`;
@@ -232,23 +238,62 @@ export async function run(opts: RunOptions): Promise<RunReport> {
           ),
       },
       ...roles.map((role) => ({
-        title: `role ${role.name}`,
+        title: `role ${role.name}${serialSize(role) ? ` (${serialSize(role)} host${serialSize(role) === 1 ? '' : 's'} at a time)` : ''}`,
         skip: () => !all.some((st) => roleApplies(role, st.host)),
-        task: (_: unknown, t: { newListr: (tasks: ListrTask[], o: object) => Listr }) =>
-          t.newListr(
-            all
-              .filter((st) => roleApplies(role, st.host))
-              .map((st) => ({
-                title: st.host.name,
-                skip: () => (st.failed ? `${st.host.name}: skipped after an earlier failure` : false),
-                task: async (_c: unknown, out: Out) => {
-                  await runRole(st, role, out);
-                  out.title = hostTitle(st);
-                  if (st.failed) throw new Error(`${st.host.name}: ${results.filter((r) => r.host === st.host.name && r.status === 'failed').map((r) => `${r.task}: ${r.message}`).join('; ')}`);
-                },
-              })),
-            { concurrent: true, exitOnError: false },
-          ),
+        task: (_: unknown, t: { newListr: (tasks: ListrTask[], o: object) => Listr }) => {
+          const mine = all.filter((st) => roleApplies(role, st.host));
+          const hostTask = (st: HostState): ListrTask => ({
+            title: st.host.name,
+            skip: () => (st.failed ? `${st.host.name}: skipped after an earlier failure` : false),
+            task: async (_c: unknown, out: Out) => {
+              await runRole(st, role, out);
+              out.title = hostTitle(st);
+              if (st.failed) throw new Error(`${st.host.name}: ${results.filter((r) => r.host === st.host.name && r.status === 'failed').map((r) => `${r.task}: ${r.message}`).join('; ')}`);
+            },
+          });
+          const size = serialSize(role);
+          if (!size) return t.newListr(mine.map(hostTask), { concurrent: true, exitOnError: false });
+          // A rolling role: batches of `size` hosts in the role's order, each back in service
+          // (its settle) before the next starts; a failed host stops the rollout.
+          const order = role.serial?.order ? role.serial.order(mine.map((st) => st.host)).map((h) => states.get(h.name)!).filter(Boolean) : mine;
+          const batches: HostState[][] = [];
+          for (let i = 0; i < order.length; i += size) batches.push(order.slice(i, i + size));
+          let stoppedBy: string | undefined;
+          return t.newListr(batches.map((batch, b) => ({
+            title: `batch ${b + 1}/${batches.length}: ${batch.map((st) => st.host.name).join(', ')}`,
+            task: async (_c: unknown, bt: { newListr: (tasks: ListrTask[], o: object) => Listr }) => {
+              if (stoppedBy) {
+                for (const st of batch.filter((x) => !x.failed)) {
+                  st.failed = true;
+                  record({ host: st.host.name, role: role.name, task: 'rollout', status: 'failed', message: `not started: the rollout stopped after ${stoppedBy} failed`, durationMs: 0 });
+                }
+                return;
+              }
+              const before = new Map(batch.map((st) => [st.host.name, changedCount(st.host.name, role.name)]));
+              // only a failure in this role stops the rollout (a host that failed earlier is just skipped)
+              const failedBefore = new Set(batch.filter((st) => st.failed));
+              const settle = async () => {
+                for (const st of batch) {
+                  if (st.failed || check || !role.serial?.settle || changedCount(st.host.name, role.name) === before.get(st.host.name)) continue;
+                  const t0 = Date.now();
+                  try {
+                    const msg = await role.serial.settle(baseCtx(st));
+                    record({ host: st.host.name, role: role.name, task: 'rollout: back in service', status: 'ok', message: msg || '', durationMs: Date.now() - t0 });
+                  } catch (e) {
+                    st.failed = true;
+                    record({ host: st.host.name, role: role.name, task: 'rollout: back in service', status: 'failed', message: errorMessage(e), durationMs: Date.now() - t0 });
+                  }
+                }
+                const failed = batch.find((st) => st.failed && !failedBefore.has(st));
+                if (failed) stoppedBy = failed.host.name;
+              };
+              return bt.newListr([
+                { title: 'hosts', task: (_h: unknown, ht: { newListr: (tasks: ListrTask[], o: object) => Listr }) => ht.newListr(batch.map(hostTask), { concurrent: true, exitOnError: false }) },
+                { title: 'back in service', task: settle },
+              ], { concurrent: false, exitOnError: false });
+            },
+          })), { concurrent: false, exitOnError: false });
+        },
       })),
     ],
     { ...listrOptions(opts.progress), concurrent: false, exitOnError: false } as never,

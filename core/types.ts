@@ -263,10 +263,24 @@ export interface Handler {
   run(ctx: Omit<TaskContext, 'facts'>): Promise<void>;
 }
 
+/** A rolling role (Ansible's `serial`): hosts in batches, each back in service before the next. */
+export interface Serial {
+  /** Hosts at a time. */
+  size: number;
+  /** Rollout order (default: cluster order), e.g. workers first, the manager last. */
+  order?(hosts: Host[]): Host[];
+  /**
+   * After a batch changed a host: wait (bounded) until it serves again, e.g. a worker
+   * back in replication and caught up. Throw to stop the rollout.
+   */
+  settle?(ctx: Omit<TaskContext, 'facts'>): Promise<string | void>;
+}
+
 export interface Role {
   name: RoleName;
   tasks: Task[];
   handlers?: Handler[];
+  serial?: Serial;
 }
 
 export interface TaskResult {

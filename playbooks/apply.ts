@@ -20,6 +20,8 @@ Create the nodes of cluster.yaml and converge every role. A second run changes n
   --limit LIST   run the roles on these hosts or groups only (comma separated; groups: all, db,
                  manager, workers, services, a service name, a role name)
   --roles LIST   run only these roles (comma separated, e.g. base,iptables); nodes are still created
+  --serial N     every role runs N hosts at a time (the DB roles roll one at a time by default:
+                 workers first, each back in replication, the manager last)
   --diff         show what changes in detail: unified diffs of managed files, firewall lines, old -> new
   -v, -vv        print each command sent and its output (secrets masked); -vv also every fact
   --detailed-exitcode   exit 0 nothing to do, 2 changes (pending with --check, made without), 1 any error
@@ -51,7 +53,7 @@ export async function main(args: string[]): Promise<never> {
   return runMain(() => json, async () => {
     const flags = parseFlags(args, {
       check: { type: 'boolean', default: false }, limit: { type: 'string' }, roles: { type: 'string' },
-      'detailed-exitcode': { type: 'boolean', default: false }, verbose: { type: 'boolean', short: 'v', multiple: true }, diff: { type: 'boolean', default: false },
+      'detailed-exitcode': { type: 'boolean', default: false }, verbose: { type: 'boolean', short: 'v', multiple: true }, diff: { type: 'boolean', default: false }, serial: { type: 'string' },
     });
     json = Boolean(flags.json);
     if (flags.help) {
@@ -61,6 +63,8 @@ export async function main(args: string[]): Promise<never> {
     const cluster = loadCluster(clusterFile(flags.file as string | undefined));
     const check = Boolean(flags.check);
     const verbosity = (flags.verbose as boolean[] | undefined)?.length ?? 0;
+    const serial = flags.serial === undefined ? undefined : Number(flags.serial);
+    if (serial !== undefined && !(Number.isInteger(serial) && serial >= 1)) throw new UsageError(`--serial takes a whole number of hosts >= 1 (got ${String(flags.serial)})`);
     const limit = resolveLimit(cluster, flags.limit as string | undefined);
     const used = new Set<RoleName>(cluster.nodes.flatMap((n) => n.roles));
     const only = flags.roles ? String(flags.roles).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
@@ -107,7 +111,7 @@ export async function main(args: string[]): Promise<never> {
 
     const report = await run({
       cluster, hosts, limit, roles, check,
-      privateKey: key.privateKey, knownHosts, secrets, progress: !json && verbosity === 0, log: runLog.record, diff: Boolean(flags.diff),
+      privateKey: key.privateKey, knownHosts, secrets, progress: !json && verbosity === 0, log: runLog.record, diff: Boolean(flags.diff), serial,
       // A dry run does not wait for booting nodes: it says which ones it could not inspect.
       ...(check ? { connectRetryMs: CHECK_CONNECT_RETRY_MS } : {}),
     });

@@ -3,7 +3,9 @@
 // (on the manager only: they replicate) users, grants and rampart's schemas.
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
-import type { Connection, Role, Task, TaskContext } from '../core/types.ts';
+import type { Connection, Role, Serial, Task, TaskContext } from '../core/types.ts';
+import { catchUpScript, parseReplicaStatus, REPLICA_STATUS_FACT, replicaSource } from './lib/mysql-replication.ts';
+import { SECRETS } from './lib/names.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
 import { ACCOUNTS_FACT, parseAccounts, planAccounts } from './lib/mysql-accounts.ts';
 import {
@@ -185,7 +187,34 @@ const accounts: Task = {
   },
 };
 
+/**
+ * A change that restarts the server rolls: workers one at a time, each back in
+ * replication and caught up with the manager (and given a few probe intervals
+ * for the proxy to route reads to it again) before the next; the manager last,
+ * so reads are always served by someone and writes stop only for the
+ * manager's own restart. A host that fails stops the rollout.
+ */
+const rolling: Serial = {
+  size: 1,
+  order: (hosts) => [...hosts.filter((h) => h.node.db === 'worker'), ...hosts.filter((h) => h.node.db !== 'worker')],
+  settle: async (ctx) => {
+    if (ctx.host.node.db !== 'worker') return 'the manager answers with its config';
+    const status = parseReplicaStatus((await ctx.conn.exec(REPLICA_STATUS_FACT, { check: false })).stdout);
+    if (!status) return 'not a replica yet (the replication role makes it one)';
+    if (!/^(Yes|Connecting)$/.test(status.ioRunning) && status.sqlRunning !== 'Yes') return 'replication is stopped (the replication role repairs it)';
+    const d = dialectFor(ctx.cluster, (await ctx.conn.exec(OS_ID_FACT)).stdout);
+    const r = await ctx.conn.exec(catchUpScript(d, replicaSource(ctx.hosts), 120), { stdin: `${ctx.secrets.get(SECRETS.mysqlRepl)}\n`, check: false });
+    if (r.code !== 0) {
+      throw new HostError(`${ctx.host.name}: not back in replication after the change: ${r.stderr.trim()}`, 'the rollout stopped before the next DB node; fix this one and apply again');
+    }
+    // the proxy's probes (every probeIntervalMs) route reads to it again once it answers caught up
+    await new Promise((resolve) => setTimeout(resolve, 3 * ctx.cluster.services.proxy.probeIntervalMs));
+    return `back in replication, caught up to GTID ${r.stdout.trim()}`;
+  },
+};
+
 export const mysqlRole: Role = {
   name: 'mysql',
   tasks: [packages, config, service, running, accounts],
+  serial: rolling,
 };

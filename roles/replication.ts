@@ -2,24 +2,15 @@
 // The check reads SHOW SLAVE/REPLICA STATUS only; apply repairs the least that
 // is wrong (start a stopped replica, re-point one pointing elsewhere) and then
 // waits for catch-up with a GTID wait, never a sleep.
-import { RampartError } from '../core/errors.ts';
 import type { Role, Task, TaskContext } from '../core/types.ts';
-import { managerHost } from './lib/mysql-accounts.ts';
-import { MYSQL_PORT } from './lib/mysql-config.ts';
 import {
-  catchUpScript, changeSourceSql, parseReplicaStatus, REPLICA_STATUS_FACT, replicaDecision, RETRY_COUNT, startReplicaSql, type ReplicaAction,
+  catchUpScript, changeSourceSql, parseReplicaStatus, REPLICA_STATUS_FACT, replicaDecision, replicaSource, ReplicationError, startReplicaSql, type ReplicaAction,
   type ReplicaSource,
 } from './lib/mysql-replication.ts';
-import { DB_USERS, SECRETS } from './lib/names.ts';
+import { SECRETS } from './lib/names.ts';
 import { dialectFor, OS_ID_FACT } from './lib/os.ts';
 
-export class ReplicationError extends RampartError {}
-
-function source(ctx: Omit<TaskContext, 'facts'>): ReplicaSource {
-  const m = managerHost(ctx.hosts);
-  if (!m) throw new ReplicationError('no node has db: manager', 'mark exactly one DB node `db: manager` in cluster.yaml');
-  return { host: m.privateAddress, port: MYSQL_PORT, user: DB_USERS.repl, retryCount: RETRY_COUNT };
-}
+const source = (ctx: Omit<TaskContext, 'facts'>): ReplicaSource => replicaSource(ctx.hosts);
 
 const replica: Task = {
   name: 'replica of the manager (GTID)',

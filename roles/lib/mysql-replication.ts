@@ -2,9 +2,16 @@
 // parsing, the decision "what is wrong", the statements that repair it and
 // the GTID waits. Passwords only ever travel in SQL or option-file text fed
 // through stdin, never in an argument vector.
+import { RampartError } from '../../core/errors.ts';
 import { shq } from '../../core/ssh.ts';
+import type { Host } from '../../core/types.ts';
+import { managerHost } from './mysql-accounts.ts';
+import { MYSQL_PORT } from './mysql-config.ts';
 import { DIALECT_SQL } from './mysql-dialect.ts';
+import { DB_USERS } from './names.ts';
 import type { Dialect } from './os.ts';
+
+export class ReplicationError extends RampartError {}
 
 /**
  * Replica status, one `Key: value` per line (-E: the 9.x client refuses `\G` in
@@ -108,6 +115,13 @@ export function replicaDecision(status: ReplicaStatus | null, want: ReplicaSourc
     return { action: 'start', reason: `replica threads IO=${status.ioRunning || 'No'} SQL=${status.sqlRunning || 'No'}` };
   }
   return { action: 'ok' };
+}
+
+/** Where every worker replicates from: the manager, as the replication user, with the retry count wanted. */
+export function replicaSource(hosts: Host[]): ReplicaSource {
+  const m = managerHost(hosts);
+  if (!m) throw new ReplicationError('no node has db: manager', 'mark exactly one DB node `db: manager` in cluster.yaml');
+  return { host: m.privateAddress, port: MYSQL_PORT, user: DB_USERS.repl, retryCount: RETRY_COUNT };
 }
 
 /** Reconnect every few seconds (default 60) after the source restarts or a firewall reload drops the link. */

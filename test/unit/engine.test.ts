@@ -243,6 +243,67 @@ describe('run', () => {
     expect(planned[0].message).toMatch(/known after apply/);
   });
 
+  describe('rolling roles (serial)', () => {
+    const spans: { host: string; start: number; end: number }[] = [];
+    const settled: string[] = [];
+    const rolling = (failOn?: string): Role => ({
+      name: 'base',
+      tasks: [{
+        name: 'restart',
+        facts: ({ host }) => ({ f: `cat ${shq(file(host.name, 'r'))}` }),
+        check: ({ facts }) => (facts.f.stdout === 'done' ? null : { message: 'restart' }),
+        apply: async ({ host }) => {
+          const start = Date.now();
+          await new Promise((r) => setTimeout(r, 40));
+          if (host.name === failOn) throw new Error('did not come back');
+          writeFileSync(file(host.name, 'r'), 'done');
+          spans.push({ host: host.name, start, end: Date.now() });
+        },
+      }],
+      serial: {
+        size: 1,
+        order: (hs) => [...hs.filter((h) => h.node.db === 'worker'), ...hs.filter((h) => h.node.db !== 'worker')],
+        settle: async ({ host }) => void settled.push(host.name),
+      },
+    });
+    beforeEach(() => {
+      spans.length = 0;
+      settled.length = 0;
+    });
+
+    test('one host at a time in the role\'s order, each settled before the next; a no-op settles nobody', async () => {
+      const r = await go(false, [rolling()]);
+      expect(spans.map((x) => x.host)).toEqual(['worker1', 'worker2', 'manager']);
+      for (let i = 1; i < spans.length; i++) expect(spans[i].start).toBeGreaterThanOrEqual(spans[i - 1].end);
+      expect(settled).toEqual(['worker1', 'worker2', 'manager']);
+      expect(r.results.filter((x) => x.task === 'rollout: back in service').map((x) => x.host)).toEqual(['worker1', 'worker2', 'manager']);
+      settled.length = 0;
+      const again = await go(false, [rolling()]);
+      expect(settled).toEqual([]);
+      expect(again.results.every((x) => x.status === 'ok')).toBe(true);
+    });
+
+    test('a failed host stops the rollout: the hosts after it are not started', async () => {
+      const r = await go(false, [rolling('worker2')]);
+      expect(spans.map((x) => x.host)).toEqual(['worker1']);
+      expect(r.hosts.worker2.failed).toBe(1);
+      expect(r.results.find((x) => x.host === 'manager')).toMatchObject({ task: 'rollout', status: 'failed', message: 'not started: the rollout stopped after worker2 failed' });
+      expect(existsSync(file('manager', 'r'))).toBe(false);
+    });
+
+    test('--serial N sets the batch size of every role (rolling ones keep their order)', async () => {
+      await run({
+        cluster, hosts: hostsFor(['manager', 'worker1', 'worker2']), roles: [{ ...rolling(), serial: undefined }], check: false, serial: 2,
+        privateKey: '', knownHosts: new KnownHosts(join(dir, 'kh')), secrets, progress: false, connect: async (h) => new LocalConnection(h),
+      });
+      // manager + worker1 together, then worker2
+      const [a, b, c] = [...spans].sort((x, y) => x.start - y.start);
+      expect(new Set([a.host, b.host])).toEqual(new Set(['manager', 'worker1']));
+      expect(c.host).toBe('worker2');
+      expect(c.start).toBeGreaterThanOrEqual(Math.max(a.end, b.end));
+    });
+  });
+
   test('a failure stops that host only; the others finish and keep their results', async () => {
     const report = await go(false, roles({ failOn: 'worker2' }));
     expect(report.hosts.worker2.failed).toBe(1);
