@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { RunReport } from '../../core/types.ts';
 import type { BenchSummary } from '../../playbooks/bench/types.ts';
 import { e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
 
@@ -155,6 +156,57 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
     expect(r.json.error.message).toContain('no applied cluster');
     expect(r.json.error.hint).toContain('zx apply');
   }, 120_000);
+
+  test('a change that needs a MariaDB restart rolls: reads answered throughout, writes refused at most during the manager\'s own restart', async () => {
+    // drift on every DB node (a variable changed by hand): apply restarts each server to its config
+    for (const n of DB) expect(onNode(file, ADDR[n], 'mysql -e "SET GLOBAL slave_net_timeout = 30"').code).toBe(0);
+    const key = (JSON.parse(readFileSync(join(dir, '.rampart', 'secrets.json'), 'utf8')) as Record<string, string>).gatekeeper_api_key;
+    const outcomes: { kind: 'read' | 'write'; at: number; ok: boolean }[] = [];
+    let observing = true;
+    const observe = async (kind: 'read' | 'write') => {
+      const body = kind === 'read'
+        ? { sql: 'SELECT COUNT(*) AS n FROM sakila.film', mode: 'random' }
+        : { sql: 'UPDATE sakila.actor SET last_update = last_update WHERE actor_id = ?', params: [1] };
+      while (observing) {
+        const at = Date.now();
+        const ok = await fetch(`http://${ADDR.gatekeeper}/query`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body), signal: AbortSignal.timeout(5000) })
+          .then((r) => r.status === 200, () => false);
+        outcomes.push({ kind, at, ok });
+        await new Promise((r) => setTimeout(r, 40));
+      }
+    };
+    const observers = [observe('read'), observe('write')];
+    const r = await zx<RunReport>('apply', file);
+    await new Promise((res) => setTimeout(res, 1000));
+    observing = false;
+    await Promise.all(observers);
+    expect(r.code).toBe(0);
+    const restarts = DB.map((n) => r.json.results.find((x) => x.host === n && x.task === 'server runs the config')!);
+    for (const x of restarts) expect(x.status).toBe('changed');
+    // the run log has each restart command with its end time and duration: one after another, workers first
+    const log = readFileSync(r.json.log!, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { host: string; kind: string; command: string; ts: string; durationMs: number });
+    const windows = DB.map((n) => {
+      const e = log.find((l) => l.host === n && l.kind === 'exec' && l.command === 'systemctl restart mariadb')!;
+      return { n, start: Date.parse(e.ts) - e.durationMs, end: Date.parse(e.ts) };
+    }).sort((a, b) => a.start - b.start);
+    expect(windows.map((w) => w.n)).toEqual(['worker1', 'worker2', 'manager']);
+    for (let i = 1; i < windows.length; i++) expect(windows[i].start).toBeGreaterThanOrEqual(windows[i - 1].end);
+    // reads answered the whole time; writes failed only around the manager's restart
+    const reads = outcomes.filter((o) => o.kind === 'read');
+    expect(reads.length).toBeGreaterThan(20);
+    expect(reads.filter((o) => !o.ok)).toEqual([]);
+    const manager = windows.find((w) => w.n === 'manager')!;
+    const badWrites = outcomes.filter((o) => o.kind === 'write' && !o.ok);
+    expect(badWrites.filter((o) => o.at < manager.start - 1000 || o.at > manager.end + 5000)).toEqual([]);
+    expect(outcomes.filter((o) => o.kind === 'write' && o.ok).length).toBeGreaterThan(10);
+    const again = await zx<RunReport>('apply', file);
+    expect(again.json.results.filter((x) => x.status === 'changed')).toEqual([]);
+    // the run logs hold every command of these runs, and no secret
+    const secrets = Object.values(JSON.parse(readFileSync(join(dir, '.rampart', 'secrets.json'), 'utf8')) as Record<string, string>);
+    const logs = readdirSync(join(dir, '.rampart', 'logs')).map((f) => readFileSync(join(dir, '.rampart', 'logs', f), 'utf8'));
+    expect(logs.length).toBeGreaterThanOrEqual(3);
+    for (const text of logs) for (const v of secrets) expect(text.includes(v)).toBe(false);
+  }, 600_000);
 
   test('worker1 stopped during the read phase: random/customized reads still succeed, the report says what happened', async () => {
     // paced so each read phase lasts 6 s: direct (manager only), then random, then customized
