@@ -76,13 +76,22 @@ export class DbNode {
   latencyMs: number | null = null;
   lagSeconds: number | null = null;
   replicating: boolean | null = null;
+  /**
+   * When a probe last saw this worker replicating and within the lag limit (ms since epoch).
+   * A worker that lost its source (IO thread reconnecting: the manager restarts) but still
+   * applies what it has keeps serving reads for up to maxLagSeconds after that: its data is
+   * then at most that old, and reads go on while the manager is away.
+   */
+  caughtUpAt: number | null = null;
+  /** The SQL (applier) thread runs: the replica is not broken, only maybe cut off. */
+  applying = false;
   lastError: string | undefined;
   private readonly pool: mysql.Pool;
   private readonly probePool: mysql.Pool;
   private probing = false;
   private closed = false;
 
-  constructor(endpoint: DbEndpoint, readonly role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number, probeTimeoutMs = 750) {
+  constructor(endpoint: DbEndpoint, readonly role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number, probeTimeoutMs = 750, private readonly maxLagSeconds = 5) {
     this.name = endpoint.name;
     const base: mysql.PoolOptions = {
       host: endpoint.host,
@@ -115,11 +124,15 @@ export class DbNode {
     this.probePool.on('connection', (c) => c.on('error', () => undefined));
   }
 
-  /** May serve reads: healthy, and for a worker replicating with lag <= maxLag. */
-  usable(maxLagSeconds: number): boolean {
+  /**
+   * May serve reads: healthy, and for a worker replicating with lag <= maxLag, or cut off
+   * from its source (applier still running) for no longer than maxLag since it was caught up.
+   */
+  usable(maxLagSeconds: number, now = Date.now()): boolean {
     if (!this.healthy) return false;
     if (this.role === 'manager') return true;
-    return this.replicating === true && this.lagSeconds !== null && this.lagSeconds <= maxLagSeconds;
+    if (this.replicating === true && this.lagSeconds !== null && this.lagSeconds <= maxLagSeconds) return true;
+    return this.applying && this.caughtUpAt !== null && now - this.caughtUpAt <= maxLagSeconds * 1000;
   }
 
   private record(ms: number): void {
@@ -174,18 +187,21 @@ export class DbNode {
         const r = (rows as Record<string, unknown>[])[0];
         if (!r) {
           this.replicating = false;
+          this.applying = false;
           this.lagSeconds = null;
         } else {
           const io = r.Slave_IO_Running ?? r.Replica_IO_Running;
           const sqlThread = r.Slave_SQL_Running ?? r.Replica_SQL_Running;
           const lag = r.Seconds_Behind_Master ?? r.Seconds_Behind_Source;
           this.replicating = io === 'Yes' && sqlThread === 'Yes';
+          this.applying = sqlThread === 'Yes';
           this.lagSeconds = lag === null || lag === undefined ? null : Number(lag);
+          if (this.replicating && this.lagSeconds !== null && this.lagSeconds <= this.maxLagSeconds) this.caughtUpAt = Date.now();
         }
       }
       this.record(performance.now() - start);
       this.healthy = true;
-      this.setError(this.role === 'worker' && this.replicating === false ? 'replication is not running' : undefined);
+      this.setError(this.role === 'worker' && this.replicating === false && !this.usable(this.maxLagSeconds) ? 'replication is not running' : undefined);
     } catch (e) {
       const err = e as MysqlLikeError;
       if (err.errno === 1227 || err.code === 'ER_SPECIFIC_ACCESS_DENIED_ERROR') {

@@ -205,6 +205,20 @@ describe('router', () => {
     expect(counts.a).toBeGreaterThan(1800);
     expect(counts.b).toBeGreaterThan(1800);
   });
+  test('a worker cut off from a restarting manager keeps serving reads for up to maxLagSeconds, then not', () => {
+    const w = node('w', 'worker', true, 1, null, false); // IO thread reconnecting: no lag figure
+    w.applying = true;
+    const now = Date.now();
+    w.caughtUpAt = now - 2_000;
+    expect(w.usable(5, now)).toBe(true);
+    expect(w.usable(5, now + 4_000)).toBe(false);
+    w.applying = false; // the applier stopped: broken, not just cut off
+    expect(w.usable(5, now)).toBe(false);
+    const never = node('n', 'worker', true, 1, null, false);
+    never.applying = true; // never seen caught up
+    expect(never.usable(5, now)).toBe(false);
+  });
+
   test('falls back to the manager, and to nothing when the manager failed too', () => {
     const m = node('manager', 'manager', true, 1, null);
     const r = new Router(m, [node('w', 'worker', false, 1, 0)], 5);
