@@ -45,6 +45,7 @@ interface RawCluster {
   database: Cluster['database'];
   services: Cluster['services'];
   bench: Cluster['bench'];
+  apt: Cluster['apt'];
 }
 
 // ------------------------------------------------------------------ public API
@@ -719,5 +720,6 @@ function normalise(raw: RawCluster, file: string): Cluster {
       proxy: { ...raw.services.proxy, modes: [...raw.services.proxy.modes] },
     },
     bench: { ...raw.bench },
+    apt: { ...raw.apt },
   };
 }

@@ -117,6 +117,13 @@ export interface BenchSpec {
   lastName: string;
 }
 
+export interface AptSpec {
+  /** Refresh a node's package lists when they are older than this (Ansible's cache_valid_time). */
+  cacheValidSeconds: number;
+  /** Which pending upgrades apply installs: security (default), all, none. */
+  upgrades: 'security' | 'all' | 'none';
+}
+
 export interface Cluster {
   /** Absolute path of the cluster.yaml it came from. */
   file: string;
@@ -131,6 +138,7 @@ export interface Cluster {
   database: DatabaseSpec;
   services: ServicesSpec;
   bench: BenchSpec;
+  apt: AptSpec;
 }
 
 /** A machine the engine can reach, as a provider describes it. */

@@ -10,7 +10,7 @@ import { ProviderError } from '../core/errors.ts';
 import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } from '../core/state.ts';
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
 import { checkPlatform, ensureHostLimits, ensureHostPackages, missingHostPackages } from './local/host.ts';
-import { aptSources, ensureBaseImage, ensureBaseRootfs, imageExists, imagePath } from './local/image.ts';
+import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
   fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type Subnet,
@@ -132,7 +132,7 @@ export class LocalProvider implements Provider {
     const installed = missing.length === 0;
     items.push(installed ? { action: 'ok', resource: 'host packages' } : { action: 'create', resource: 'host packages', detail: `apt-get install ${missing.join(' ')}` });
     items.push(imageExists(this.suite)
-      ? { action: 'ok', resource: 'base image', detail: imagePath(this.suite) }
+      ? { action: 'ok', resource: 'base image', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)} (nodes refresh its package lists once older than apt.cacheValidSeconds)` }
       : { action: 'create', resource: 'base image', detail: `debootstrap ${this.suite} -> ${imagePath(this.suite)} (about 70 s)` });
 
     const bridge = await bridgeState(this.spec.bridge, this.subnet);
@@ -176,7 +176,7 @@ export class LocalProvider implements Provider {
     changes.push(installed.length ? { action: 'create', resource: 'host packages', detail: installed.join(' ') } : { action: 'ok', resource: 'host packages' });
 
     const built = await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil);
-    changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: imagePath(this.suite) });
+    changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)}` });
     const base = await ensureBaseRootfs(this.suite, events);
 
     const bridge = await bridgeState(this.spec.bridge, this.subnet);

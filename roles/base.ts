@@ -2,7 +2,7 @@
 // timezone, and an SSH daemon that takes keys only.
 import { shq } from '../core/ssh.ts';
 import type { Role, Task } from '../core/types.ts';
-import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
+import { aptInstall, aptUpgrade, missingPackages, packagesFact, parsePendingUpgrades, PENDING_UPGRADES_FACT, refreshListsScript, wantedUpgrades } from './lib/apt.ts';
 import { fileTask } from './lib/files.ts';
 import { dialectFor, OS_ID_FACT } from './lib/os.ts';
 import { allCandidatePackages, packagesFor } from './lib/packages.ts';
@@ -24,8 +24,40 @@ const packages: Task = {
     const missing = missingPackages(wanted, facts.pkgs.stdout);
     return missing.length ? { message: `install ${missing.join(' ')}`, data: missing } : null;
   },
-  apply: async ({ conn }, diff) => {
-    await aptInstall(conn, diff.data as string[]);
+  apply: async ({ conn, cluster }, diff) => {
+    await aptInstall(conn, diff.data as string[], cluster.apt.cacheValidSeconds);
+  },
+};
+
+/**
+ * Pending updates are drift: package lists older than apt.cacheValidSeconds are
+ * refreshed, and the upgrades apt.upgrades asks for (security only by default)
+ * are installed. --check reports them per package (--diff: old -> new), from
+ * the lists as they are (it refreshes nothing).
+ */
+const updates: Task = {
+  name: 'package lists and pending updates',
+  facts: () => ({ pending: PENDING_UPGRADES_FACT }),
+  check: ({ facts, cluster }) => {
+    const { listsAgeS, upgrades } = parsePendingUpgrades(facts.pending.stdout);
+    const want = wantedUpgrades(upgrades, cluster.apt.upgrades);
+    const stale = listsAgeS === null || listsAgeS > cluster.apt.cacheValidSeconds;
+    if (!stale && !want.length) return null;
+    const parts = [
+      ...(stale ? [`refresh package lists (${listsAgeS === null ? 'never refreshed by rampart' : `${Math.round(listsAgeS / 60)} min old`})`] : []),
+      ...(want.length ? [`upgrade ${want.length} package(s)${cluster.apt.upgrades === 'security' ? ' with a security update' : ''}: ${want.slice(0, 6).map((u) => u.name).join(' ')}${want.length > 6 ? ' ...' : ''}`] : []),
+    ];
+    return { message: parts.join('; '), data: { stale, names: want.map((u) => u.name) }, detail: () => want.map((u) => `${u.name}: ${u.from} -> ${u.to}${u.security ? ' (security)' : ''}\n`).join('') };
+  },
+  apply: async ({ conn, cluster }, diff) => {
+    const { names } = diff.data as { stale: boolean; names: string[] };
+    const lock = '-o DPkg::Lock::Timeout=600';
+    // refresh now (the check may have seen stale lists), then upgrade what the fresh lists say
+    await conn.exec(`export DEBIAN_FRONTEND=noninteractive; set -e; ${refreshListsScript(0, lock)}`);
+    const fresh = parsePendingUpgrades((await conn.exec(PENDING_UPGRADES_FACT)).stdout);
+    const now = wantedUpgrades(fresh.upgrades, cluster.apt.upgrades).map((u) => u.name);
+    await aptUpgrade(conn, now, cluster.apt.cacheValidSeconds);
+    return `lists refreshed${now.length ? `; upgraded ${now.join(' ')}` : names.length ? '' : '; nothing to upgrade'}`;
   },
 };
 
@@ -70,7 +102,7 @@ const sshd = fileTask({
 
 export const baseRole: Role = {
   name: 'base',
-  tasks: [packages, hostname, timezone, sshd],
+  tasks: [packages, updates, hostname, timezone, sshd],
   handlers: [
     {
       name: 'reload sshd',

@@ -46,12 +46,12 @@ const packages: Task = {
     ];
     return why.length ? { message: why.join('; '), data: missing } : null;
   },
-  apply: async ({ conn }, diff) => {
+  apply: async ({ conn, cluster }, diff) => {
     // wait (up to 10 min) for a package script left by a killed apply, then let dpkg finish anything interrupted
     await conn.exec(`for i in $(seq 600); do { ${APT_RUNNING}; } >/dev/null || break; sleep 1; done
 { ${APT_RUNNING}; } >/dev/null && { echo "apt/dpkg still running after 10 minutes" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a`);
-    await aptInstall(conn, diff.data as string[]);
+    await aptInstall(conn, diff.data as string[], cluster.apt.cacheValidSeconds);
   },
 };
 

@@ -66,7 +66,7 @@ const pkg: Task = {
     return todo.length ? { message: todo.join('; ') } : null;
   },
   apply: async (ctx) => {
-    if (fromApt(ctx)) return void (await aptInstall(ctx.conn, ['sysbench']));
+    if (fromApt(ctx)) return void (await aptInstall(ctx.conn, ['sysbench'], ctx.cluster.apt.cacheValidSeconds));
     await ctx.conn.exec(SYSBENCH_UNPACK_SCRIPT);
     await ctx.conn.writeFile(SYSBENCH_WRAPPER, SYSBENCH_WRAPPER_TEXT, { mode: '0755', owner: 'root:root' });
     const v = await ctx.conn.exec(`${SYSBENCH_WRAPPER} --version`);

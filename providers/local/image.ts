@@ -7,7 +7,16 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
+import { LISTS_STAMP } from '../../roles/lib/apt.ts';
 import { run, unmountUnder } from './exec.ts';
+
+/** How old the cached image is, for the plan: "built 3 h ago" (nodes refresh older package lists). */
+export async function imageAge(suite: string): Promise<string> {
+  const st = await stat(imagePath(suite)).catch(() => null);
+  if (!st) return 'not built';
+  const h = (Date.now() - st.mtimeMs) / 3_600_000;
+  return `built ${h < 1 ? `${Math.round(h * 60)} min` : h < 48 ? `${h.toFixed(1)} h` : `${Math.round(h / 24)} days`} ago`;
+}
 
 export const CACHE_DIR = process.env.RAMPART_IMAGE_CACHE ?? '/var/cache/rampart';
 export const IMAGE_PACKAGES = ['systemd-sysv', 'openssh-server', 'sudo', 'iproute2', 'dbus', 'procps', 'ca-certificates', 'iptables'];
@@ -171,6 +180,10 @@ async function configureImage(rootfs: string, mirror: string, suite: string, che
   await rm(join(etc, 'resolv.conf'), { force: true });
   await writeFile(join(etc, 'resolv.conf'), '# rampart nodes have no DNS; the package mirror is pinned in /etc/hosts\n');
   await writeFile(join(etc, 'apt/sources.list'), aptSources(mirror, suite, checkValidUntil));
+  // when the image's package lists were made: a node refreshes them once they are older than
+  // apt.cacheValidSeconds, or at once when its apt sources differ (they do: -updates, -security)
+  await mkdir(join(rootfs, 'var/lib/rampart'), { recursive: true });
+  await writeFile(join(rootfs, LISTS_STAMP), `${new Date().toISOString()}\n`);
   await rm(join(rootfs, 'var/cache/apt/archives'), { recursive: true, force: true });
   await mkdir(join(rootfs, 'var/cache/apt/archives/partial'), { recursive: true });
   const st = await stat(rootfs);

@@ -15,8 +15,24 @@ export function missingPackages(pkgs: string[], factOutput: string): string[] {
   return pkgs.filter((p) => !installed.has(p));
 }
 
-/** One non-interactive apt transaction; refreshes the package lists when they are missing or stale. */
-export async function aptInstall(conn: Connection, pkgs: string[]): Promise<void> {
+/** When rampart last refreshed the node's package lists (apt sets the lists' own mtimes to the archive's dates). */
+export const LISTS_STAMP = '/var/lib/rampart/apt-lists.stamp';
+
+/**
+ * Shell: refresh the package lists when there are none, when rampart's stamp is
+ * older than `maxAgeS` (Ansible's cache_valid_time), or when the apt sources
+ * changed since; then stamp. Paid once per node per max age, not per role.
+ */
+export function refreshListsScript(maxAgeS: number, lock: string): string {
+  return `stamp=$(stat -c %Y ${LISTS_STAMP} 2>/dev/null || echo 0)
+src=$(stat -c %Y /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | sort -n | tail -n 1)
+if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || [ $(( $(date +%s) - stamp )) -gt ${maxAgeS} ] || [ "\${src:-0}" -gt "$stamp" ]; then
+  apt-get ${lock} update -q && mkdir -p "$(dirname ${LISTS_STAMP})" && touch ${LISTS_STAMP}
+fi`;
+}
+
+/** One non-interactive apt transaction, on package lists no older than `maxAgeS`. */
+export async function aptInstall(conn: Connection, pkgs: string[], maxAgeS: number): Promise<void> {
   if (pkgs.length === 0) return;
   const list = pkgs.map(shq).join(' ');
   const env = 'export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a;';
@@ -33,10 +49,63 @@ export async function aptInstall(conn: Connection, pkgs: string[]): Promise<void
     `${env} set -e
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 why() { grep -hE '^(E|W): |^ +[^ ]+ : (Pre)?Depends|: (Conflicts|Breaks): ' "$log" | sort -u | head -n 8 | tr '\\n' ' '; }
-if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get ${lock} update -q >>"$log" 2>&1 || { cat "$log" >&2; echo "apt-get update failed: $(why)" >&2; exit 100; }; fi
+{ ${refreshListsScript(maxAgeS, lock)}
+} >>"$log" 2>&1 || { cat "$log" >&2; echo "apt-get update failed: $(why)" >&2; exit 100; }
 if ! ${install} >>"$log" 2>&1; then
   dpkg --configure -a >>"$log" 2>&1 || true
-  if ! { apt-get ${lock} update -q && ${install}; } >>"$log" 2>&1; then tail -n 20 "$log" >&2; echo "apt-get install failed: $(why)" >&2; exit 100; fi
+  if ! { apt-get ${lock} update -q && touch ${LISTS_STAMP} && ${install}; } >>"$log" 2>&1; then tail -n 20 "$log" >&2; echo "apt-get install failed: $(why)" >&2; exit 100; fi
 fi`,
   );
+}
+
+/** One pending upgrade as `apt-get -s upgrade` shows it. */
+export interface PendingUpgrade {
+  name: string;
+  from: string;
+  to: string;
+  /** From a -security archive (Debian-Security:12/stable-security, Ubuntu:24.04/noble-security). */
+  security: boolean;
+}
+
+/**
+ * Shell: the upgrades apt would make now (a simulation: nothing is changed), and
+ * how old rampart's package-list stamp is in seconds (-1 when never refreshed).
+ */
+export const PENDING_UPGRADES_FACT = `c=/var/lib/rampart/apt-pending.cache
+echo "age $(( $(date +%s) - $(stat -c %Y ${LISTS_STAMP} 2>/dev/null || echo -1) ))"
+# the simulation loads apt's whole cache (about a second): reuse its result until dpkg or the lists change
+if [ -f "$c" ] && [ "$c" -nt /var/lib/dpkg/status ] && { [ ! -e ${LISTS_STAMP} ] || [ "$c" -nt ${LISTS_STAMP} ]; }; then cat "$c"
+else mkdir -p /var/lib/rampart && { LC_ALL=C apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' || true; } > "$c.tmp" && mv -f "$c.tmp" "$c" && cat "$c"; fi`;
+
+export function parsePendingUpgrades(out: string): { listsAgeS: number | null; upgrades: PendingUpgrade[] } {
+  let listsAgeS: number | null = null;
+  const upgrades: PendingUpgrade[] = [];
+  for (const line of out.split('\n')) {
+    const age = /^age (-?\d+)$/.exec(line);
+    if (age) {
+      const n = Number(age[1]);
+      // a stamp that was never written gives now - (-1): absurdly large
+      listsAgeS = n > 10 * 365 * 86400 ? null : n;
+      continue;
+    }
+    // Inst libssl3 [3.0.15-1~deb12u1] (3.0.17-1~deb12u2 Debian-Security:12/stable-security [amd64])
+    const m = /^Inst (\S+) \[([^\]]+)\] \((\S+) ([^[]*?)\s*(\[[^\]]*\])?\)/.exec(line);
+    if (m) upgrades.push({ name: m[1], from: m[2], to: m[3], security: /security/i.test(m[4]) });
+  }
+  return { listsAgeS, upgrades };
+}
+
+/** The upgrades the policy wants (apt.upgrades: security = security only, all, none). */
+export function wantedUpgrades(upgrades: PendingUpgrade[], policy: 'security' | 'all' | 'none'): PendingUpgrade[] {
+  if (policy === 'none') return [];
+  return policy === 'all' ? upgrades : upgrades.filter((u) => u.security);
+}
+
+/** Install exactly these upgrades (--only-upgrade: nothing new is pulled in), lists refreshed first if stale. */
+export async function aptUpgrade(conn: Connection, names: string[], maxAgeS: number): Promise<void> {
+  if (!names.length) return;
+  const lock = '-o DPkg::Lock::Timeout=600';
+  await conn.exec(`export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a; set -e
+${refreshListsScript(maxAgeS, lock)}
+apt-get ${lock} install -y -q --only-upgrade --no-install-recommends -o Dpkg::Options::=--force-confold ${names.map(shq).join(' ')}`);
 }

@@ -157,6 +157,32 @@ describe.skipIf(!RUN)('engine + local provider + base role (6 LXC nodes)', () =>
     expect(JSON.stringify(bad.json)).toContain('groups: all, db, manager, workers');
   }, 300_000);
 
+  test('pending security updates are drift: every managed package at its candidate, one held back is reported and upgraded', async () => {
+    // after the applies above, the managed packages are at the candidate of the refreshed lists (security archive included)
+    const managed = ['tzdata', 'ca-certificates', 'iproute2', 'iptables', 'curl', 'procps'];
+    const policy = onNode(file, addr('worker1'), `for p in ${managed.join(' ')}; do apt-cache policy $p | awk -v p=$p '/Installed:/{i=$2} /Candidate:/{c=$2} END{print p, i, c}'; done`);
+    for (const line of policy.stdout.trim().split('\n')) {
+      const [p, installed, candidate] = line.split(' ');
+      expect({ p, installed }).toEqual({ p, installed: candidate });
+    }
+    // hold one back: a managed package whose candidate comes from the security archive, to the version below it
+    const pick = onNode(file, addr('worker1'), `for p in ${managed.join(' ')}; do apt-cache madison $p | awk -v p=$p 'NR==1 && $0 ~ /security/ {top=$3} NR>1 && top != "" && $3 != top {print p, $3; exit}'; done | head -n 1`).stdout.trim();
+    if (!pick) throw new Error('no managed package has a security update on this mirror right now: cannot hold one back');
+    const [pkg, older] = pick.split(' ');
+    expect(onNode(file, addr('worker1'), `DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades ${pkg}=${older} >/dev/null 2>&1; dpkg-query -W -f='\${Version}' ${pkg}`).stdout.trim()).toBe(older);
+    const check = await zx<RunReport>('apply', file, ['--roles', 'base', '--limit', 'worker1', '--check', '--diff', '--detailed-exitcode']);
+    expect(check.code).toBe(2);
+    const upd = check.json.results.find((x) => x.task === 'package lists and pending updates')!;
+    expect(upd.message).toContain(pkg);
+    expect(upd.diff).toContain(`${pkg}: ${older} -> `);
+    const fix = await zx<RunReport>('apply', file, ['--roles', 'base', '--limit', 'worker1']);
+    ok(fix);
+    expect(changedTasks(fix.json)).toEqual(['worker1|base|package lists and pending updates']);
+    expect(onNode(file, addr('worker1'), `apt-cache policy ${pkg} | awk '/Installed:/{i=$2} /Candidate:/{c=$2} END{print (i==c) ? "current" : i" < "c}'`).stdout.trim()).toBe('current');
+    const again = await zx<RunReport>('apply', file, ['--roles', 'base', '--limit', 'worker1']);
+    expect(changedTasks(again.json)).toEqual([]);
+  }, 300_000);
+
   test('a node deleted by hand is recreated by the next apply', async () => {
     execFileSync('lxc-destroy', ['-f', '-n', `${NAME}-gatekeeper`]);
     const plan = await zx<RunReport & { provider: unknown }>('apply', file, ['--roles', 'base', '--check']);

@@ -62,3 +62,36 @@ describe('--limit', () => {
     expect(() => resolveLimit(cluster, 'workerz')).toThrow(/unknown host\(s\) or group\(s\): workerz/);
   });
 });
+
+describe('pending updates', () => {
+  test('apt-get -s lines parsed; security ones told apart; the policy picks', async () => {
+    const { parsePendingUpgrades, wantedUpgrades } = await import('../../roles/lib/apt.ts');
+    const out = [
+      'age 120',
+      'Inst libssl3 [3.0.15-1~deb12u1] (3.0.17-1~deb12u2 Debian-Security:12/stable-security [amd64])',
+      'Inst tzdata [2024a-0+deb12u1] (2025b-0+deb12u1 Debian:12.11/stable-updates [all])',
+      'Inst openssl [3.0.15-1~deb12u1] (3.0.17-1~deb12u2 Ubuntu:24.04/noble-security [amd64]) []',
+    ].join('\n');
+    const p = parsePendingUpgrades(out);
+    expect(p.listsAgeS).toBe(120);
+    expect(p.upgrades).toEqual([
+      { name: 'libssl3', from: '3.0.15-1~deb12u1', to: '3.0.17-1~deb12u2', security: true },
+      { name: 'tzdata', from: '2024a-0+deb12u1', to: '2025b-0+deb12u1', security: false },
+      { name: 'openssl', from: '3.0.15-1~deb12u1', to: '3.0.17-1~deb12u2', security: true },
+    ]);
+    expect(wantedUpgrades(p.upgrades, 'security').map((u) => u.name)).toEqual(['libssl3', 'openssl']);
+    expect(wantedUpgrades(p.upgrades, 'all')).toHaveLength(3);
+    expect(wantedUpgrades(p.upgrades, 'none')).toEqual([]);
+    expect(parsePendingUpgrades(`age ${Math.floor(Date.now() / 1000) + 1}`).listsAgeS).toBeNull(); // never refreshed
+  });
+
+  test('the base role: stale lists and security upgrades are drift, --diff says old -> new; fresh and current is ok', async () => {
+    const { baseRole } = await import('../../roles/base.ts');
+    const { ctxFor } = await import('./mysql-fixtures.ts');
+    const t = baseRole.tasks.find((x) => x.name === 'package lists and pending updates')!;
+    const d = t.check(ctxFor('manager', { pending: 'age 99999\nInst libssl3 [1] (2 Debian-Security:12/stable-security [amd64])\n' })) as { message: string; detail: () => string };
+    expect(d.message).toMatch(/^refresh package lists \(\d+ min old\); upgrade 1 package\(s\) with a security update: libssl3$/);
+    expect(d.detail()).toBe('libssl3: 1 -> 2 (security)\n');
+    expect(t.check(ctxFor('manager', { pending: 'age 60\nInst tzdata [1] (2 Debian:12/stable-updates [all])\n' }))).toBeNull();
+  });
+});

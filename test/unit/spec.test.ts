@@ -153,7 +153,7 @@ const BAD: [string, string, string[]][] = [
     'cluster.yaml:1:1: top level must be a mapping (got a list)',
   ]],
   ['unknown top-level field', BASE + 'extras: 1\n', [
-    'cluster.yaml:36:1: top level has unknown field "extras" (known fields: name, timezone, adminUser, provider, nodes, security, database, services, bench; x-* fields are free for anchors)',
+    'cluster.yaml:36:1: top level has unknown field "extras" (known fields: name, timezone, adminUser, provider, nodes, security, database, services, bench, apt; x-* fields are free for anchors)',
   ]],
   ['misspelt top-level field', edit('name: demo', 'nmae: demo'), [
     'cluster.yaml:1:1: top level is missing required field "name"',
@@ -320,7 +320,7 @@ const BAD: [string, string, string[]][] = [
   ['several problems come back together, in file order', edit('name: demo', 'name: Demo', edit('db: manager', 'db: boss', BASE + 'extra: 1\n')), [
     'cluster.yaml:1:7: name must be 1-16 lower-case letters, digits or "-", starting with a letter (got "Demo")',
     'cluster.yaml:18:9: nodes[3].db must be one of manager, worker (got "boss")',
-    'cluster.yaml:36:1: top level has unknown field "extra" (known fields: name, timezone, adminUser, provider, nodes, security, database, services, bench; x-* fields are free for anchors)',
+    'cluster.yaml:36:1: top level has unknown field "extra" (known fields: name, timezone, adminUser, provider, nodes, security, database, services, bench, apt; x-* fields are free for anchors)',
   ]],
 ];
 
