@@ -83,7 +83,9 @@ const timezone: Task = {
   }),
   check: ({ facts, cluster }) => {
     const [link, want, file] = facts.tz.stdout.split('\n');
-    return link === want && file?.trim() === cluster.timezone ? null : { message: `${file?.trim() || link} -> ${cluster.timezone}` };
+    // tzdata's own scripts (run by an upgrade) write Etc/UTC for UTC: the same zone
+    const same = (a = '', b: string) => a.trim() === b || (b === 'UTC' && a.trim() === 'Etc/UTC');
+    return link === want && same(file, cluster.timezone) ? null : { message: `${file?.trim() || link} -> ${cluster.timezone}` };
   },
   apply: async ({ conn, cluster }) => {
     const zone = shq(zonePath(cluster.timezone));
