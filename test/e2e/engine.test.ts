@@ -52,7 +52,9 @@ describe.skipIf(!RUN)('engine + local provider + base role (6 LXC nodes)', () =>
     expect(containers().sort()).toEqual(NODES.map((n) => `${NAME}-${n}`).sort());
     // the base role really did its work on the node
     const out = onNode(file, addr('worker1'), 'hostname; cat /etc/timezone; systemctl is-system-running || true');
-    expect(out.stdout.split('\n').slice(0, 2)).toEqual(['worker1', 'UTC']);
+    const [hn, tz] = out.stdout.split('\n');
+    expect(hn).toBe('worker1');
+    expect(tz).toMatch(/^(Etc\/)?UTC$/); // tzdata's own scripts write Etc/UTC: the same zone
     expect(out.stdout).toMatch(/running|degraded/);
     // state folder: private
     const st = spawnSync('stat', ['-c', '%a', join(DIR, '.rampart'), join(DIR, '.rampart/id_ed25519'), join(DIR, '.rampart/known_hosts')], { encoding: 'utf8' });
