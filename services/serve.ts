@@ -1,14 +1,13 @@
-// Starts one service from RAMPART_SERVICE_CONFIG: builds the app, listens,
-// stops cleanly on SIGTERM/SIGINT. Progress and failures go to stderr.
+// Starts one service from RAMPART_SERVICE_CONFIG: reads its config, builds
+// its app (each entry point passes its own builder, so a service's bundle
+// holds only its own code), listens, stops cleanly on SIGTERM/SIGINT.
+// Progress and failures go to stderr.
 
 import { connect } from 'node:net';
 import type { AnyElysia } from 'elysia';
 import type { ServiceName } from '../core/types.ts';
-import { ConfigError, loadConfig } from './config.ts';
-import { buildGatekeeper } from './gatekeeper/app.ts';
+import { ConfigError, loadConfig, type ConfigFor } from './config.ts';
 import { flushLogs } from './http.ts';
-import { createProxy } from './proxy/app.ts';
-import { buildTrustedHost } from './trustedhost/app.ts';
 
 async function waitListening(host: string, port: number): Promise<void> {
   const target = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
@@ -23,37 +22,30 @@ async function waitListening(host: string, port: number): Promise<void> {
   throw new Error(`could not listen on ${host}:${port}`);
 }
 
+/** What a service's builder hands back: its app and what to stop besides it. */
+export interface Built {
+  app: AnyElysia;
+  stop?(): Promise<void>;
+}
+
+export type Builder<S extends ServiceName> = (config: ConfigFor<S>) => Built | Promise<Built>;
+
 interface Listening {
   stop(): Promise<void> | void;
 }
 
-export async function serve(name: ServiceName): Promise<Listening> {
-  let stopExtra: () => Promise<void> = async () => undefined;
-  let app: AnyElysia;
-  let listen: { host: string; port: number };
-  if (name === 'gatekeeper') {
-    const config = loadConfig('gatekeeper');
-    app = buildGatekeeper(config);
-    listen = config.listen;
-  } else if (name === 'trustedhost') {
-    const config = loadConfig('trustedhost');
-    app = buildTrustedHost(config);
-    listen = config.listen;
-  } else {
-    const config = loadConfig('proxy');
-    const proxy = createProxy(config);
-    await proxy.start();
-    app = proxy.app;
-    listen = config.listen;
-    stopExtra = () => proxy.stop();
-  }
+export async function serve<S extends ServiceName>(name: S, build: Builder<S>): Promise<Listening> {
+  const config = loadConfig(name);
+  const built = await build(config);
+  const { app } = built;
+  const listen = config.listen;
   app.listen({ hostname: listen.host, port: listen.port });
   // The Node adapter binds asynchronously (its callback fires early): announce only once a connect succeeds.
   await waitListening(listen.host, listen.port);
   process.stderr.write(`${name}: listening on ${listen.host}:${listen.port} (${typeof Bun === 'undefined' ? 'node' : 'bun'})\n`);
   const stop = async (): Promise<void> => {
     await app.stop();
-    await stopExtra();
+    await built.stop?.();
     flushLogs();
   };
   const onSignal = (): void => {
@@ -65,10 +57,10 @@ export async function serve(name: ServiceName): Promise<Listening> {
 }
 
 /** Entry-point wrapper: typed errors become one actionable line and exit code 1. */
-export function main(name: ServiceName): void {
+export function main<S extends ServiceName>(name: S, build: Builder<S>): void {
   // journald or a closed pipe must not take the service down with EPIPE.
   process.stdout.on('error', () => undefined);
-  serve(name).catch((e: unknown) => {
+  serve(name, build).catch((e: unknown) => {
     const hint = e instanceof ConfigError && e.hint ? `\n  hint: ${e.hint}` : '';
     process.stderr.write(`${name}: ${(e as Error).message}${hint}\n`);
     process.exit(1);
