@@ -4,10 +4,10 @@
 // Progress and failures go to stderr.
 
 import { connect } from 'node:net';
-import type { AnyElysia } from 'elysia';
-import type { ServiceName } from '../core/types.ts';
-import { ConfigError, loadConfig, type ConfigFor } from './config.ts';
-import { flushLogs } from './http.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import type { ConfigFor, ServiceName } from './contract.ts';
+import type { Hop } from './hop.ts';
+import { flushLogs, listen } from './http.ts';
 
 async function waitListening(host: string, port: number): Promise<void> {
   const target = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
@@ -24,7 +24,7 @@ async function waitListening(host: string, port: number): Promise<void> {
 
 /** What a service's builder hands back: its app and what to stop besides it. */
 export interface Built {
-  app: AnyElysia;
+  app: Hop;
   stop?(): Promise<void>;
 }
 
@@ -38,13 +38,13 @@ export async function serve<S extends ServiceName>(name: S, build: Builder<S>): 
   const config = loadConfig(name);
   const built = await build(config);
   const { app } = built;
-  const listen = config.listen;
-  app.listen({ hostname: listen.host, port: listen.port });
+  const { host, port } = config.listen;
+  const server = await listen(app, host, port);
   // The Node adapter binds asynchronously (its callback fires early): announce only once a connect succeeds.
-  await waitListening(listen.host, listen.port);
-  process.stderr.write(`${name}: listening on ${listen.host}:${listen.port} (${typeof Bun === 'undefined' ? 'node' : 'bun'})\n`);
+  await waitListening(host, port);
+  process.stderr.write(`${name}: listening on ${host}:${port} (${typeof Bun === 'undefined' ? 'node' : 'bun'})\n`);
   const stop = async (): Promise<void> => {
-    await app.stop();
+    await server.stop();
     await built.stop?.();
     flushLogs();
   };

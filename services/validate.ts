@@ -1,7 +1,8 @@
 // Request checks every hop repeats after the body schema: the SQL policy and
 // the placeholder count. Never trust the hop before.
 
-import { HttpError, type QueryRequest } from './http.ts';
+import type { QueryRequest } from './contract.ts';
+import { HttpError } from './http.ts';
 import { checkSql, type SqlPolicy } from './sql/policy.ts';
 import type { QueryType } from './sql/classifier.ts';
 

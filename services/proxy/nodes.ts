@@ -3,8 +3,7 @@
 // measured (health, latency moving average, replication lag).
 
 import mysql from 'mysql2/promise';
-import type { DbConfig, DbEndpoint } from '../config.ts';
-import type { SqlParam } from '../http.ts';
+import type { DbConfig, DbEndpoint, SqlParam } from '../contract.ts';
 
 export type NodeRole = 'manager' | 'worker';
 

@@ -7,7 +7,8 @@ import type { GatekeeperConfig, ProxyConfig, TrustedHostConfig } from '../../ser
 import { validateConfig } from '../../services/config.ts';
 import type { Forwarded, ForwardFn } from '../../services/forward.ts';
 import { buildGatekeeper } from '../../services/gatekeeper/app.ts';
-import { QueryRequest, secretMatches } from '../../services/http.ts';
+import type { QueryRequest } from '../../services/contract.ts';
+import { secretMatches } from '../../services/http.ts';
 import { createProxy } from '../../services/proxy/app.ts';
 import { DbNode } from '../../services/proxy/nodes.ts';
 import { Router } from '../../services/proxy/router.ts';
