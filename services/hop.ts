@@ -8,7 +8,7 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { QueryBody, type ServiceName } from './contract.ts';
 import { errorResponse, HttpError, makeLogger, newRequestId, readJsonBody, since } from './http.ts';
-import type { SqlPolicy } from './sql/policy.ts';
+import { policyChecker, type SqlPolicy } from './sql/policy.ts';
 import { validateQuery, type ValidQuery } from './validate.ts';
 
 /** What a hop answers for a valid query (the next hop's answer, or the proxy's own). */
@@ -32,10 +32,13 @@ export interface HopOptions {
   maxBodyBytes: number;
   policy: SqlPolicy;
   log: boolean;
+  /** admit() reads the client's address (the gatekeeper's rate limit); others do not pay for the lookup. */
+  usesClientAddress?: boolean;
   /**
    * Decides whether the caller may go on, before the body is read. Returns
    * an HttpError to refuse (401/403/429). `clientAddress` is null when the
-   * runtime cannot tell (Node, handle() in tests).
+   * runtime cannot tell (Node, handle() in tests) or the hop does not
+   * ask for it (`usesClientAddress`).
    */
   admit(request: Request, path: string, clientAddress: string | null): HttpError | null;
   /** GET /health (after admit). */
@@ -47,6 +50,7 @@ export interface HopOptions {
 export interface Hop {
   readonly name: ServiceName;
   readonly maxBodyBytes: number;
+  readonly usesClientAddress: boolean;
   handle(request: Request, clientAddress?: string | null): Promise<Response>;
 }
 
@@ -72,6 +76,7 @@ function pathOf(url: string): string {
 
 export function buildHop(opts: HopOptions): Hop {
   const log = makeLogger(opts.log);
+  const check = policyChecker(opts.policy);
   const { hop } = opts;
 
   const refuse = (e: HttpError, requestId: string, start: number, note: Note = {}, withId = false): Response => {
@@ -101,7 +106,7 @@ export function buildHop(opts: HopOptions): Hop {
     const note: Note = { mode: body.mode };
     let answer: Answer;
     try {
-      const q = validateQuery(body, opts.policy);
+      const q = validateQuery(body, check);
       note.type = q.type;
       answer = await opts.query(q, { requestId, start, note });
     } catch (e) {
@@ -123,5 +128,5 @@ export function buildHop(opts: HopOptions): Hop {
     });
   }
 
-  return { name: hop, maxBodyBytes: opts.maxBodyBytes, handle };
+  return { name: hop, maxBodyBytes: opts.maxBodyBytes, usesClientAddress: opts.usesClientAddress ?? false, handle };
 }

@@ -7,7 +7,7 @@ import type { ForwardFn } from './forward.ts';
 import { jsonResponse, HttpError } from './http.ts';
 import { buildHop, type Hop, type HopOptions } from './hop.ts';
 
-export interface RelayOptions extends Pick<HopOptions, 'maxBodyBytes' | 'policy' | 'log' | 'admit'> {
+export interface RelayOptions extends Pick<HopOptions, 'maxBodyBytes' | 'policy' | 'log' | 'admit' | 'usesClientAddress'> {
   hop: 'gatekeeper' | 'trustedhost';
   forward: ForwardFn;
 }

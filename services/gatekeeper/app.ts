@@ -17,6 +17,7 @@ export function buildGatekeeper(config: GatekeeperConfig, forward: ForwardFn = h
     policy: config.policy,
     forward,
     log: config.log ?? true,
+    usesClientAddress: true,
     admit(request, path, address) {
       // Rate limit first: it also slows down key guessing.
       const retry = limiter.hit(address ?? 'unknown');
