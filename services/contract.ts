@@ -33,6 +33,29 @@ export type ProxyMode = (typeof PROXY_MODES)[number];
 /** Header carrying the internal credential from one hop to the next. */
 export const CREDENTIAL_HEADER = 'x-rampart-credential';
 
+/**
+ * Answer header with where the statement ran, `<node> <mode> <type>` (`-`
+ * when unknown), so each hop logs it without parsing the body. One header,
+ * not three: every header costs both ends of every hop.
+ */
+export const ROUTE_HEADER = 'x-rampart-route';
+
+export interface Route {
+  node: string;
+  mode: string;
+  type: string;
+}
+
+export function formatRoute(r: Partial<Route>): string {
+  return `${r.node || '-'} ${r.mode || '-'} ${r.type || '-'}`;
+}
+
+export function parseRoute(header: string | null): Route {
+  const [node = '-', mode = '-', type = '-'] = (header ?? '').split(' ');
+  const known = (v: string): string => (v === '-' ? '' : v);
+  return { node: known(node), mode: known(mode), type: known(type) };
+}
+
 const literals = <V extends string>(values: readonly V[]) => values.map((v) => T.Literal(v)) as TLiteral<V>[];
 const Mode = (error: string) => T.Union(literals(PROXY_MODES), { error });
 

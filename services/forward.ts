@@ -2,7 +2,7 @@
 // with this hop's credential. fetch keeps connections alive and pools them
 // (Bun natively, undici on Node), so each hop reuses a few sockets.
 
-import { CREDENTIAL_HEADER, type QueryRequest, type Upstream } from './contract.ts';
+import { CREDENTIAL_HEADER, parseRoute, ROUTE_HEADER, type QueryRequest, type Upstream } from './contract.ts';
 import type { Answer } from './hop.ts';
 import { HttpError } from './http.ts';
 
@@ -54,12 +54,6 @@ export function httpForwarder(upstream: Upstream): ForwardFn {
       throw new HttpError(503, 'UPSTREAM_UNAVAILABLE', timedOut ? `next hop did not answer within ${timeoutMs} ms` : 'next hop is unreachable');
     }
     const body = await res.text();
-    return {
-      status: res.status,
-      body,
-      node: res.headers.get('x-rampart-node') ?? '',
-      mode: res.headers.get('x-rampart-mode') ?? '',
-      type: res.headers.get('x-rampart-type') ?? '',
-    };
+    return { status: res.status, body, ...parseRoute(res.headers.get(ROUTE_HEADER)) };
   };
 }

@@ -6,22 +6,19 @@
 // directly (services/http.ts), tests call handle() without a socket.
 
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { QueryBody, type ServiceName } from './contract.ts';
+import { formatRoute, QueryBody, ROUTE_HEADER, type Route, type ServiceName } from './contract.ts';
 import { errorResponse, HttpError, makeLogger, newRequestId, readJsonBody, since } from './http.ts';
 import { policyChecker, type SqlPolicy } from './sql/policy.ts';
 import { validateQuery, type ValidQuery } from './validate.ts';
 
 /** What a hop answers for a valid query (the next hop's answer, or the proxy's own). */
-export interface Answer {
+export interface Answer extends Route {
   status: number;
   /** JSON text, passed through untouched (no re-encoding of rows). */
   body: string;
-  node: string;
-  mode: string;
-  type: string;
 }
 
-/** What the hop learnt before failing: logged, and sent as x-rampart-* headers. */
+/** What the hop learnt before failing: logged, and sent in the route header. */
 export interface Note {
   mode?: string;
   type?: string;
@@ -83,8 +80,7 @@ export function buildHop(opts: HopOptions): Hop {
     log({ request_id: requestId, hop, mode: note.mode, type: note.type, status: e.status, code: e.code, duration_ms: since(start) });
     const headers: Record<string, string> = { ...e.headers };
     if (withId) headers['x-request-id'] = requestId;
-    if (note.mode) headers['x-rampart-mode'] = note.mode;
-    if (note.type) headers['x-rampart-type'] = note.type;
+    if (note.mode || note.type) headers[ROUTE_HEADER] = formatRoute(note);
     return errorResponse(e.status, e.code, e.message, headers);
   };
 
@@ -121,9 +117,7 @@ export function buildHop(opts: HopOptions): Hop {
       headers: {
         'content-type': 'application/json',
         'x-request-id': requestId,
-        'x-rampart-node': answer.node,
-        'x-rampart-mode': mode ?? '',
-        'x-rampart-type': type ?? '',
+        [ROUTE_HEADER]: formatRoute({ node: answer.node, mode, type }),
       },
     });
   }
