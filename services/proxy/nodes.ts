@@ -96,6 +96,9 @@ export class DbNode {
       supportBigNumbers: true,
       waitForConnections: true,
       queueLimit: 0,
+      // No call-site stack captured per query (Error.captureStackTrace on every call): errors
+      // are mapped to codes, their stacks never shown or logged.
+      trace: false,
     };
     this.pool = mysql.createPool({ ...base, connectionLimit: db.poolSize ?? 16, maxIdle: db.poolSize ?? 16 });
     // Probes decide health: a node that cannot even connect within the probe timeout is down.
