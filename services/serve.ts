@@ -22,6 +22,15 @@ async function waitListening(host: string, port: number): Promise<void> {
   throw new Error(`could not listen on ${host}:${port}`);
 }
 
+/**
+ * What holds a busy hop's memory is garbage, not live data (the proxy's live
+ * heap is about 6 MB at 100+ MB RSS under load): JSC collects lazily, and each
+ * dead Request, Response and buffer keeps its native memory until then. A
+ * full collection every second (about 2 ms of a 3-6 MB heap) keeps RSS near
+ * the live set.
+ */
+const GC_INTERVAL_MS = 1000;
+
 /** What a service's builder hands back: its app and what to stop besides it. */
 export interface Built {
   app: Hop;
@@ -43,7 +52,9 @@ export async function serve<S extends ServiceName>(name: S, build: Builder<S>): 
   // The Node adapter binds asynchronously (its callback fires early): announce only once a connect succeeds.
   await waitListening(host, port);
   process.stderr.write(`${name}: listening on ${host}:${port} (${typeof Bun === 'undefined' ? 'node' : 'bun'})\n`);
+  const gc = typeof Bun === 'undefined' ? undefined : setInterval(() => Bun.gc(true), GC_INTERVAL_MS);
   const stop = async (): Promise<void> => {
+    clearInterval(gc);
     await server.stop();
     await built.stop?.();
     flushLogs();
