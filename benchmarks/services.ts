@@ -1,7 +1,8 @@
 // Read throughput and latency through gatekeeper -> trustedhost -> proxy
 // (services on Bun) against, in the same run, loopback only: the same query
 // sent straight to MariaDB with mysql2, and three bare Bun.serve hops
-// (benchmarks/bare-hop.ts: the runtime's floor for three HTTP hops). The bare
+// (benchmarks/bare-hop.ts: the runtime's floor for three HTTP hops). The services
+// run from their bundles, built as the service role builds them. The bare
 // and rampart runs alternate `--runs` times; the ratio rampart / bare is the
 // median of the pairs. Needs root (it starts its own MariaDB primary +
 // replica in a temp dir, see test/support/mariadb.ts).
@@ -16,7 +17,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import mysql from 'mysql2/promise';
-import type { ProxyMode } from '../core/types.ts';
+import { serviceBundle } from '../roles/lib/artifact.ts';
+import { SERVICE_NAMES, type ProxyMode } from '../services/contract.ts';
 import { launchServices } from '../test/integration/launch.ts';
 import { freePort, mariadbAvailability, secret, startCluster } from '../test/support/mariadb.ts';
 
@@ -148,9 +150,11 @@ async function main(): Promise<number> {
   const dbUser = { host: '127.0.0.1', port: cluster.primary.port, user: cluster.app.user, password: cluster.app.password, database: cluster.database };
   const direct = mysql.createPool({ ...dbUser, connectionLimit: CONCURRENCY, dateStrings: true, supportBigNumbers: true });
   try {
-    say('starting gatekeeper -> trustedhost -> proxy (bun) and three bare hops ...');
+    say('bundling the services as the service role does ...');
+    const bundles = Object.fromEntries(await Promise.all(SERVICE_NAMES.map(async (n) => [n, (await serviceBundle(logDir, n)).path] as const)));
+    say('starting gatekeeper -> trustedhost -> proxy (their bundles, on bun) and three bare hops ...');
     svc = await launchServices({
-      schemas: [cluster.database], logDir, poolSize, probeIntervalMs: 250,
+      schemas: [cluster.database], logDir, poolSize, probeIntervalMs: 250, entry: (n) => bundles[n],
       db: {
         manager: { name: 'manager', host: '127.0.0.1', port: cluster.primary.port },
         workers: [{ name: 'worker1', host: '127.0.0.1', port: cluster.replicas[0].port }],
