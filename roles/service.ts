@@ -9,9 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, shq } from '../core/ssh.ts';
 import type { Cluster, Host, Role, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
-import {
-  callerOf, CREDENTIAL_HEADER, nextHopOf, type GatekeeperConfig, type ProxyConfig, type ServiceConfig, type TrustedHostConfig, type Upstream,
-} from '../services/contract.ts';
+import { callerOf, CREDENTIAL_HEADER, nextHopOf } from '../services/contract.ts';
+import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, Upstream } from '../services/schemas.ts';
 import { CPU_FACT, runtimeArtifact, runtimePackage, serviceBundle } from './lib/artifact.ts';
 import { fileTask } from './lib/files.ts';
 import { DB_USERS, SECRETS } from './lib/names.ts';

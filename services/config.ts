@@ -1,17 +1,18 @@
 // Reading and validating a service's config file: the JSON file named by
 // RAMPART_SERVICE_CONFIG, written by the service role (mode 0600, it holds
-// credentials). The shapes live in services/contract.ts (fields documented
+// credentials). The shapes live in services/schemas.ts (fields documented
 // there); each service reads only its own.
 
 import { readFileSync, statSync } from 'node:fs';
 import type { TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { RampartError } from '../core/errors.ts';
-import { CONFIG_SCHEMAS, type ConfigFor, type ServiceName } from './contract.ts';
+import type { ServiceName } from './contract.ts';
+import { CONFIG_SCHEMAS, type ConfigFor } from './schemas.ts';
 
 export type {
   ConfigFor, DbConfig, DbEndpoint, GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, Upstream,
-} from './contract.ts';
+} from './schemas.ts';
 
 export class ConfigError extends RampartError {}
 

@@ -2,7 +2,8 @@
 // with this hop's credential. fetch keeps connections alive and pools them
 // (Bun natively, undici on Node), so each hop reuses a few sockets.
 
-import { CREDENTIAL_HEADER, parseRoute, ROUTE_HEADER, type QueryRequest, type Upstream } from './contract.ts';
+import { CREDENTIAL_HEADER, parseRoute, ROUTE_HEADER } from './contract.ts';
+import type { QueryRequest, Upstream } from './schemas.ts';
 import type { Answer } from './hop.ts';
 import { HttpError } from './http.ts';
 

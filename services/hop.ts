@@ -6,7 +6,8 @@
 // directly (services/http.ts), tests call handle() without a socket.
 
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { formatRoute, QueryBody, ROUTE_HEADER, type Route, type ServiceName } from './contract.ts';
+import { formatRoute, ROUTE_HEADER, type Route, type ServiceName } from './contract.ts';
+import { QueryBody } from './schemas.ts';
 import { errorResponse, HttpError, makeLogger, newRequestId, readJsonBody, since } from './http.ts';
 import { policyChecker, type SqlPolicy } from './sql/policy.ts';
 import { validateQuery, type ValidQuery } from './validate.ts';

@@ -2,7 +2,7 @@
 // (services/hop.ts): admit the caller, validate, then forward only the
 // validated fields and pass the next hop's answer back.
 
-import type { QueryRequest } from './contract.ts';
+import type { QueryRequest } from './schemas.ts';
 import type { ForwardFn } from './forward.ts';
 import { jsonResponse, HttpError } from './http.ts';
 import { buildHop, type Hop, type HopOptions } from './hop.ts';

@@ -5,7 +5,8 @@
 
 import { connect } from 'node:net';
 import { ConfigError, loadConfig } from './config.ts';
-import type { ConfigFor, ServiceName } from './contract.ts';
+import type { ServiceName } from './contract.ts';
+import type { ConfigFor } from './schemas.ts';
 import type { Hop } from './hop.ts';
 import { flushLogs, listen } from './http.ts';
 

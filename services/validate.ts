@@ -1,7 +1,7 @@
 // Request checks every hop repeats after the body schema: the SQL policy and
 // the placeholder count. Never trust the hop before.
 
-import type { QueryRequest } from './contract.ts';
+import type { QueryRequest } from './schemas.ts';
 import { HttpError } from './http.ts';
 import type { PolicyCheck } from './sql/policy.ts';
 import type { QueryType } from './sql/classifier.ts';

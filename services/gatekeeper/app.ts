@@ -2,7 +2,7 @@
 // body schema and size, the SQL policy; then the validated fields go to the
 // trusted host with the gatekeeper's internal credential.
 
-import type { GatekeeperConfig } from '../contract.ts';
+import type { GatekeeperConfig } from '../schemas.ts';
 import { httpForwarder, type ForwardFn } from '../forward.ts';
 import { HttpError, secretChecker } from '../http.ts';
 import { RateLimiter } from '../ratelimit.ts';

@@ -3,7 +3,8 @@
 // runs the statement on a mysql2 pool. A read that fails because its worker
 // went away is retried once elsewhere.
 
-import { CREDENTIAL_HEADER, type ProxyConfig, type ProxyMode } from '../contract.ts';
+import { CREDENTIAL_HEADER, type ProxyMode } from '../contract.ts';
+import type { ProxyConfig } from '../schemas.ts';
 import { buildHop, type Hop } from '../hop.ts';
 import { HttpError, jsonResponse, secretChecker, since } from '../http.ts';
 import type { ValidQuery } from '../validate.ts';

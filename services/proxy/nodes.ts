@@ -3,7 +3,7 @@
 // measured (health, latency moving average, replication lag).
 
 import mysql from 'mysql2/promise';
-import type { DbConfig, DbEndpoint, SqlParam } from '../contract.ts';
+import type { DbConfig, DbEndpoint, SqlParam } from '../schemas.ts';
 
 export type NodeRole = 'manager' | 'worker';
 

@@ -1,7 +1,8 @@
 // The middle hop: accepts only the gatekeeper's credential, validates the
 // request again with the same policy module, forwards to the proxy.
 
-import { CREDENTIAL_HEADER, type TrustedHostConfig } from '../contract.ts';
+import { CREDENTIAL_HEADER } from '../contract.ts';
+import type { TrustedHostConfig } from '../schemas.ts';
 import { httpForwarder, type ForwardFn } from '../forward.ts';
 import { HttpError, secretChecker } from '../http.ts';
 import { buildRelay } from '../relay.ts';

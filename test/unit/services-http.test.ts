@@ -7,7 +7,7 @@ import type { GatekeeperConfig, ProxyConfig, TrustedHostConfig } from '../../ser
 import { validateConfig } from '../../services/config.ts';
 import { deadlines, type Forwarded, type ForwardFn } from '../../services/forward.ts';
 import { buildGatekeeper } from '../../services/gatekeeper/app.ts';
-import type { QueryRequest } from '../../services/contract.ts';
+import type { QueryRequest } from '../../services/schemas.ts';
 import { secretMatches } from '../../services/http.ts';
 import { createProxy } from '../../services/proxy/app.ts';
 import { DbNode } from '../../services/proxy/nodes.ts';
