@@ -6,7 +6,7 @@
 // directly (services/http.ts), tests call handle() without a socket.
 
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { formatRoute, ROUTE_HEADER, type Route, type ServiceName } from './contract.ts';
+import { callerOf, formatRoute, ROUTE_HEADER, type Route, type ServiceName } from './contract.ts';
 import { QueryBody } from './schemas.ts';
 import { errorResponse, HttpError, makeLogger, newRequestId, readJsonBody, since } from './http.ts';
 import { policyChecker, type SqlPolicy } from './sql/policy.ts';
@@ -76,6 +76,8 @@ export function buildHop(opts: HopOptions): Hop {
   const log = makeLogger(opts.log);
   const check = policyChecker(opts.policy);
   const { hop } = opts;
+  // Only the public side tells the client its request id; the hops behind it know it already.
+  const isPublic = callerOf(hop) === null;
 
   const refuse = (e: HttpError, requestId: string, start: number, note: Note = {}, withId = false): Response => {
     log({ request_id: requestId, hop, mode: note.mode, type: note.type, status: e.status, code: e.code, duration_ms: since(start) });
@@ -113,14 +115,11 @@ export function buildHop(opts: HopOptions): Hop {
     const mode = answer.mode || note.mode;
     const type = answer.type || note.type;
     log({ request_id: requestId, hop, mode, type, node: answer.node || undefined, status: answer.status, duration_ms: since(start) });
-    return new Response(answer.body, {
-      status: answer.status,
-      headers: {
-        'content-type': 'application/json',
-        'x-request-id': requestId,
-        [ROUTE_HEADER]: formatRoute({ node: answer.node, mode, type }),
-      },
-    });
+    const route = formatRoute({ node: answer.node, mode, type });
+    const headers: Record<string, string> = isPublic
+      ? { 'content-type': 'application/json', 'x-request-id': requestId, [ROUTE_HEADER]: route }
+      : { 'content-type': 'application/json', [ROUTE_HEADER]: route };
+    return new Response(answer.body, { status: answer.status, headers });
   }
 
   return { name: hop, maxBodyBytes: opts.maxBodyBytes, usesClientAddress: opts.usesClientAddress ?? false, handle };

@@ -1,7 +1,7 @@
 // Pieces every hop shares: the error shape, body reading with a size cap,
 // constant-time secret checks, the per-request log line and the server
 // (Bun.serve natively, Node through Elysia's @elysiajs/node adapter). The
-// request body's schema is in services/contract.ts, the request skeleton in
+// request body's schema is in services/schemas.ts, the request skeleton in
 // services/hop.ts.
 
 import { randomUUID, timingSafeEqual } from 'node:crypto';
