@@ -1,26 +1,33 @@
 // Read throughput and latency through gatekeeper -> trustedhost -> proxy
-// (services on Bun) against the same query sent straight to MariaDB with
-// mysql2, same concurrency, same run, loopback only. Needs root (it starts
-// its own MariaDB primary + replica in a temp dir, see test/support/mariadb.ts).
+// (services on Bun) against, in the same run, loopback only: the same query
+// sent straight to MariaDB with mysql2, and three bare Bun.serve hops
+// (benchmarks/bare-hop.ts: the runtime's floor for three HTTP hops). The services
+// run from their bundles, built as the service role builds them. The bare
+// and rampart runs alternate `--runs` times; the ratio rampart / bare is the
+// median of the pairs. Needs root (it starts its own MariaDB primary +
+// replica in a temp dir, see test/support/mariadb.ts).
 //
-//   node_modules/.bin/bun benchmarks/services.ts [--seconds 10] [--concurrency 64] [--pool 16] [--warmup 2] [--json]
+//   node_modules/.bin/bun benchmarks/services.ts [--seconds 5] [--runs 3] [--concurrency 64] [--pool 16] [--warmup 2] [--json]
 //
 // Progress on stderr; the result table (or --json) on stdout. Exit 1 when a
 // request failed or was lost (a hop without its log line).
 
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import mysql from 'mysql2/promise';
-import type { ProxyMode } from '../core/types.ts';
+import { serviceBundle } from '../roles/lib/artifact.ts';
+import { SERVICE_NAMES, type ProxyMode } from '../services/contract.ts';
 import { launchServices } from '../test/integration/launch.ts';
-import { mariadbAvailability, startCluster } from '../test/support/mariadb.ts';
+import { freePort, mariadbAvailability, secret, startCluster } from '../test/support/mariadb.ts';
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
 }
-const SECONDS = flag('seconds', 10);
+const SECONDS = flag('seconds', 5);
+const RUNS = flag('runs', 3);
 const CONCURRENCY = flag('concurrency', 64);
 const WARMUP = flag('warmup', 2);
 const ROWS = 1000;
@@ -87,6 +94,47 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+interface Hop {
+  name: string;
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Starts the three bare hops (benchmarks/bare-hop.ts), the last one on the database. */
+async function launchBare(db: Record<string, unknown>): Promise<{ hops: Hop[]; secret: string; stop(): Promise<void> }> {
+  const key = secret();
+  const bun = resolve(import.meta.dir, '../node_modules/.bin/bun');
+  const entry = resolve(import.meta.dir, 'bare-hop.ts');
+  const hops: Hop[] = [];
+  let next = '';
+  for (const name of ['bare3', 'bare2', 'bare1']) {
+    const port = await freePort();
+    const env: Record<string, string> = { ...process.env as Record<string, string>, BARE_PORT: String(port), BARE_SECRET: key };
+    if (next) env.BARE_NEXT = next;
+    else env.BARE_DB = JSON.stringify(db);
+    const child = spawn(bun, [entry], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    await new Promise<void>((ok, fail) => {
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => {
+        err += d.toString();
+        if (err.includes('listening')) ok();
+      });
+      child.once('exit', (code) => fail(new Error(`${name} exited with ${code}: ${err}`)));
+    });
+    const url = `http://127.0.0.1:${port}`;
+    hops.unshift({ name, url, pid: child.pid ?? 0, stop: async () => { if (child.exitCode === null) child.kill('SIGTERM'); await exited; } });
+    next = url;
+  }
+  return { hops, secret: key, stop: async () => void (await Promise.all(hops.map((h) => h.stop()))) };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
 async function main(): Promise<number> {
   const avail = mariadbAvailability();
   if (!avail.ok) {
@@ -96,31 +144,41 @@ async function main(): Promise<number> {
   say('starting MariaDB primary + replica on loopback ...');
   const cluster = await startCluster({ replicas: 1, rows: ROWS });
   const logDir = mkdtempSync(join(tmpdir(), 'rampart-bench-logs-'));
+  const poolSize = flag('pool', 16);
   let svc: Awaited<ReturnType<typeof launchServices>> | undefined;
-  const direct = mysql.createPool({
-    host: '127.0.0.1', port: cluster.primary.port, user: cluster.app.user, password: cluster.app.password,
-    database: cluster.database, connectionLimit: CONCURRENCY, dateStrings: true, supportBigNumbers: true,
-  });
+  let bare: Awaited<ReturnType<typeof launchBare>> | undefined;
+  const dbUser = { host: '127.0.0.1', port: cluster.primary.port, user: cluster.app.user, password: cluster.app.password, database: cluster.database };
+  const direct = mysql.createPool({ ...dbUser, connectionLimit: CONCURRENCY, dateStrings: true, supportBigNumbers: true });
   try {
-    say('starting gatekeeper -> trustedhost -> proxy (bun) ...');
+    say('bundling the services as the service role does ...');
+    const bundles = Object.fromEntries(await Promise.all(SERVICE_NAMES.map(async (n) => [n, (await serviceBundle(logDir, n)).path] as const)));
+    say('starting gatekeeper -> trustedhost -> proxy (their bundles, on bun) and three bare hops ...');
     svc = await launchServices({
-      schemas: [cluster.database], logDir, poolSize: flag('pool', 16), probeIntervalMs: 250,
+      schemas: [cluster.database], logDir, poolSize, probeIntervalMs: 250, entry: (n) => bundles[n],
       db: {
         manager: { name: 'manager', host: '127.0.0.1', port: cluster.primary.port },
         workers: [{ name: 'worker1', host: '127.0.0.1', port: cluster.replicas[0].port }],
         user: cluster.app.user, password: cluster.app.password, database: cluster.database,
       },
     });
+    bare = await launchBare({ ...dbUser, connectionLimit: poolSize });
     const s = svc;
     const hops = [s.gatekeeper, s.trustedhost, s.proxy];
     const url = `${s.gatekeeper.url}/query`;
     const headers = { 'content-type': 'application/json', 'x-api-key': s.apiKey };
+    const bareUrl = `${bare.hops[0].url}/query`;
+    const bareHeaders = { 'content-type': 'application/json', 'x-hop': bare.secret };
     const id = (): number => 1 + Math.floor(Math.random() * ROWS);
     const viaServices = (mode: ProxyMode) => async (): Promise<string | null> => {
       const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ sql: SQL, params: [id()], mode }) });
       const body = (await res.json()) as { rows?: unknown[]; error?: { code: string } };
       if (res.status !== 200 || body.rows?.length !== 1) return `HTTP ${res.status} ${body.error?.code ?? ''}`;
       return null;
+    };
+    const viaBare = async (): Promise<string | null> => {
+      const res = await fetch(bareUrl, { method: 'POST', headers: bareHeaders, body: JSON.stringify({ sql: SQL, params: [id()] }) });
+      const body = (await res.json()) as { rows?: unknown[] };
+      return res.status === 200 && body.rows?.length === 1 ? null : `HTTP ${res.status}`;
     };
     const straight = async (): Promise<string | null> => {
       const [rows] = await direct.execute(SQL, [id()]);
@@ -129,33 +187,57 @@ async function main(): Promise<number> {
 
     say(`warm-up ${WARMUP}s each ...`);
     await measure('warmup-direct', WARMUP, straight);
+    await measure('warmup-bare', WARMUP, viaBare);
     await measure('warmup-services', WARMUP, viaServices('direct'));
     await measure('warmup-services', WARMUP / 2, viaServices('customized'));
 
     await new Promise((r) => setTimeout(r, 300)); // let the warm-up log batches land
     const linesBefore = Object.fromEntries(hops.map((p) => [p.name, p.logs().length]));
-    const peak: Record<string, number> = { gatekeeper: 0, trustedhost: 0, proxy: 0 };
+    const watched = [...hops, ...bare.hops];
+    const peak: Record<string, number> = Object.fromEntries(watched.map((p) => [p.name, 0]));
     const sample = (): void => {
-      for (const p of hops) peak[p.name] = Math.max(peak[p.name], rssMb(p.pid));
+      for (const p of watched) peak[p.name] = Math.max(peak[p.name], rssMb(p.pid));
     };
     const sampler = setInterval(sample, 200);
-    say(`measuring ${SECONDS}s per run at concurrency ${CONCURRENCY} ...`);
+    /** A run plus the CPU the given processes (and this client) spent per request in it. */
+    const timed = async (name: string, once: () => Promise<string | null>, procs: Hop[], seconds = SECONDS, concurrency = CONCURRENCY) => {
+      const cpu0 = procs.map((p) => cpuSeconds(p.pid));
+      const self0 = process.cpuUsage();
+      const run = await measure(name, seconds, once, concurrency);
+      const self = process.cpuUsage(self0);
+      const cpu = Object.fromEntries(procs.map((p, i) => [p.name, ((cpuSeconds(p.pid) - cpu0[i]) * 1e6) / run.requests]));
+      cpu.client = (self.user + self.system) / run.requests;
+      return { run, cpu };
+    };
+    say(`measuring ${SECONDS}s per run at concurrency ${CONCURRENCY}, bare and rampart alternating ${RUNS} times ...`);
     const runs: Run[] = [];
     runs.push(await measure('mysql2 straight -> manager', SECONDS, straight));
-    const cpu0 = hops.map((p) => cpuSeconds(p.pid));
-    const self0 = process.cpuUsage();
-    runs.push(await measure('3 hops mode=direct -> manager', SECONDS, viaServices('direct')));
-    const selfUsage = process.cpuUsage(self0);
-    const cpuPerReq = Object.fromEntries(hops.map((p, i) => [p.name, ((cpuSeconds(p.pid) - cpu0[i]) * 1e6) / runs[1].requests]));
-    cpuPerReq.client = (selfUsage.user + selfUsage.system) / runs[1].requests;
+    const pairs: Array<{ bare: Run; rampart: Run }> = [];
+    const cpuRampart: Array<Record<string, number>> = [];
+    const cpuBare: Array<Record<string, number>> = [];
+    for (let i = 1; i <= RUNS; i++) {
+      const b = await timed(`3 bare hops -> manager (#${i})`, viaBare, bare.hops);
+      const r = await timed(`3 hops mode=direct -> manager (#${i})`, viaServices('direct'), hops);
+      runs.push(b.run, r.run);
+      pairs.push({ bare: b.run, rampart: r.run });
+      cpuBare.push(b.cpu);
+      cpuRampart.push(r.cpu);
+    }
     runs.push(await measure('3 hops mode=customized -> replica', SECONDS, viaServices('customized')));
     // Unloaded latency: one request at a time, so queueing does not hide what the hops add.
-    const quiet = Math.max(2, Math.round(SECONDS / 3));
-    const idle = [await measure('mysql2 straight, concurrency 1', quiet, straight, 1), await measure('3 hops direct, concurrency 1', quiet, viaServices('direct'), 1)];
+    const quiet = Math.max(2, Math.round(SECONDS / 2));
+    const idle: Run[] = [await measure('mysql2 straight, concurrency 1', quiet, straight, 1)];
+    const idlePairs: Array<{ bare: Run; rampart: Run }> = [];
+    for (let i = 1; i <= RUNS; i++) {
+      const b = await measure(`3 bare hops, concurrency 1 (#${i})`, quiet, viaBare, 1);
+      const r = await measure(`3 hops direct, concurrency 1 (#${i})`, quiet, viaServices('direct'), 1);
+      idle.push(b, r);
+      idlePairs.push({ bare: b, rampart: r });
+    }
     sample();
     clearInterval(sampler);
     await new Promise((r) => setTimeout(r, 300));
-    const served = runs[1].requests + runs[2].requests + idle[1].requests;
+    const served = [...runs, ...idle].filter((r) => r.name.startsWith('3 hops')).reduce((n, r) => n + r.requests, 0);
     const logged = Object.fromEntries(hops.map((p) => [p.name, p.logs().length - linesBefore[p.name]]));
 
     const base = runs[0];
@@ -170,11 +252,20 @@ async function main(): Promise<number> {
       'p50 added ms': (r.p50 - b.p50).toFixed(2),
     });
     const table = [...runs.map((r) => row(r, base)), ...idle.map((r) => row(r, idle[0]))];
+    const ratios = pairs.map((p) => p.rampart.rps / p.bare.rps);
+    const idleAdded = idlePairs.map((p) => p.rampart.p50 - p.bare.p50);
+    const medianCpu = (xs: Array<Record<string, number>>) => Object.fromEntries(Object.keys(xs[0]).map((k) => [k, Math.round(median(xs.map((x) => x[k])))]));
     const result = {
-      concurrency: CONCURRENCY, seconds: SECONDS, query: SQL, runtime: `bun ${Bun.version}`, runs: table,
+      concurrency: CONCURRENCY, seconds: SECONDS, runs_per_pair: RUNS, query: SQL, runtime: `bun ${Bun.version}`, runs: table,
+      rampart_vs_bare: {
+        throughput_ratio_median: Math.round(median(ratios) * 1000) / 1000,
+        throughput_ratios: ratios.map((r) => Math.round(r * 1000) / 1000),
+        unloaded_p50_ms: { bare: Math.round(median(idlePairs.map((p) => p.bare.p50)) * 1000) / 1000, rampart: Math.round(median(idlePairs.map((p) => p.rampart.p50)) * 1000) / 1000 },
+        unloaded_p50_added_ms_median: Math.round(median(idleAdded) * 1000) / 1000,
+      },
       rss_mb: Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, Math.round(v)])),
       log_lines: logged, requests_through_services: served,
-      cpu_us_per_request_mode_direct: Object.fromEntries(Object.entries(cpuPerReq).map(([k, v]) => [k, Math.round(v)])),
+      cpu_us_per_request: { rampart: medianCpu(cpuRampart), bare: medianCpu(cpuBare) },
     };
     if (process.argv.includes('--json')) {
       process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -182,12 +273,16 @@ async function main(): Promise<number> {
       const cols = Object.keys(table[0]) as Array<keyof (typeof table)[number]>;
       const width = cols.map((c) => Math.max(c.length, ...table.map((r) => r[c].length)));
       const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(width[i])).join('  ').trimEnd();
+      const list = (o: Record<string, number>): string => Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ');
+      const vs = result.rampart_vs_bare;
       const out = [
         line(cols), line(width.map((w) => '-'.repeat(w))), ...table.map((r) => line(cols.map((c) => r[c]))), '',
-        `peak RSS under load (MB): ${Object.entries(result.rss_mb).map(([k, v]) => `${k} ${v}`).join(', ')}`,
-        `CPU per request (mode=direct run, us): ${Object.entries(result.cpu_us_per_request_mode_direct).map(([k, v]) => `${k} ${v}`).join(', ')}`,
-        `log lines in the measured runs: ${Object.entries(logged).map(([k, v]) => `${k} ${v}`).join(', ')} (requests sent: ${served})`,
-        `concurrency ${CONCURRENCY} (last two rows: 1), ${SECONDS}s per loaded run, ${result.runtime}, query: ${SQL}`,
+        `rampart / bare, 3 hops at concurrency ${CONCURRENCY}: ${(vs.throughput_ratio_median * 100).toFixed(1)}% (median of ${RUNS}; pairs: ${vs.throughput_ratios.map((r) => `${(r * 100).toFixed(1)}%`).join(', ')})`,
+        `unloaded p50 (median of ${RUNS}): bare ${vs.unloaded_p50_ms.bare.toFixed(3)} ms, rampart ${vs.unloaded_p50_ms.rampart.toFixed(3)} ms, added ${vs.unloaded_p50_added_ms_median.toFixed(3)} ms`,
+        `peak RSS under load (MB): ${list(result.rss_mb)}`,
+        `CPU per request (median of the loaded runs, us): rampart ${list(result.cpu_us_per_request.rampart)}; bare ${list(result.cpu_us_per_request.bare)}`,
+        `log lines in the measured runs: ${list(logged)} (requests sent: ${served})`,
+        `concurrency ${CONCURRENCY} (concurrency-1 rows: 1), ${SECONDS}s per loaded run, ${result.runtime}, query: ${SQL}`,
       ];
       process.stdout.write(`${out.join('\n')}\n`);
     }
@@ -199,6 +294,7 @@ async function main(): Promise<number> {
   } finally {
     await direct.end();
     await svc?.stop();
+    await bare?.stop();
     await cluster.stop();
     rmSync(logDir, { recursive: true, force: true });
   }

@@ -10,6 +10,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Document, type YAMLMap } from 'yaml';
 import { SpecError } from './errors.ts';
+import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
 import type {
   Cluster, DbRole, FlowSpec, NodeSpec, RoleName, ServiceName,
 } from './types.ts';
@@ -428,9 +429,6 @@ function collapseOneOf(errors: AjvError[]): AjvError[] {
 // ------------------------------------------------------------------ semantic checks
 
 const RESERVED_SOURCES = ['internet', 'controller'];
-const SERVICES: ServiceName[] = ['gatekeeper', 'trustedhost', 'proxy'];
-/** Who must reach each service (the SQL path); null = any source. */
-const UPSTREAM: Record<ServiceName, ServiceName | null> = { gatekeeper: null, trustedhost: 'gatekeeper', proxy: 'trustedhost' };
 const MYSQL_PORT = 3306;
 
 function parseIPv4(s: string): number[] | null {
@@ -511,7 +509,7 @@ function semanticChecks(c: RawCluster, ctx: Context): void {
   const serviceNode = new Map<ServiceName, number>();
   nodes.forEach((n, i) => {
     const hasRole = n.roles.includes('service');
-    if (hasRole && !n.service) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the service role but no "service:" (one of ${SERVICES.join(', ')})`);
+    if (hasRole && !n.service) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the service role but no "service:" (one of ${SERVICE_NAMES.join(', ')})`);
     if (n.service && !hasRole) ctx.report(['nodes', i, 'service'], `nodes[${i}].service is set but roles lacks "service"`);
     if (!n.service) return;
     const first = serviceNode.get(n.service);
@@ -519,7 +517,7 @@ function semanticChecks(c: RawCluster, ctx: Context): void {
     else serviceNode.set(n.service, i);
   });
   if (nodes.some((n) => n.service || n.roles.includes('service'))) {
-    for (const svc of SERVICES) {
+    for (const svc of SERVICE_NAMES) {
       if (!serviceNode.has(svc)) ctx.report(['nodes'], `nodes has no node with "service: ${svc}" (the SQL path needs gatekeeper, trustedhost and proxy)`);
     }
   }
@@ -575,10 +573,10 @@ function semanticChecks(c: RawCluster, ctx: Context): void {
     return src === null || from.includes(src) || from.includes('internet');
   });
   const firewalled = (i: number): boolean => nodes[i].roles.includes('iptables');
-  for (const svc of SERVICES) {
+  for (const svc of SERVICE_NAMES) {
     const idx = serviceNode.get(svc);
     if (idx === undefined || !firewalled(idx)) continue;
-    const up = UPSTREAM[svc];
+    const up = callerOf(svc); // who must reach it (the SQL path); null = any source
     const upIdx = up ? serviceNode.get(up) : undefined;
     if (up && upIdx === undefined) continue; // already reported: service missing
     const src = upIdx === undefined ? null : nodes[upIdx].name;

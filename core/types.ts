@@ -1,9 +1,10 @@
 // The shapes every layer shares: the validated cluster, the hosts a provider
 // hands to the engine, and the role/task contract the engine runs.
 
-export type ProxyMode = 'direct' | 'random' | 'customized';
+import type { ProxyMode, ServiceName } from '../services/contract.ts';
+
+export type { ProxyMode, ServiceName };
 export type DbRole = 'manager' | 'worker';
-export type ServiceName = 'gatekeeper' | 'trustedhost' | 'proxy';
 export type DbEngine = 'auto' | 'mariadb' | 'mysql';
 export type RoleName = 'base' | 'mysql' | 'sakila' | 'sysbench' | 'replication' | 'iptables' | 'service';
 

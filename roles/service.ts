@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, shq } from '../core/ssh.ts';
 import type { Cluster, Host, Role, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
-import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig } from '../services/config.ts';
+import { callerOf, CREDENTIAL_HEADER, nextHopOf } from '../services/contract.ts';
+import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, Upstream } from '../services/schemas.ts';
 import { CPU_FACT, runtimeArtifact, runtimePackage, serviceBundle } from './lib/artifact.ts';
 import { fileTask } from './lib/files.ts';
 import { DB_USERS, SECRETS } from './lib/names.ts';
@@ -35,7 +36,22 @@ function hostWithService(hosts: Host[], s: ServiceName, forNode: string): Host {
   return h;
 }
 
-const url = (h: Host, port: number) => `http://${h.privateAddress}:${port}`;
+/** The secret a service expects from its caller (one per link of the hop chain; the gatekeeper's callers use API keys). */
+const INBOUND_SECRET: Record<ServiceName, string | null> = { gatekeeper: null, trustedhost: SECRETS.gatekeeperToTrusted, proxy: SECRETS.trustedToProxy };
+
+function inboundCredential(s: ServiceName, secrets: SecretStore): string {
+  const name = INBOUND_SECRET[s];
+  if (!name || !callerOf(s)) throw new HostError(`${s} has no caller credential (it is the public side)`);
+  return secrets.get(name);
+}
+
+/** Where `s` forwards to: the next hop's private address and the credential it expects. */
+function upstreamOf(cluster: Cluster, s: ServiceName, forNode: string, hosts: Host[], secrets: SecretStore): Upstream {
+  const next = nextHopOf(s);
+  if (!next) throw new HostError(`${forNode}: the ${s} service forwards to no other service`);
+  const h = hostWithService(hosts, next, forNode);
+  return { url: `http://${h.privateAddress}:${servicePort(cluster, next)}`, credential: inboundCredential(next, secrets) };
+}
 
 /** The config object the service reads from RAMPART_SERVICE_CONFIG. */
 export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secrets: SecretStore): ServiceConfig {
@@ -48,23 +64,21 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
     policy: { statements: [...gk.statements], schemas: [...gk.schemas] },
   };
   if (s === 'gatekeeper') {
-    const th = hostWithService(hosts, 'trustedhost', host.name);
     const c: GatekeeperConfig = {
       service: 'gatekeeper',
       ...common,
       apiKeys: [secrets.get(SECRETS.apiKey)],
       rateLimit: { requests: gk.rateLimit.requests, perSeconds: gk.rateLimit.perSeconds },
-      upstream: { url: url(th, servicePort(cluster, 'trustedhost')), credential: secrets.get(SECRETS.gatekeeperToTrusted) },
+      upstream: upstreamOf(cluster, s, host.name, hosts, secrets),
     };
     return c;
   }
   if (s === 'trustedhost') {
-    const px = hostWithService(hosts, 'proxy', host.name);
     const c: TrustedHostConfig = {
       service: 'trustedhost',
       ...common,
-      credential: secrets.get(SECRETS.gatekeeperToTrusted),
-      upstream: { url: url(px, servicePort(cluster, 'proxy')), credential: secrets.get(SECRETS.trustedToProxy) },
+      credential: inboundCredential(s, secrets),
+      upstream: upstreamOf(cluster, s, host.name, hosts, secrets),
     };
     return c;
   }
@@ -74,7 +88,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
   const c: ProxyConfig = {
     service: 'proxy',
     ...common,
-    credential: secrets.get(SECRETS.trustedToProxy),
+    credential: inboundCredential(s, secrets),
     db: {
       manager: { name: manager.name, host: manager.privateAddress, port: DB_PORT },
       workers: hosts.filter((h) => h.node.db === 'worker').map((h) => ({ name: h.name, host: h.privateAddress, port: DB_PORT })),
@@ -266,9 +280,9 @@ const running: Task = {
  * service's own 0600 config by root and piped into curl's config (never argv).
  */
 export function healthFact(s: ServiceName, address: string, port: number): string {
-  const header = s === 'gatekeeper'
+  const header = !callerOf(s)
     ? 'echo'
-    : `sed -n 's/^  "credential": "\\([^"]*\\)",\\{0,1\\}$/header = "x-rampart-credential: \\1"/p' ${configPath(s)}`;
+    : `sed -n 's/^  "credential": "\\([^"]*\\)",\\{0,1\\}$/header = "${CREDENTIAL_HEADER}: \\1"/p' ${configPath(s)}`;
   return `${header} | curl -s -o /dev/null -w '%{http_code}' -m 2 -K - http://${address}:${port}/health`;
 }
 
@@ -289,9 +303,8 @@ exit 1`;
 
 /** curl config (on stdin, never argv): the internal hops answer /health only to their caller's credential. */
 export function healthCurlConfig(s: ServiceName, secrets: SecretStore): string {
-  if (s === 'gatekeeper') return '\n';
-  const credential = secrets.get(s === 'trustedhost' ? SECRETS.gatekeeperToTrusted : SECRETS.trustedToProxy);
-  return `header = "x-rampart-credential: ${credential}"\n`;
+  if (!callerOf(s)) return '\n';
+  return `header = "${CREDENTIAL_HEADER}: ${inboundCredential(s, secrets)}"\n`;
 }
 
 export const serviceRole: Role = {

@@ -2,24 +2,43 @@
 // with this hop's credential. fetch keeps connections alive and pools them
 // (Bun natively, undici on Node), so each hop reuses a few sockets.
 
-import type { Upstream } from './config.ts';
-import { CREDENTIAL_HEADER, HttpError, type QueryRequest } from './http.ts';
+import { CREDENTIAL_HEADER, parseRoute, ROUTE_HEADER } from './contract.ts';
+import type { QueryRequest, Upstream } from './schemas.ts';
+import type { Answer } from './hop.ts';
+import { HttpError } from './http.ts';
 
-export interface Forwarded {
-  status: number;
-  /** The upstream body, passed through untouched (no re-encoding of rows). */
-  body: string;
-  node: string;
-  mode: string;
-  type: string;
-}
+/** The next hop's answer (its body passed through untouched). */
+export type Forwarded = Answer;
 
 /** Something that sends a validated request to the next hop (fetch in production, a fake in unit tests). */
 export type ForwardFn = (req: QueryRequest) => Promise<Forwarded>;
 
+/** Requests started within this many ms share one deadline signal. */
+const SLICE_MS = 100;
+
+/**
+ * A deadline of at least `timeoutMs` (at most SLICE_MS more) for each
+ * request, from one AbortSignal per slice: a timer per request would keep
+ * rate x timeout signals alive (100k at 10k req/s and 10 s), which is most of
+ * what a busy hop's memory grows by.
+ */
+export function deadlines(timeoutMs: number, now: () => number = performance.now.bind(performance)): () => AbortSignal {
+  let signal: AbortSignal | undefined;
+  let until = 0;
+  return () => {
+    const t = now();
+    if (!signal || t >= until) {
+      signal = AbortSignal.timeout(timeoutMs + SLICE_MS);
+      until = t + SLICE_MS;
+    }
+    return signal;
+  };
+}
+
 export function httpForwarder(upstream: Upstream): ForwardFn {
   const url = `${upstream.url.replace(/\/+$/, '')}/query`;
   const timeoutMs = upstream.timeoutMs ?? 10_000;
+  const deadline = deadlines(timeoutMs);
   const headers = { 'content-type': 'application/json', [CREDENTIAL_HEADER]: upstream.credential };
   return async (req) => {
     let res: Response;
@@ -29,19 +48,13 @@ export function httpForwarder(upstream: Upstream): ForwardFn {
         headers,
         body: JSON.stringify(req),
         keepalive: true,
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: deadline(),
       });
     } catch (e) {
       const timedOut = (e as Error).name === 'TimeoutError';
       throw new HttpError(503, 'UPSTREAM_UNAVAILABLE', timedOut ? `next hop did not answer within ${timeoutMs} ms` : 'next hop is unreachable');
     }
     const body = await res.text();
-    return {
-      status: res.status,
-      body,
-      node: res.headers.get('x-rampart-node') ?? '',
-      mode: res.headers.get('x-rampart-mode') ?? '',
-      type: res.headers.get('x-rampart-type') ?? '',
-    };
+    return { status: res.status, body, ...parseRoute(res.headers.get(ROUTE_HEADER)) };
   };
 }

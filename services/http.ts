@@ -1,33 +1,11 @@
-// Pieces every hop shares: the request body schema, the error shape, body
-// reading with a size cap, constant-time secret checks, the per-request log
-// line and the runtime adapter (Bun natively, Node through @elysiajs/node).
+// Pieces every hop shares: the error shape, body reading with a size cap,
+// constant-time secret checks, the per-request log line and the server
+// (Bun.serve natively, Node through Elysia's @elysiajs/node adapter). The
+// request body's schema is in services/schemas.ts, the request skeleton in
+// services/hop.ts.
 
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import { Elysia, t, type ElysiaConfig } from 'elysia';
-import type { ProxyMode } from '../core/types.ts';
-
-/** Header carrying the internal credential from one hop to the next. */
-export const CREDENTIAL_HEADER = 'x-rampart-credential';
-
-/** The request body, the same at every hop. */
-export const QueryBody = t.Object(
-  {
-    sql: t.String({ minLength: 1, maxLength: 65536 }),
-    params: t.Optional(t.Array(t.Union([t.String({ maxLength: 65536 }), t.Number(), t.Boolean(), t.Null()]), { maxItems: 1000 })),
-    mode: t.Optional(t.Union([t.Literal('direct'), t.Literal('random'), t.Literal('customized')], { error: 'mode: must be direct, random or customized' })),
-    request_id: t.Optional(t.String({ pattern: '^[A-Za-z0-9._:-]{1,64}$', error: 'request_id: 1-64 characters of A-Z a-z 0-9 . _ : -' })),
-  },
-  { additionalProperties: false },
-);
-
-export type SqlParam = string | number | boolean | null;
-
-export interface QueryRequest {
-  sql: string;
-  params?: SqlParam[];
-  mode?: ProxyMode;
-  request_id?: string;
-}
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Hop } from './hop.ts';
 
 /** An error with its HTTP status and a stable code; the message is safe to show. */
 export class HttpError extends Error {
@@ -97,14 +75,31 @@ async function readCapped(request: Request, maxBytes: number): Promise<Uint8Arra
   return chunks.length === 1 ? chunks[0] : new Uint8Array(Buffer.concat(chunks));
 }
 
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+/**
+ * A constant-time check against any of `expected`: `given` is copied into a
+ * buffer of each secret's length (truncated or zero-padded), so the
+ * comparison takes the same time whatever was sent; the lengths are compared
+ * apart. (A hash per request would cost more than the check.)
+ */
+export function secretChecker(expected: readonly string[]): (given: string | null) => boolean {
+  const want = expected.map((e) => Buffer.from(e, 'utf8'));
+  return (given) => {
+    if (!given) return false;
+    const length = Buffer.byteLength(given, 'utf8');
+    let ok = false;
+    for (const e of want) {
+      const g = Buffer.alloc(e.length);
+      g.write(given, 'utf8');
+      const same = timingSafeEqual(g, e);
+      ok = (same && length === e.length) || ok;
+    }
+    return ok;
+  };
+}
 
-/** Constant-time comparison against any of `expected` (hashing first makes lengths equal). */
+/** One-off form of secretChecker. */
 export function secretMatches(given: string | null, expected: readonly string[]): boolean {
-  const g = digest(given ?? '');
-  let ok = false;
-  for (const e of expected) ok = timingSafeEqual(g, digest(e)) || ok;
-  return ok && given !== null && given.length > 0;
+  return secretChecker(expected)(given);
 }
 
 export function newRequestId(): string {
@@ -156,44 +151,39 @@ export function makeLogger(enabled: boolean): (f: LogFields) => void {
   };
 }
 
-/** Elysia options for this runtime: Bun natively, Node through @elysiajs/node. */
-const adapter: ElysiaConfig<''>['adapter'] =
-  typeof Bun === 'undefined' ? (await import('@elysiajs/node')).node() : undefined;
+export interface Server {
+  stop(): Promise<void>;
+}
 
-export function newElysia(name: string, maxBodyBytes: number) {
-  return new Elysia({
-    name,
-    adapter,
-    // Unknown body fields are an error (422), not silently dropped.
-    normalize: false,
-    // Bun refuses larger bodies before we see them; readJsonBody checks the exact limit.
-    serve: { maxRequestBodySize: maxBodyBytes + 1024 },
-  });
+/**
+ * Serves a hop: Bun.serve natively (the client address from the socket), on
+ * Node through Elysia's node adapter (loaded only there).
+ */
+export async function listen(hop: Hop, host: string, port: number): Promise<Server> {
+  if (typeof Bun !== 'undefined') {
+    const server = Bun.serve({
+      hostname: host,
+      port,
+      // Bun refuses larger bodies before we see them; readJsonBody checks the exact limit.
+      maxRequestBodySize: hop.maxBodyBytes + 1024,
+      fetch: hop.usesClientAddress
+        ? (request, srv) => hop.handle(request, srv.requestIP(request)?.address ?? null)
+        : (request) => hop.handle(request),
+      error: () => errorResponse(500, 'INTERNAL', 'internal error'),
+    });
+    return { stop: () => server.stop(true) };
+  }
+  const [{ Elysia }, { node }] = await Promise.all([import('elysia'), import('@elysiajs/node')]);
+  const app = new Elysia({ adapter: node(), serve: { maxRequestBodySize: hop.maxBodyBytes + 1024 } })
+    .onError(({ code }) => code === 'NOT_FOUND'
+      ? errorResponse(404, 'NOT_FOUND', 'no such route (POST /query, GET /health)')
+      : errorResponse(500, 'INTERNAL', 'internal error'))
+    .all('/*', ({ request }) => hop.handle(request), { parse: 'none' });
+  app.listen({ hostname: host, port });
+  return { stop: async () => void (await app.stop()) };
 }
 
 /** Milliseconds since `start` (performance.now()), rounded to 0.01. */
 export function since(start: number): number {
   return Math.round((performance.now() - start) * 100) / 100;
-}
-
-/** Maps Elysia's own errors (validation, parse, not found) and ours to the JSON error shape. */
-export function toErrorResponse(code: string | number, error: unknown): Response {
-  const cause = (error as { cause?: unknown } | null)?.cause;
-  const own = error instanceof HttpError ? error : cause instanceof HttpError ? cause : null;
-  if (own) return errorResponse(own.status, own.code, own.message, own.headers);
-  switch (code) {
-    case 'VALIDATION': {
-      const e = error as { all?: Array<{ path?: string; summary?: string; message?: string; schema?: { error?: unknown } }> };
-      const first = e.all?.[0];
-      if (typeof first?.schema?.error === 'string') return errorResponse(422, 'INVALID_BODY', first.schema.error);
-      const where = first?.path ? `${first.path.replace(/^\//, '').replace(/\//g, '.')}: ` : '';
-      return errorResponse(422, 'INVALID_BODY', `${where}${first?.summary ?? first?.message ?? 'body does not match the schema'}`);
-    }
-    case 'PARSE':
-      return errorResponse(400, 'INVALID_JSON', 'body is not valid JSON');
-    case 'NOT_FOUND':
-      return errorResponse(404, 'NOT_FOUND', 'no such route (POST /query, GET /health)');
-    default:
-      return errorResponse(500, 'INTERNAL', 'internal error');
-  }
 }

@@ -1,8 +1,9 @@
 // Request checks every hop repeats after the body schema: the SQL policy and
 // the placeholder count. Never trust the hop before.
 
-import { HttpError, type QueryRequest } from './http.ts';
-import { checkSql, type SqlPolicy } from './sql/policy.ts';
+import type { QueryRequest } from './schemas.ts';
+import { HttpError } from './http.ts';
+import type { PolicyCheck } from './sql/policy.ts';
 import type { QueryType } from './sql/classifier.ts';
 
 export interface ValidQuery extends QueryRequest {
@@ -12,8 +13,8 @@ export interface ValidQuery extends QueryRequest {
 }
 
 /** Applies the policy (403/400) and checks `params` against the `?` count (422). Returns only the validated fields. */
-export function validateQuery(body: QueryRequest, policy: SqlPolicy): ValidQuery {
-  const verdict = checkSql(body.sql, policy);
+export function validateQuery(body: QueryRequest, check: PolicyCheck): ValidQuery {
+  const verdict = check(body.sql);
   if (!verdict.ok) throw new HttpError(verdict.status, verdict.code, verdict.message);
   const given = body.params?.length ?? 0;
   if (given !== verdict.placeholders) {

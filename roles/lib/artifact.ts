@@ -25,6 +25,9 @@ export interface Artifact {
   size: number;
 }
 
+/** Packages only the Node runtime loads (services/http.ts imports them lazily, never on Bun). */
+export const NODE_ONLY = ['elysia', '@elysiajs/node'];
+
 export function entryPoint(service: ServiceName): string {
   return `services/${service}/main.ts`;
 }
@@ -47,7 +50,7 @@ function bunVersion(): string {
 type FileHashes = Record<string, [number, number, string]>;
 
 interface Stamp {
-  /** Hash of the bun version, the entry and every input's content. */
+  /** Hash of the bun version, the entry, the externals and every input's content. */
   key: string;
   files: FileHashes;
   /** The bundle as written: `[size, mtimeMs, sha256]`. */
@@ -86,7 +89,7 @@ async function inputsKey(metaPath: string, entry: string, known: FileHashes): Pr
   } catch {
     return null; // an input is gone: rebuild
   }
-  const h = createHash('sha256').update(`bun ${bunVersion()}\nentry ${entry}\n`);
+  const h = createHash('sha256').update(`bun ${bunVersion()}\nentry ${entry}\nexternal ${NODE_ONLY.join(' ')}\n`);
   const files: FileHashes = {};
   inputs.forEach((input, i) => {
     h.update(`${input} ${hashed[i].sha}\n`);
@@ -130,7 +133,8 @@ async function buildBundle(clusterDir: string, service: ServiceName): Promise<Ar
       return { path: out, sha256: stamp.output[2], size: st.size };
     }
   }
-  await run(BUN, ['build', entry, '--target=bun', '--outfile', out, `--metafile=${meta}`]);
+  // The bundles run on Bun only: the Node server (Elysia's adapter, services/http.ts) stays out of them.
+  await run(BUN, ['build', entry, '--target=bun', ...NODE_ONLY.flatMap((p) => ['--external', p]), '--outfile', out, `--metafile=${meta}`]);
   const data = readFileSync(out);
   const st = statSync(out);
   const art = { path: out, sha256: sha256(data), size: data.length };

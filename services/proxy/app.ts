@@ -1,19 +1,18 @@
-// The proxy: accepts only the trusted host's credential, validates again,
-// classifies read/write, routes by mode, runs the statement on a mysql2 pool.
-// A read that fails because its worker went away is retried once elsewhere.
+// The proxy, on the hop skeleton (services/hop.ts): accepts only the trusted
+// host's credential, validates again, classifies read/write, routes by mode,
+// runs the statement on a mysql2 pool. A read that fails because its worker
+// went away is retried once elsewhere.
 
-import type { ProxyMode } from '../../core/types.ts';
-import type { ProxyConfig } from '../config.ts';
-import {
-  CREDENTIAL_HEADER, errorResponse, HttpError, jsonResponse, makeLogger, newElysia, newRequestId, QueryBody, readJsonBody,
-  secretMatches, since, toErrorResponse, type QueryRequest,
-} from '../http.ts';
-import { validateQuery, type ValidQuery } from '../validate.ts';
+import { CREDENTIAL_HEADER, type ProxyMode } from '../contract.ts';
+import type { ProxyConfig } from '../schemas.ts';
+import { buildHop, type Hop } from '../hop.ts';
+import { HttpError, jsonResponse, secretChecker, since } from '../http.ts';
+import type { ValidQuery } from '../validate.ts';
 import { DbNode, isTimeout, isUnavailable, type MysqlLikeError, type QueryResult } from './nodes.ts';
 import { Router } from './router.ts';
 
 export interface ProxyRuntime {
-  app: ReturnType<typeof buildApp>;
+  app: Hop;
   router: Router;
   /** First probe round (so routing starts informed), then probes every probeIntervalMs. */
   start(): Promise<void>;
@@ -55,10 +54,8 @@ function dbError(e: unknown): HttpError {
   return new HttpError(503, 'DB_ERROR', 'the database failed to run the statement');
 }
 
-function buildApp(config: ProxyConfig, router: Router) {
-  const log = makeLogger(config.log ?? true);
-  const expected = [config.credential];
-  const starts = new WeakMap<Request, number>();
+function buildApp(config: ProxyConfig, router: Router): Hop {
+  const credentialMatches = secretChecker([config.credential]);
 
   async function execute(q: ValidQuery, mode: ProxyMode): Promise<{ node: string; result: QueryResult }> {
     let node = router.pick(q.type, mode);
@@ -80,55 +77,33 @@ function buildApp(config: ProxyConfig, router: Router) {
     }
   }
 
-  return newElysia('proxy', config.maxBodyBytes)
-    .onRequest(({ request }) => {
-      const start = performance.now();
-      starts.set(request, start);
-      if (!secretMatches(request.headers.get(CREDENTIAL_HEADER), expected)) {
-        log({ request_id: newRequestId(), hop: 'proxy', status: 401, code: 'UNAUTHORIZED', duration_ms: since(start) });
-        return errorResponse(401, 'UNAUTHORIZED', 'only the trusted host may call this service');
+  return buildHop({
+    hop: 'proxy',
+    maxBodyBytes: config.maxBodyBytes,
+    policy: config.policy,
+    log: config.log ?? true,
+    admit(request) {
+      if (!credentialMatches(request.headers.get(CREDENTIAL_HEADER))) {
+        return new HttpError(401, 'UNAUTHORIZED', 'only the trusted host may call this service');
       }
-    })
-    .onError(({ code, error, request }) => {
-      const res = toErrorResponse(code, error);
-      const cause = (error as { cause?: unknown } | null)?.cause;
-      const errCode = error instanceof HttpError ? error.code : cause instanceof HttpError ? cause.code : String(code);
-      log({ request_id: newRequestId(), hop: 'proxy', status: res.status, code: errCode, duration_ms: since(starts.get(request) ?? performance.now()) });
-      return res;
-    })
-    .get('/health', () => {
-      const nodes = [router.manager, ...router.workers].map((n) => n.state(config.maxLagSeconds));
+      return null;
+    },
+    health() {
+      const nodes = router.states();
       const managerUp = nodes[0].healthy;
       const status = !managerUp ? 'down' : nodes.every((n) => n.usable) ? 'ok' : 'degraded';
-      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: config.maxLagSeconds, nodes });
-    })
-    .post(
-      '/query',
-      async ({ body, request }) => {
-        const start = starts.get(request) ?? performance.now();
-        const requestId = body.request_id ?? newRequestId();
-        const mode: ProxyMode = body.mode ?? config.defaultMode;
-        let type: string | undefined;
-        try {
-          if (!config.modes.includes(mode)) throw new HttpError(422, 'MODE_NOT_ALLOWED', `mode ${mode} is not enabled (enabled: ${config.modes.join(', ')})`);
-          const q = validateQuery(body as QueryRequest, config.policy);
-          type = q.type;
-          const { node, result } = await execute(q, mode);
-          const duration = since(start);
-          const payload = result.kind === 'rows'
-            ? { request_id: requestId, mode, type: q.type, node, rows: result.rows, duration_ms: duration }
-            : { request_id: requestId, mode, type: q.type, node, affected_rows: result.affectedRows, insert_id: result.insertId, duration_ms: duration };
-          log({ request_id: requestId, hop: 'proxy', mode, type: q.type, node, status: 200, duration_ms: duration });
-          return jsonResponse(200, payload, { 'x-rampart-node': node, 'x-rampart-mode': mode, 'x-rampart-type': q.type });
-        } catch (e) {
-          const err = e instanceof HttpError ? e : dbError(e);
-          log({ request_id: requestId, hop: 'proxy', mode, type, status: err.status, code: err.code, duration_ms: since(start) });
-          return errorResponse(err.status, err.code, err.message, { 'x-rampart-mode': mode, ...(type ? { 'x-rampart-type': type } : {}) });
-        }
-      },
-      {
-        parse: ({ request }) => readJsonBody(request, config.maxBodyBytes),
-        body: QueryBody,
-      },
-    );
+      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, nodes });
+    },
+    async query(q, { requestId, start, note }) {
+      const mode: ProxyMode = q.mode ?? config.defaultMode;
+      note.mode = mode;
+      if (!config.modes.includes(mode)) throw new HttpError(422, 'MODE_NOT_ALLOWED', `mode ${mode} is not enabled (enabled: ${config.modes.join(', ')})`);
+      const { node, result } = await execute(q, mode);
+      const duration = since(start);
+      const payload = result.kind === 'rows'
+        ? { request_id: requestId, mode, type: q.type, node, rows: result.rows, duration_ms: duration }
+        : { request_id: requestId, mode, type: q.type, node, affected_rows: result.affectedRows, insert_id: result.insertId, duration_ms: duration };
+      return { status: 200, body: JSON.stringify(payload), node, mode, type: q.type };
+    },
+  });
 }

@@ -3,8 +3,7 @@
 // measured (health, latency moving average, replication lag).
 
 import mysql from 'mysql2/promise';
-import type { DbConfig, DbEndpoint } from '../config.ts';
-import type { SqlParam } from '../http.ts';
+import type { DbConfig, DbEndpoint, SqlParam } from '../schemas.ts';
 
 export type NodeRole = 'manager' | 'worker';
 
@@ -106,6 +105,9 @@ export class DbNode {
       supportBigNumbers: true,
       waitForConnections: true,
       queueLimit: 0,
+      // No call-site stack captured per query (Error.captureStackTrace on every call): errors
+      // are mapped to codes, their stacks never shown or logged.
+      trace: false,
     };
     this.pool = mysql.createPool({ ...base, connectionLimit: db.poolSize ?? 16, maxIdle: db.poolSize ?? 16 });
     // Probes decide health: a node that cannot even connect within the probe timeout is down.

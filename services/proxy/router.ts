@@ -2,15 +2,16 @@
 // manager, `random` a uniformly random usable worker, `customized` the usable
 // worker with the lowest measured latency; the manager when no worker is usable.
 
-import type { ProxyMode } from '../../core/types.ts';
+import type { ProxyMode } from '../contract.ts';
 import type { QueryType } from '../sql/classifier.ts';
-import type { DbNode } from './nodes.ts';
+import type { DbNode, NodeState } from './nodes.ts';
 
 export class Router {
   constructor(
     readonly manager: DbNode,
     readonly workers: DbNode[],
-    private readonly maxLagSeconds: number,
+    /** Workers lagging more get no reads (the one place it is held at run time). */
+    readonly maxLagSeconds: number,
     private readonly random: () => number = Math.random,
   ) {}
 
@@ -24,5 +25,10 @@ export class Router {
     let best = usable[0];
     for (const w of usable) if ((w.latencyMs ?? Infinity) < (best.latencyMs ?? Infinity)) best = w;
     return best;
+  }
+
+  /** Every node's state as /health reports it, manager first. */
+  states(): NodeState[] {
+    return [this.manager, ...this.workers].map((n) => n.state(this.maxLagSeconds));
   }
 }

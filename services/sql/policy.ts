@@ -64,6 +64,28 @@ function isPunct(t: Token | undefined, p: string): boolean {
   return t !== undefined && t.type === 'punct' && t.value === p;
 }
 
+export type PolicyCheck = (sql: string) => PolicyVerdict;
+
+/**
+ * checkSql for one policy, remembering the verdicts of up to `size` texts
+ * of at most `maxLength` characters (the oldest goes first): a verdict
+ * depends only on the text and the policy, and applications send the same
+ * statement texts again and again (the parameters travel apart).
+ */
+export function policyChecker(policy: SqlPolicy, size = 256, maxLength = 2048): PolicyCheck {
+  const memo = new Map<string, PolicyVerdict>();
+  return (sql) => {
+    let v = memo.get(sql);
+    if (v) return v;
+    v = checkSql(sql, policy);
+    if (sql.length <= maxLength) {
+      if (memo.size >= size) memo.delete(memo.keys().next().value as string);
+      memo.set(sql, v);
+    }
+    return v;
+  };
+}
+
 /** Checks one SQL text against the policy. Never throws. */
 export function checkSql(sql: string, policy: SqlPolicy): PolicyVerdict {
   let all: Token[];

@@ -7,7 +7,7 @@ import { chmodSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { GatekeeperConfig, ProxyConfig, TrustedHostConfig } from '../../services/config.ts';
-import type { ProxyMode } from '../../core/types.ts';
+import type { ProxyMode, ServiceName } from '../../services/contract.ts';
 import { freePort, secret } from '../support/mariadb.ts';
 
 const ROOT = resolve(import.meta.dir ?? join(process.cwd(), 'test', 'integration'), '..', '..');
@@ -46,11 +46,14 @@ export interface LaunchOptions {
   runtime?: 'bun' | 'node';
   /** Send each service's stdout to `<logDir>/<name>.log` instead of a pipe (cheaper under load). */
   logDir?: string;
+  /** What each service runs (default its sources, services/<name>/main.ts; e.g. its bundle, as on the nodes). */
+  entry?: (name: ServiceName) => string;
 }
 
-function startProcess(name: string, configPath: string, port: number, logDir?: string, runtime: 'bun' | 'node' = 'bun'): Promise<ServiceProcess> {
+function startProcess(name: ServiceName, configPath: string, port: number, opts: LaunchOptions): Promise<ServiceProcess> {
+  const { logDir, runtime = 'bun' } = opts;
   const logFile = logDir ? join(logDir, `${name}.log`) : undefined;
-  const entry = join(ROOT, 'services', name, 'main.ts');
+  const entry = opts.entry?.(name) ?? join(ROOT, 'services', name, 'main.ts');
   const bunFlags = (process.env.RAMPART_BUN_FLAGS ?? '').split(' ').filter(Boolean); // e.g. --smol
   const [cmd, args] = runtime === 'node' ? ['node', ['--import', 'tsx', entry]] : [BUN, [...bunFlags, entry]];
   const child: ChildProcess = spawn(cmd, args, {
@@ -120,9 +123,9 @@ export async function launchServices(opts: LaunchOptions): Promise<Services> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    started.push(await startProcess('proxy', write('proxy', proxy), pxPort, opts.logDir, opts.runtime));
-    started.push(await startProcess('trustedhost', write('trustedhost', trustedhost), thPort, opts.logDir, opts.runtime));
-    started.push(await startProcess('gatekeeper', write('gatekeeper', gatekeeper), gkPort, opts.logDir, opts.runtime));
+    started.push(await startProcess('proxy', write('proxy', proxy), pxPort, opts));
+    started.push(await startProcess('trustedhost', write('trustedhost', trustedhost), thPort, opts));
+    started.push(await startProcess('gatekeeper', write('gatekeeper', gatekeeper), gkPort, opts));
   } catch (e) {
     await stop();
     throw e;

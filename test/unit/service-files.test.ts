@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Host, SecretStore, ServiceName } from '../../core/types.ts';
 import { validateConfig, type GatekeeperConfig, type ProxyConfig, type TrustedHostConfig } from '../../services/config.ts';
-import { runtimeBinary, runtimePackage, serviceBundle } from '../../roles/lib/artifact.ts';
+import { buildDir, runtimeBinary, runtimePackage, serviceBundle } from '../../roles/lib/artifact.ts';
+import { REPLICA_STATUS_SQL } from '../../services/proxy/nodes.ts';
 import { DB_USERS, SECRETS } from '../../roles/lib/names.ts';
 import {
   configText, healthCurlConfig, healthFact, healthScript, runtimeState, serviceConfig, unitText,
@@ -157,6 +158,32 @@ describe('bundle', () => {
     } finally {
       rmSync(a, { recursive: true });
       rmSync(b, { recursive: true });
+    }
+  }, 60_000);
+
+  test('each service gets only its own code: no database driver and no proxy code outside the proxy', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rampart-build-'));
+    try {
+      const inputs = async (s: ServiceName): Promise<string[]> => {
+        await serviceBundle(dir, s);
+        return Object.keys((await Bun.file(join(buildDir(dir), `${s}.meta.json`)).json() as { inputs: object }).inputs);
+      };
+      const [gk, th, px] = await Promise.all(SERVICES.map((s) => serviceBundle(dir, s)));
+      const dbOrProxy = (i: string): boolean => /node_modules\/mysql2\//.test(i) || i.startsWith('services/proxy/');
+      for (const [s, art] of [['gatekeeper', gk], ['trustedhost', th]] as const) {
+        expect((await inputs(s)).filter(dbOrProxy)).toEqual([]);
+        const text = await Bun.file(art.path).text();
+        expect(text).not.toContain(REPLICA_STATUS_SQL);
+        expect(text).not.toContain('mysql2');
+        expect(art.size).toBeLessThan(px.size / 2);
+      }
+      expect(await inputs('gatekeeper')).not.toContain('services/trustedhost/app.ts');
+      expect(await inputs('trustedhost')).not.toContain('services/gatekeeper/app.ts');
+      expect((await inputs('proxy')).some((i) => i.includes('node_modules/mysql2/'))).toBe(true);
+      // Bun runs the bundles: the Node server (Elysia's adapter) is in none of them.
+      for (const s of SERVICES) expect((await inputs(s)).filter((i) => /node_modules\/(elysia|@elysiajs)\//.test(i))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true });
     }
   }, 60_000);
 });

@@ -5,9 +5,10 @@
 import { describe, expect, test } from 'bun:test';
 import type { GatekeeperConfig, ProxyConfig, TrustedHostConfig } from '../../services/config.ts';
 import { validateConfig } from '../../services/config.ts';
-import type { Forwarded, ForwardFn } from '../../services/forward.ts';
+import { deadlines, type Forwarded, type ForwardFn } from '../../services/forward.ts';
 import { buildGatekeeper } from '../../services/gatekeeper/app.ts';
-import { QueryRequest, secretMatches } from '../../services/http.ts';
+import type { QueryRequest } from '../../services/schemas.ts';
+import { secretMatches } from '../../services/http.ts';
 import { createProxy } from '../../services/proxy/app.ts';
 import { DbNode } from '../../services/proxy/nodes.ts';
 import { Router } from '../../services/proxy/router.ts';
@@ -258,5 +259,21 @@ describe('loadConfig', () => {
     writeFileSync(file, '{ nope');
     expect(() => loadConfig('gatekeeper', file)).toThrow(/not valid JSON/);
     rmSync(dir, { recursive: true });
+  });
+});
+
+describe('forward deadlines', () => {
+  test('requests started within one slice share a signal; a later one gets its own', async () => {
+    let now = 0;
+    const next = deadlines(50, () => now);
+    const a = next();
+    now = 99;
+    expect(next()).toBe(a);
+    now = 100;
+    const b = next();
+    expect(b).not.toBe(a);
+    await new Promise((r) => setTimeout(r, 200)); // at least the timeout, at most one slice more
+    expect(a.aborted && b.aborted).toBe(true);
+    expect((a.reason as Error).name).toBe('TimeoutError');
   });
 });

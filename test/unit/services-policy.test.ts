@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test';
-import { checkSql } from '../../services/sql/policy.ts';
+import { checkSql, policyChecker } from '../../services/sql/policy.ts';
 
 const policy = { statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'] };
 
@@ -144,5 +144,27 @@ describe('SQL policy: legitimate queries pass', () => {
     expect(checkSql('DELETE FROM actor', readOnly)).toMatchObject({ ok: false, status: 403, code: 'STATEMENT_NOT_ALLOWED' });
     expect(checkSql('SELECT 1', readOnly).ok).toBe(true);
     expect(checkSql('SHOW TABLES', { statements: ['SHOW'], schemas: [] }).ok).toBe(true);
+  });
+});
+
+describe('policyChecker (remembered verdicts)', () => {
+  test('gives checkSql\'s verdict for every text, the second time too', () => {
+    const check = policyChecker(policy, 8);
+    const texts = [...hostile.map(([sql]) => sql), 'SELECT * FROM actor WHERE actor_id = ?', 'SELECT 1; DELETE FROM actor'];
+    for (let round = 0; round < 2; round++) for (const sql of texts) expect(check(sql)).toEqual(checkSql(sql, policy));
+  });
+  test('stays bounded, and never keeps long texts', () => {
+    let calls = 0;
+    const counting = { ...policy, get statements() { calls++; return policy.statements; } };
+    const check = policyChecker(counting, 2, 20);
+    const run = (sql: string): number => { const before = calls; check(sql); return calls - before; };
+    expect(run('SELECT 1')).toBeGreaterThan(0);
+    expect(run('SELECT 1')).toBe(0); // remembered
+    run('SELECT 2');
+    run('SELECT 3'); // evicts SELECT 1, the oldest
+    expect(run('SELECT 1')).toBeGreaterThan(0);
+    const long = `SELECT '${'x'.repeat(30)}'`;
+    run(long);
+    expect(run(long)).toBeGreaterThan(0); // too long to keep
   });
 });
