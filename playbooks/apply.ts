@@ -4,12 +4,11 @@ import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.
 import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { run } from '../core/run.ts';
 import { FileSecretStore } from '../core/secrets.ts';
-import { loadCluster } from '../core/spec.ts';
+import { loadClusterWithRoles } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
-import type { Host, PlanItem, RoleName } from '../core/types.ts';
+import type { Host, PlanItem } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
-import { ROLE_ORDER, rolesInOrder } from '../roles/index.ts';
 
 const HELP = `usage: npx zx apply [--check] [--limit host,...] [--json] [-f cluster.yaml]
 
@@ -31,16 +30,17 @@ export async function main(args: string[]): Promise<never> {
       process.stdout.write(HELP);
       return EXIT.ok;
     }
-    const cluster = loadCluster(clusterFile(flags.file as string | undefined));
+    const cluster = await loadClusterWithRoles(clusterFile(flags.file as string | undefined));
     const check = Boolean(flags.check);
     const limit = flags.limit ? String(flags.limit).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
     const unknown = limit?.filter((n) => !cluster.nodes.some((node) => node.name === n)) ?? [];
     if (unknown.length) throw new UsageError(`--limit names unknown host(s): ${unknown.join(', ')}`);
-    const used = new Set<RoleName>(cluster.nodes.flatMap((n) => n.roles));
+    const used = new Set(cluster.nodes.flatMap((n) => n.roles));
     const only = flags.roles ? String(flags.roles).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
-    const badRoles = only?.filter((r) => !ROLE_ORDER.includes(r as RoleName)) ?? [];
-    if (badRoles.length) throw new UsageError(`--roles names unknown role(s): ${badRoles.join(', ')} (roles: ${ROLE_ORDER.join(', ')})`);
-    const roles = rolesInOrder(only ? new Set([...used].filter((r) => only.includes(r))) : used);
+    const known = cluster.roles.order.map((r) => r.name);
+    const badRoles = only?.filter((r) => !known.includes(r)) ?? [];
+    if (badRoles.length) throw new UsageError(`--roles names unknown role(s): ${badRoles.join(', ')} (roles: ${known.join(', ')})`);
+    const roles = cluster.roles.inOrder(only ? new Set([...used].filter((r) => only.includes(r))) : used);
 
     const paths = ensureStateDir(cluster.dir);
     const key = ensureSshKey(cluster.dir);

@@ -5,7 +5,8 @@
 // /etc/iptables/rules.v4 + rules.v6, restored at boot by a oneshot unit.
 import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
 import { HostError } from '../core/errors.ts';
-import type { Fact, Role, Task, TaskContext } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { Fact, Task, TaskContext } from '../core/types.ts';
 import {
   egressOf, FIREWALL_UNIT, FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, firewallRules, firewallRules6, LIVE_RULES6_FACT, LIVE_RULES_FACT,
   MIRROR_FACT, parseMirrorFact, RULES6_PATH, RULES_PATH, rulesetDelta, sameRuleset,
@@ -97,7 +98,10 @@ const persist: Task = {
   },
 };
 
-export const iptablesRole: Role = {
+export const iptablesRole = defineRole({
   name: 'iptables',
+  // right after base: every declared flow is open before a later role uses it
+  // (a new worker replicates in the same apply; no replication link is cut by a first load)
+  after: ['base'],
   tasks: [live, persist],
-};
+});

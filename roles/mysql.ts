@@ -3,7 +3,8 @@
 // (on the manager only: they replicate) users, grants and rampart's schemas.
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
-import type { Connection, Role, Task, TaskContext } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { Connection, Task, TaskContext, TaskWith } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
 import { ACCOUNTS_FACT, parseAccounts, planAccounts } from './lib/mysql-accounts.ts';
 import {
@@ -12,7 +13,11 @@ import {
 } from './lib/mysql-config.ts';
 import { parseServerVersion, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
-import { DB_PACKAGES } from './lib/packages.ts';
+
+export const DB_PACKAGES: Record<Dialect, string[]> = {
+  mariadb: ['mariadb-server', 'mariadb-client'],
+  mysql: ['mysql-server', 'mysql-client'],
+};
 
 type Ctx = Omit<TaskContext, 'facts'>;
 
@@ -30,7 +35,7 @@ const APT_RUNNING = `pgrep -f 'force-confol[d]' || pgrep -x 'apt-get|dpkg' || pg
 /** Prints `busy` while a package script runs, `audit` when dpkg was interrupted. */
 const DPKG_STATE_FACT = `{ ${APT_RUNNING}; } >/dev/null && echo busy; [ -n "$(dpkg --audit 2>/dev/null)" ] && echo audit; true`;
 
-const packages: Task = {
+const packages: TaskWith<string[]> = {
   name: 'server packages',
   when: notDb,
   facts: () => ({ os: OS_ID_FACT, pkgs: packagesFact([...DB_PACKAGES.mariadb, ...DB_PACKAGES.mysql]), dpkg: DPKG_STATE_FACT }),
@@ -49,7 +54,7 @@ const packages: Task = {
     await conn.exec(`for i in $(seq 600); do { ${APT_RUNNING}; } >/dev/null || break; sleep 1; done
 { ${APT_RUNNING}; } >/dev/null && { echo "apt/dpkg still running after 10 minutes" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a`);
-    await aptInstall(conn, diff.data as string[]);
+    await aptInstall(conn, diff.data);
   },
 };
 
@@ -62,7 +67,7 @@ function desiredConfig(ctx: TaskContext): { path: string; content: string } {
 /** A leftover option file of an earlier version (MySQL's 60-rampart.cnf sorted before mysqld.cnf, so its bind_address was lost). */
 const LEGACY_FACT = `for f in ${[...LEGACY_CONFIG_PATHS.mariadb, ...LEGACY_CONFIG_PATHS.mysql].map(shq).join(' ')}; do [ -e "$f" ] && echo "$f"; done; true`;
 
-const config: Task = {
+const config: TaskWith<string[]> = {
   name: 'server config',
   when: notDb,
   facts: () => ({
@@ -84,7 +89,7 @@ const config: Task = {
   apply: async (ctx, diff) => {
     const want = desiredConfig(ctx);
     await ctx.conn.writeFile(want.path, want.content, { mode: '0644', owner: 'root:root' });
-    const legacy = diff.data as string[];
+    const legacy = diff.data;
     if (legacy.length) await ctx.conn.exec(`rm -f ${legacy.map((l) => shq(l.trim())).join(' ')}`);
   },
 };
@@ -142,7 +147,7 @@ async function verifyRunning(ctx: TaskContext, settings: ServerSetting[]): Promi
 // written (otherwise users created on a fresh manager would never replicate).
 // After the restart the live variables are read again: a setting another option
 // file overrides fails here, naming that file, instead of restarting on every run.
-const running: Task = {
+const running: TaskWith<{ unsupported?: string }> = {
   name: 'server runs the config',
   when: notDb,
   facts: () => ({ os: OS_ID_FACT, vars: LIVE_VARIABLES_FACT, version: SERVER_VERSION_FACT }),
@@ -151,12 +156,12 @@ const running: Task = {
     const version = parseServerVersion(ctx.facts.version.stdout);
     const bad = version && unsupportedVersion(version, d);
     if (bad) return { message: `unsupported server: ${bad}`, data: { unsupported: bad } };
-    if (ctx.facts.vars.code !== 0) return { message: 'server not answering: restart' };
+    if (ctx.facts.vars.code !== 0) return { message: 'server not answering: restart', data: {} };
     const drift = liveDrift(serverSettings(d, ctx.host, ctx.host.node.db!), parseVariables(ctx.facts.vars.stdout));
-    return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})` } : null;
+    return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})`, data: {} } : null;
   },
   apply: async (ctx, diff) => {
-    const bad = (diff.data as { unsupported?: string } | undefined)?.unsupported;
+    const bad = diff.data.unsupported;
     if (bad) throw new HostError(`${ctx.host.name}: ${bad}`, 'see the support matrix in the README (database.engine, provider.local.suite, provider.aws.ubuntu)');
     const d = dialect(ctx);
     await ctx.conn.exec(`systemctl restart ${dbService(d)}`);
@@ -185,7 +190,14 @@ const accounts: Task = {
   },
 };
 
-export const mysqlRole: Role = {
+export const mysqlRole = defineRole({
   name: 'mysql',
+  after: ['iptables'],
+  requires: [{
+    field: 'db',
+    describe: '"db: manager" or "db: worker"',
+    orphan: { at: 'roles', message: (i, db) => `nodes[${i}].roles must include mysql (the node has db: ${db})` },
+  }],
+  packages: ({ dialect }) => DB_PACKAGES[dialect],
   tasks: [packages, config, service, running, accounts],
-};
+});

@@ -3,7 +3,8 @@
 // is wrong (start a stopped replica, re-point one pointing elsewhere) and then
 // waits for catch-up with a GTID wait, never a sleep.
 import { RampartError } from '../core/errors.ts';
-import type { Role, Task, TaskContext } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { TaskContext, TaskWith } from '../core/types.ts';
 import { managerHost } from './lib/mysql-accounts.ts';
 import { MYSQL_PORT } from './lib/mysql-config.ts';
 import {
@@ -21,7 +22,7 @@ function source(ctx: Omit<TaskContext, 'facts'>): ReplicaSource {
   return { host: m.privateAddress, port: MYSQL_PORT, user: DB_USERS.repl, retryCount: RETRY_COUNT };
 }
 
-const replica: Task = {
+const replica: TaskWith<ReplicaAction> = {
   name: 'replica of the manager (GTID)',
   when: ({ host }) => (host.node.db === 'worker' ? null : host.node.db === 'manager' ? 'the manager is the source' : 'not a DB node'),
   facts: () => ({ os: OS_ID_FACT, status: REPLICA_STATUS_FACT }),
@@ -34,7 +35,7 @@ const replica: Task = {
   },
   apply: async (ctx, diff) => {
     const d = dialectFor(ctx.cluster, ctx.facts.os.stdout);
-    const decision = diff.data as ReplicaAction;
+    const decision = diff.data;
     const src = source(ctx);
     if (decision.action === 'fail') throw new ReplicationError(`${ctx.host.name}: ${decision.reason}`, decision.hint);
     const password = ctx.secrets.get(SECRETS.mysqlRepl);
@@ -52,7 +53,10 @@ const replica: Task = {
   },
 };
 
-export const replicationRole: Role = {
+export const replicationRole = defineRole({
   name: 'replication',
+  // the manager's users exist before workers replicate
+  after: ['mysql'],
+  requires: [{ role: 'mysql' }],
   tasks: [replica],
-};
+});

@@ -8,7 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, shq } from '../core/ssh.ts';
-import type { Cluster, Host, Role, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { Cluster, Host, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
 import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig } from '../services/config.ts';
 import { CPU_FACT, runtimeArtifact, runtimePackage, serviceBundle } from './lib/artifact.ts';
 import { fileTask } from './lib/files.ts';
@@ -291,8 +292,15 @@ export function healthCurlConfig(s: ServiceName, secrets: SecretStore): string {
   return `header = "x-rampart-credential: ${credential}"\n`;
 }
 
-export const serviceRole: Role = {
+export const serviceRole = defineRole({
   name: 'service',
+  // the database users the services log in with exist first
+  after: ['mysql'],
+  requires: [{
+    field: 'service',
+    describe: '"service:" (one of gatekeeper, trustedhost, proxy)',
+    orphan: { at: 'field', message: (i) => `nodes[${i}].service is set but roles lacks "service"` },
+  }],
   tasks: [user, runtime, bundle, config, unit, running],
   handlers: [
     {
@@ -309,4 +317,4 @@ export const serviceRole: Role = {
       },
     },
   ],
-};
+});

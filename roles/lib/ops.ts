@@ -1,0 +1,171 @@
+// The operations roles compose (after pyinfra's operations and FactBase[T]):
+// a typed fact is a command plus its parser; a task built from typed facts
+// returns a typed diff; and the jobs every role repeats are written once —
+// packages present, managed files, a systemd unit enabled and running
+// (restarted when its inputs changed), a system user, onlyOn(). Each is a
+// plain Task: its fact commands join the host's one round trip.
+import { fileFactCommand, fileState, shq } from '../../core/ssh.ts';
+import type { DiffWith, Fact, Handler, NodeSpec, Task, TaskContext, TaskWith } from '../../core/types.ts';
+import { aptInstall, missingPackages, packagesFact } from './apt.ts';
+
+/** What fact commands and `when` see (facts are not read yet). */
+export type FactCtx = Omit<TaskContext, 'facts'>;
+
+/** A fact: the shell command that reads it (as root) and the parser that types its output. */
+export interface TypedFact<T> {
+  command(ctx: FactCtx): string;
+  parse(out: Fact, ctx: FactCtx): T;
+}
+
+export function fact<T>(command: string | ((ctx: FactCtx) => string), parse: (out: Fact, ctx: FactCtx) => T): TypedFact<T> {
+  return { command: typeof command === 'string' ? () => command : command, parse };
+}
+
+/** The parsed values of a task's facts, by key. */
+export type FactValues<F> = { [K in keyof F]: F[K] extends TypedFact<infer T> ? T : never };
+
+export interface TypedTask<F extends Record<string, TypedFact<unknown>>, D> {
+  name: string;
+  when?: Task['when'];
+  facts: F;
+  /** null when the host is as wanted; else what differs (reads only). */
+  check(facts: FactValues<F>, ctx: TaskContext): DiffWith<D> | null;
+  apply(ctx: TaskContext, diff: DiffWith<D>, facts: FactValues<F>): Promise<string | void>;
+}
+
+/** A task whose check sees parsed, typed facts and hands apply a typed diff. */
+export function task<F extends Record<string, TypedFact<unknown>>, D = undefined>(def: TypedTask<F, D>): TaskWith<D> {
+  const values = (ctx: TaskContext): FactValues<F> =>
+    Object.fromEntries(Object.entries(def.facts).map(([k, f]) => [k, f.parse(ctx.facts[k] ?? { stdout: '', code: 255 }, ctx)])) as FactValues<F>;
+  return {
+    name: def.name,
+    when: def.when,
+    facts: (ctx) => Object.fromEntries(Object.entries(def.facts).map(([k, f]) => [k, f.command(ctx)])),
+    check: (ctx) => def.check(values(ctx), ctx),
+    apply: (ctx, diff) => def.apply(ctx, diff, values(ctx)),
+  };
+}
+
+/** Run the task only on nodes the predicate picks; `reason` is the skip message elsewhere. */
+export function onlyOn(pick: (node: NodeSpec, ctx: FactCtx) => boolean, reason: string): NonNullable<Task['when']> {
+  return (ctx) => (pick(ctx.host.node, ctx) ? null : reason);
+}
+
+// ------------------------------------------------------------------ packages
+
+/** Installed packages among those asked for. */
+export const installedPackages = (names: (ctx: FactCtx) => string[]) =>
+  fact((ctx) => packagesFact(names(ctx)), (out) => out.stdout);
+
+/** These Debian packages are installed (base has usually installed them in its one transaction already). */
+export function packages(name: string, names: (ctx: FactCtx) => string[], opts: { when?: Task['when'] } = {}): TaskWith<string[]> {
+  return task({
+    name,
+    when: opts.when,
+    facts: { pkgs: installedPackages(names) },
+    check: ({ pkgs }, ctx) => {
+      const missing = missingPackages(names(ctx), pkgs);
+      return missing.length ? { message: `install ${missing.join(' ')}`, data: missing } : null;
+    },
+    apply: async (ctx, diff) => {
+      await aptInstall(ctx.conn, diff.data);
+    },
+  });
+}
+
+// ------------------------------------------------------------------ files
+
+export interface FileSpec {
+  path(ctx: FactCtx): string;
+  content(ctx: FactCtx): string | Buffer;
+  mode: string;
+  owner: string;
+}
+
+export interface FilesOptions {
+  when?: Task['when'];
+  /** Handler to notify after a write (e.g. restart the unit that reads the files). */
+  notify?: string;
+  /** Run after a write (e.g. systemctl daemon-reload). */
+  after?(ctx: FactCtx): Promise<void>;
+}
+
+/**
+ * Managed files: each file's sha256, mode and owner come in the host's fact
+ * round trip; only the files that differ are written (as root, content over stdin).
+ */
+export function files(name: string, specs: FileSpec[], opts: FilesOptions = {}): TaskWith<{ path: string; content: string | Buffer; spec: FileSpec }[]> {
+  const facts = Object.fromEntries(specs.map((f, i) => [`file${i}`, fact((ctx) => fileFactCommand(f.path(ctx)), (out) => out.stdout)]));
+  return task({
+    name,
+    when: opts.when,
+    facts,
+    check: (have, ctx) => {
+      const todo = specs.flatMap((spec, i) => {
+        const content = spec.content(ctx);
+        return have[`file${i}`] === fileState(content, spec.mode, spec.owner) ? [] : [{ path: spec.path(ctx), content, spec }];
+      });
+      return todo.length ? { message: `write ${todo.map((t) => t.path).join(', ')}`, data: todo } : null;
+    },
+    apply: async (ctx, diff) => {
+      for (const t of diff.data) await ctx.conn.writeFile(t.path, t.content, { mode: t.spec.mode, owner: t.spec.owner });
+      await opts.after?.(ctx);
+      if (opts.notify) ctx.notify(opts.notify);
+    },
+  });
+}
+
+// ------------------------------------------------------------------ systemd
+
+export interface UnitState {
+  enabled: string;
+  active: string;
+}
+
+/** `systemctl is-enabled` / `is-active` of a unit ('' when systemd does not know it). */
+export const unitState = (unit: string) =>
+  fact(`printf '%s %s\\n' "$(systemctl is-enabled ${shq(unit)} 2>/dev/null)" "$(systemctl is-active ${shq(unit)} 2>/dev/null)"`, (out): UnitState => {
+    const [enabled = '', active = ''] = out.stdout.trim().split(' ');
+    return { enabled, active };
+  });
+
+/** A systemd unit enabled and running (started if it is not). Pair with restartUnit() for "restarted when its inputs changed". */
+export function unitRunning(unit: string, opts: { name?: string; when?: Task['when'] } = {}): Task {
+  return task({
+    name: opts.name ?? `${unit} enabled and running`,
+    when: opts.when,
+    facts: { state: unitState(unit) },
+    check: ({ state }) => (state.enabled === 'enabled' && state.active === 'active'
+      ? null
+      : { message: `${unit}: ${state.enabled || 'not installed'}/${state.active || 'inactive'} -> enabled/active`, data: undefined }),
+    apply: async ({ conn }) => {
+      await conn.exec(`systemctl enable --now ${shq(unit)} 2>&1`);
+    },
+  });
+}
+
+/** A handler restarting the unit (after daemon-reload): notified by the tasks that write its inputs. */
+export function restartUnit(unit: string, name = `restart ${unit}`): Handler {
+  return {
+    name,
+    run: async ({ conn }) => {
+      await conn.exec(`systemctl daemon-reload && systemctl restart ${shq(unit)}`);
+    },
+  };
+}
+
+// ------------------------------------------------------------------ users
+
+/** A system user (no home, no login shell) and its group. */
+export function systemUser(user: string, opts: { when?: Task['when'] } = {}): Task {
+  return task({
+    name: `system user ${user}`,
+    when: opts.when,
+    facts: { shell: fact(`getent passwd ${shq(user)} | cut -d: -f7`, (out) => (out.code === 0 ? out.stdout.trim() : null)) },
+    check: ({ shell }) => (shell !== null && /nologin|false/.test(shell) ? null : { message: `create system user ${user}`, data: undefined }),
+    apply: async ({ conn }) => {
+      const u = shq(user);
+      await conn.exec(`if id -u ${u} >/dev/null 2>&1; then usermod -s /usr/sbin/nologin ${u}; else useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ${u}; fi`);
+    },
+  });
+}
