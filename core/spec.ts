@@ -45,7 +45,12 @@ ajv.addVocabulary(['patternErrorMessage', 'errorMessage', 'listed']);
 const compiled = new WeakMap<RoleRegistry, ValidateFunction>();
 function validator(roles: RoleRegistry): ValidateFunction {
   let v = compiled.get(roles);
-  if (!v) compiled.set(roles, (v = ajv.compile(clusterSchema(roles))));
+  if (!v) {
+    const schema = clusterSchema(roles);
+    // ajv keeps one schema per $id: a cluster's own role set compiles as an anonymous variant
+    if (roles !== BUILTIN_ROLES) delete schema.$id;
+    compiled.set(roles, (v = ajv.compile(schema)));
+  }
   return v;
 }
 
