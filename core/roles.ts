@@ -65,7 +65,8 @@ export interface RoleManifest<S = unknown> extends Role {
   source?: string;
 }
 
-const MANIFEST = Symbol('rampart.role');
+// Symbol.for: a role file loaded through another module instance of this file is still recognised
+const MANIFEST = Symbol.for('rampart.role');
 
 /** Declare a role. `S` is the type of its settings section (what the schema fragment validates). */
 export function defineRole<S = undefined>(def: RoleDefinition<S>): RoleManifest<S> {

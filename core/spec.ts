@@ -157,6 +157,20 @@ function readSource(file: string): string {
   }
 }
 
+/**
+ * The default export of a TypeScript file anywhere on disk. Bun imports it as
+ * is. Under Node, tsx's ESM hook alone would hand a file outside any
+ * `"type": "module"` package to require(), which refuses it; tsImport loads it
+ * whatever the folder says (as CommonJS there: its default export one level down).
+ */
+async function importTs(url: string): Promise<unknown> {
+  if (process.versions.bun) return ((await import(url)) as { default?: unknown }).default;
+  const { tsImport } = await import('tsx/esm/api');
+  const mod = (await tsImport(url, import.meta.url)) as { default?: unknown };
+  const d = mod.default;
+  return d && typeof d === 'object' && !isRoleManifest(d) && 'default' in d ? (d as { default: unknown }).default : d;
+}
+
 /** The roles of each folder (its `*.ts` files, by name); a folder or file that fails is reported at its roleDirs entry. */
 async function importRoles(dirs: string[], base: string, ctx: Context): Promise<RoleManifest[]> {
   const out: RoleManifest[] = [];
@@ -173,8 +187,8 @@ async function importRoles(dirs: string[], base: string, ctx: Context): Promise<
     for (const f of files) {
       const rel = path.relative(base, path.join(abs, f)) || f;
       try {
-        const mod = (await import(pathToFileURL(path.join(abs, f)).href)) as { default?: unknown };
-        const exported = typeof mod.default === 'function' ? (mod.default as (kit: typeof roleKit) => unknown)(roleKit) : mod.default;
+        const made = await importTs(pathToFileURL(path.join(abs, f)).href);
+        const exported = typeof made === 'function' ? (made as (kit: typeof roleKit) => unknown)(roleKit) : made;
         if (!isRoleManifest(exported)) {
           ctx.report(['roleDirs', j], `roleDirs[${j}]: ${rel} does not export a role (export default defineRole({...}), or a function of the role kit returning one)`);
           continue;
