@@ -13,6 +13,7 @@ import {
 } from './lib/mysql-config.ts';
 import { parseServerVersion, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
+import { unitRunning } from './lib/ops.ts';
 
 export const DB_PACKAGES: Record<Dialect, string[]> = {
   mariadb: ['mariadb-server', 'mariadb-client'],
@@ -94,24 +95,11 @@ const config: TaskWith<string[]> = {
   },
 };
 
-const service: Task = {
+const service = unitRunning({ among: ['mariadb', 'mysql'], pick: (ctx) => dbService(dialect(ctx)) }, {
   name: 'server enabled and running',
   when: notDb,
-  facts: () => ({
-    os: OS_ID_FACT,
-    state: 'for s in mariadb mysql; do printf "%s %s %s\\n" "$s" "$(systemctl is-enabled $s 2>/dev/null)" "$(systemctl is-active $s 2>/dev/null)"; done',
-  }),
-  check: (ctx) => {
-    const unit = dbService(dialect(ctx));
-    const line = ctx.facts.state.stdout.split('\n').find((l) => l.startsWith(`${unit} `)) ?? '';
-    const [, enabled, active] = line.split(' ');
-    if (enabled === 'enabled' && active === 'active') return null;
-    return { message: `${unit}: ${enabled || 'not installed'}/${active || 'inactive'} -> enabled/active` };
-  },
-  apply: async (ctx) => {
-    await ctx.conn.exec(`systemctl enable --now ${dbService(dialect(ctx))}`);
-  },
-};
+  facts: { os: OS_ID_FACT },
+});
 
 /** Read the live variables, waiting (bounded) for a server that is still starting. */
 async function liveVariables(conn: Connection, timeoutS = 60): Promise<Map<string, string> | null> {

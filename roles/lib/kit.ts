@@ -5,8 +5,8 @@
 import { defineRole } from '../../core/roles.ts';
 import { shq } from '../../core/ssh.ts';
 import { aptInstall } from './apt.ts';
-import { fact, files, onlyOn, packages, restartUnit, systemUser, task, unitRunning, unitState } from './ops.ts';
+import { fact, files, onlyOn, packages, restartUnit, systemUser, task, unitRunning, unitStates } from './ops.ts';
 
-export const roleKit = { defineRole, fact, task, onlyOn, packages, files, unitRunning, unitState, restartUnit, systemUser, aptInstall, shq };
+export const roleKit = { defineRole, fact, task, onlyOn, packages, files, unitRunning, unitStates, restartUnit, systemUser, aptInstall, shq };
 
 export type RoleKit = typeof roleKit;

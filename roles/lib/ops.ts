@@ -122,24 +122,47 @@ export interface UnitState {
   active: string;
 }
 
-/** `systemctl is-enabled` / `is-active` of a unit ('' when systemd does not know it). */
-export const unitState = (unit: string) =>
-  fact(`printf '%s %s\\n' "$(systemctl is-enabled ${shq(unit)} 2>/dev/null)" "$(systemctl is-active ${shq(unit)} 2>/dev/null)"`, (out): UnitState => {
-    const [enabled = '', active = ''] = out.stdout.trim().split(' ');
-    return { enabled, active };
+/** `systemctl is-enabled` / `is-active` of each unit, by name ('' when systemd does not know it). */
+export const unitStates = (units: string[]) =>
+  fact(`for u in ${units.map(shq).join(' ')}; do printf '%s %s %s\\n' "$u" "$(systemctl is-enabled "$u" 2>/dev/null)" "$(systemctl is-active "$u" 2>/dev/null)"; done`, (out) => {
+    const states = new Map<string, UnitState>();
+    for (const line of out.stdout.split('\n')) {
+      const [unit, enabled = '', active = ''] = line.split(' ');
+      if (unit) states.set(unit, { enabled, active });
+    }
+    return states;
   });
 
+/** Which unit, when it depends on the node's facts (MariaDB's or MySQL's server): all candidates are read, `pick` chooses. */
+export interface UnitChoice {
+  among: string[];
+  pick(ctx: TaskContext): string;
+}
+
+export interface UnitRunningOptions {
+  name?: string;
+  when?: Task['when'];
+  /** More fact commands `pick` reads through ctx.facts (e.g. the OS id). */
+  facts?: Record<string, string>;
+}
+
 /** A systemd unit enabled and running (started if it is not). Pair with restartUnit() for "restarted when its inputs changed". */
-export function unitRunning(unit: string, opts: { name?: string; when?: Task['when'] } = {}): Task {
+export function unitRunning(unit: string | UnitChoice, opts: UnitRunningOptions = {}): Task {
+  const choice: UnitChoice = typeof unit === 'string' ? { among: [unit], pick: () => unit } : unit;
+  const extra = Object.fromEntries(Object.entries(opts.facts ?? {}).map(([k, cmd]) => [k, fact(cmd, (out) => out.stdout)]));
   return task({
-    name: opts.name ?? `${unit} enabled and running`,
+    name: opts.name ?? `${choice.among.join('/')} enabled and running`,
     when: opts.when,
-    facts: { state: unitState(unit) },
-    check: ({ state }) => (state.enabled === 'enabled' && state.active === 'active'
-      ? null
-      : { message: `${unit}: ${state.enabled || 'not installed'}/${state.active || 'inactive'} -> enabled/active`, data: undefined }),
-    apply: async ({ conn }) => {
-      await conn.exec(`systemctl enable --now ${shq(unit)} 2>&1`);
+    facts: { ...extra, state: unitStates(choice.among) },
+    check: ({ state }, ctx) => {
+      const u = choice.pick(ctx);
+      const { enabled, active } = state.get(u) ?? { enabled: '', active: '' };
+      return enabled === 'enabled' && active === 'active'
+        ? null
+        : { message: `${u}: ${enabled || 'not installed'}/${active || 'inactive'} -> enabled/active`, data: u };
+    },
+    apply: async ({ conn }, diff) => {
+      await conn.exec(`systemctl enable --now ${shq(diff.data)} 2>&1`);
     },
   });
 }

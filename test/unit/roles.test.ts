@@ -13,6 +13,7 @@ import { loadCluster, loadClusterWithRoles, schemaPath } from '../../core/spec.t
 import { fileState, KnownHosts } from '../../core/ssh.ts';
 import type { Cluster, Host, Role, TaskContext } from '../../core/types.ts';
 import { BUILTIN_ROLES } from '../../roles/index.ts';
+import { mysqlRole } from '../../roles/mysql.ts';
 import { files, unitRunning } from '../../roles/lib/ops.ts';
 import { schemaText } from '../../schema/generate.ts';
 import { FIXTURE_CLUSTER, ROOT } from '../support/cluster.ts';
@@ -203,12 +204,25 @@ describe('operations', () => {
 
   const unit = unitRunning('x.service');
   test.each([
-    ['enabled active\n', null],
-    ['disabled active\n', 'x.service: disabled/active -> enabled/active'],
-    ['enabled inactive\n', 'x.service: enabled/inactive -> enabled/active'],
-    [' \n', 'x.service: not installed/inactive -> enabled/active'],
+    ['x.service enabled active\n', null],
+    ['x.service disabled active\n', 'x.service: disabled/active -> enabled/active'],
+    ['x.service enabled inactive\n', 'x.service: enabled/inactive -> enabled/active'],
+    ['x.service  inactive\n', 'x.service: not installed/inactive -> enabled/active'],
+    ['', 'x.service: not installed/inactive -> enabled/active'],
   ])('unitRunning: %j -> %p', (state, message) => {
     const diff = unit.check(ctx({ state })) as { message: string } | null;
+    expect(diff?.message ?? null).toBe(message);
+  });
+
+  // the mysql role's server unit: both read in the round trip, the node's dialect picks
+  const server = mysqlRole.tasks.find((t) => t.name === 'server enabled and running')!;
+  test.each([
+    ['debian\n', 'mariadb enabled active\nmysql  inactive\n', null],
+    ['ubuntu\n', 'mariadb enabled active\nmysql  inactive\n', 'mysql: not installed/inactive -> enabled/active'],
+    ['debian\n', 'mariadb disabled inactive\nmysql  inactive\n', 'mariadb: disabled/inactive -> enabled/active'],
+  ])('mysql server unit on %j: %j -> %p', (os, state, message) => {
+    expect(Object.keys(server.facts!(ctx({})))).toEqual(['os', 'state']);
+    const diff = server.check(ctx({ os, state })) as { message: string } | null;
     expect(diff?.message ?? null).toBe(message);
   });
 
