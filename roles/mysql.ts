@@ -2,7 +2,7 @@
 // Ubuntu): packages, option file, service, a server running that config, and
 // (on the manager only: they replicate) users, grants and rampart's schemas.
 import { HostError } from '../core/errors.ts';
-import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
+import { fileFactCommand, shq } from '../core/ssh.ts';
 import { defineRole } from '../core/roles.ts';
 import type { Connection, Task, TaskContext, TaskWith } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
@@ -13,7 +13,7 @@ import {
 } from './lib/mysql-config.ts';
 import { parseServerVersion, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
-import { unitRunning } from './lib/ops.ts';
+import { staleFiles, unitRunning } from './lib/ops.ts';
 
 export const DB_PACKAGES: Record<Dialect, string[]> = {
   mariadb: ['mariadb-server', 'mariadb-client'],
@@ -81,8 +81,9 @@ const config: TaskWith<string[]> = {
     const want = desiredConfig(ctx);
     const have = ctx.facts[dialect(ctx)].stdout.trim();
     const legacy = ctx.facts.legacy.stdout.split('\n').filter((l) => LEGACY_CONFIG_PATHS[dialect(ctx)].includes(l.trim()));
+    const stale = staleFiles([{ ...want, mode: '0644', owner: 'root:root' }], () => have);
     const todo = [
-      ...(have === fileState(want.content, '0644', 'root:root') ? [] : [`write ${want.path}${have === 'absent' ? '' : ' (differs)'}`]),
+      ...stale.map((f) => `write ${f.path}${have === 'absent' ? '' : ' (differs)'}`),
       ...legacy.map((l) => `remove ${l.trim()} (read before the packaged defaults: its settings were lost)`),
     ];
     return todo.length ? { message: todo.join('; '), data: legacy } : null;

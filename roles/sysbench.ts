@@ -3,7 +3,7 @@
 // and its tables prepared once on the manager, replicated to the workers.
 // Bench plan: oltp_read_only on every node; oltp_read_write on the manager
 // only (workers are read-only replicas).
-import { fileFactCommand, fileState } from '../core/ssh.ts';
+import { fileFactCommand } from '../core/ssh.ts';
 import { defineRole } from '../core/roles.ts';
 import type { DatabaseSpec, Task, TaskContext } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
@@ -13,6 +13,7 @@ import {
   sysbenchPrepareScript, sysbenchProblem, waitForScript,
 } from './lib/mysql-meta.ts';
 import { SECRETS } from './lib/names.ts';
+import { staleFiles } from './lib/ops.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
 
 /**
@@ -72,7 +73,7 @@ const pkg: Task = {
     if (fromApt(ctx)) return missingPackages(['sysbench'], ctx.facts.pkgs.stdout).length ? { message: 'install sysbench' } : null;
     const todo = [
       ...(/^sysbench \d/.test(ctx.facts.runs.stdout) ? [] : [`unpack sysbench + libmariadb3 in ${SYSBENCH_UNPACKED} (libmariadb3 would pull in mariadb-common, which mysql-server conflicts with)`]),
-      ...(ctx.facts.wrapper.stdout === fileState(SYSBENCH_WRAPPER_TEXT, '0755', 'root:root') ? [] : [`write ${SYSBENCH_WRAPPER}`]),
+      ...staleFiles([{ path: SYSBENCH_WRAPPER, content: SYSBENCH_WRAPPER_TEXT, mode: '0755', owner: 'root:root' }], () => ctx.facts.wrapper.stdout).map((f) => `write ${f.path}`),
     ];
     return todo.length ? { message: todo.join('; ') } : null;
   },

@@ -75,6 +75,23 @@ export function packages(name: string, names: (ctx: FactCtx) => string[], opts: 
 
 // ------------------------------------------------------------------ files
 
+/** A file as wanted: content, mode (octal text) and owner (user:group). */
+export interface WantedFile {
+  path: string;
+  content: string | Buffer;
+  mode: string;
+  owner: string;
+}
+
+/**
+ * The wanted files whose state differs from what their fact read
+ * (fileFactCommand: sha256, mode, owner; `absent` when missing). The one
+ * place a role compares a file; `state` gives each file's fact output.
+ */
+export function staleFiles<F extends WantedFile>(wanted: F[], state: (f: F, i: number) => string | undefined): F[] {
+  return wanted.filter((f, i) => state(f, i) !== fileState(f.content, f.mode, f.owner));
+}
+
 export interface FileSpec {
   path(ctx: FactCtx): string;
   content(ctx: FactCtx): string | Buffer;
@@ -94,21 +111,19 @@ export interface FilesOptions {
  * Managed files: each file's sha256, mode and owner come in the host's fact
  * round trip; only the files that differ are written (as root, content over stdin).
  */
-export function files(name: string, specs: FileSpec[], opts: FilesOptions = {}): TaskWith<{ path: string; content: string | Buffer; spec: FileSpec }[]> {
+export function files(name: string, specs: FileSpec[], opts: FilesOptions = {}): TaskWith<WantedFile[]> {
   const facts = Object.fromEntries(specs.map((f, i) => [`file${i}`, fact((ctx) => fileFactCommand(f.path(ctx)), (out) => out.stdout)]));
   return task({
     name,
     when: opts.when,
     facts,
     check: (have, ctx) => {
-      const todo = specs.flatMap((spec, i) => {
-        const content = spec.content(ctx);
-        return have[`file${i}`] === fileState(content, spec.mode, spec.owner) ? [] : [{ path: spec.path(ctx), content, spec }];
-      });
+      const wanted = specs.map((s): WantedFile => ({ path: s.path(ctx), content: s.content(ctx), mode: s.mode, owner: s.owner }));
+      const todo = staleFiles(wanted, (_f, i) => have[`file${i}`]);
       return todo.length ? { message: `write ${todo.map((t) => t.path).join(', ')}`, data: todo } : null;
     },
     apply: async (ctx, diff) => {
-      for (const t of diff.data) await ctx.conn.writeFile(t.path, t.content, { mode: t.spec.mode, owner: t.spec.owner });
+      for (const t of diff.data) await ctx.conn.writeFile(t.path, t.content, { mode: t.mode, owner: t.owner });
       await opts.after?.(ctx);
       if (opts.notify) ctx.notify(opts.notify);
     },
