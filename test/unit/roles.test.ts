@@ -14,9 +14,11 @@ import { fileState, KnownHosts } from '../../core/ssh.ts';
 import type { Cluster, Host, Role, TaskContext } from '../../core/types.ts';
 import { BUILTIN_ROLES } from '../../roles/index.ts';
 import { mysqlRole } from '../../roles/mysql.ts';
+import { FIREWALL_UNIT_TEXT, firewallRules, firewallRules6 } from '../../roles/lib/firewall.ts';
 import { files, unitRunning } from '../../roles/lib/ops.ts';
 import { schemaText } from '../../schema/generate.ts';
 import { FIXTURE_CLUSTER, ROOT } from '../support/cluster.ts';
+import { host as fixtureHost, hosts as fixtureHosts } from '../support/hosts.ts';
 import { LocalConnection } from '../support/local-connection.ts';
 
 const fixture = readFileSync(FIXTURE_CLUSTER, 'utf8');
@@ -237,6 +239,43 @@ describe('operations', () => {
   ])('files: %p, %p -> %p', (file0, file1, paths) => {
     const diff = two.check(ctx({ file0, file1 })) as { data: { path: string }[] } | null;
     expect(diff ? diff.data.map((d) => d.path) : null).toEqual(paths);
+  });
+
+  // base: the union of the node's roles' packages, a user role's among them
+  test.each([
+    ['debian\n', '', ['tzdata', 'ca-certificates', 'iproute2', 'iptables', 'curl', 'procps', 'mariadb-server', 'mariadb-client', 'sysbench', 'prometheus-node-exporter']],
+    ['debian\n', 'tzdata install ok installed\nmariadb-server install ok installed\nsysbench deinstall ok config-files\n', ['ca-certificates', 'iproute2', 'iptables', 'curl', 'procps', 'mariadb-client', 'sysbench', 'prometheus-node-exporter']],
+    ['ubuntu\n', '', ['tzdata', 'ca-certificates', 'iproute2', 'iptables', 'curl', 'procps', 'mysql-server', 'mysql-client', 'sysbench', 'prometheus-node-exporter']],
+  ])('base packages on %j with %j installed -> %p', (os, pkgs, missing) => {
+    const withRole = { ...cluster, roles: BUILTIN_ROLES.with([defineRole({ name: 'exporter', packages: ['prometheus-node-exporter'], tasks: [] })]) };
+    const node = { ...cluster.nodes.find((n) => n.name === 'manager')!, roles: ['base', 'mysql', 'sysbench', 'exporter'] };
+    const base = BUILTIN_ROLES.get('base')!.tasks.find((t) => t.name === 'packages')!;
+    const c = { ...ctx({ os, pkgs }), cluster: withRole, host: { ...host, node } };
+    expect(base.facts!(c)).toMatchObject({ pkgs: expect.stringContaining("'prometheus-node-exporter'") });
+    expect((base.check(c) as { data: string[] }).data).toEqual(missing);
+  });
+
+  // iptables persistence: each file compared by its fact, plus the boot unit enabled
+  const persist = BUILTIN_ROLES.get('iptables')!.tasks.find((t) => t.name === 'firewall persistence')!;
+  const gatekeeper = fixtureHost('gatekeeper');
+  const persistCtx = (over: Record<string, string>) => {
+    const c = { ...ctx({}), host: gatekeeper, hosts: fixtureHosts };
+    const want: Record<string, string> = {
+      rules: fileState(firewallRules(cluster, gatekeeper, fixtureHosts), '0600', 'root:root'),
+      rules6: fileState(firewallRules6(cluster, gatekeeper), '0600', 'root:root'),
+      unit: fileState(FIREWALL_UNIT_TEXT, '0644', 'root:root'),
+      enabled: 'enabled\n',
+    };
+    return { ...c, facts: Object.fromEntries(Object.entries({ ...want, ...over }).map(([k, stdout]) => [k, { stdout, code: 0 }])) };
+  };
+  test.each([
+    [{}, null],
+    [{ rules: 'absent' }, 'write /etc/iptables/rules.v4'],
+    [{ rules6: 'x 600 root:root', enabled: 'disabled\n' }, 'write /etc/iptables/rules.v6, enable'],
+    [{ unit: 'absent', enabled: '\n' }, 'write rampart-firewall.service, enable'],
+  ])('iptables persistence: %j -> %p', (over, message) => {
+    const diff = persist.check(persistCtx(over)) as { message: string } | null;
+    expect(diff?.message ?? null).toBe(message);
   });
 
   test('plain roles (no manifest) still run: the engine takes any Role', () => {
