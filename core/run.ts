@@ -1,9 +1,11 @@
 // The engine: connect to every host once, gather the facts of all their tasks
 // in one round trip, then run the roles in order (each role on all its hosts
 // in parallel), apply only what differs, run handlers, and count the results.
+// Scheduling is plain code that emits typed events (core/events.ts); the
+// progress tree is one renderer of them (core/render.ts).
 import { randomBytes } from 'node:crypto';
-import { Listr, type ListrTask } from 'listr2';
-import { listrOptions } from './output.ts';
+import type { EngineEvent, EngineListener } from './events.ts';
+import { progressRenderer } from './render.ts';
 import { connect, shq, type KnownHosts } from './ssh.ts';
 import type {
   Cluster, Connection, Fact, Host, HostRecap, Role, RunReport, SecretStore, Task, TaskContext, TaskResult, TaskStatus,
@@ -26,11 +28,11 @@ export interface RunOptions {
   progress: boolean;
   /** How to open a host's connection (default: SSH). */
   connect?: (host: Host) => Promise<Connection>;
+  /** Every event of the run, as it happens (besides the progress renderer). */
+  onEvent?: EngineListener;
 }
 
 type BaseCtx = Omit<TaskContext, 'facts'>;
-/** The part of a listr2 task wrapper the engine writes to. */
-type Out = { title: string; output: string };
 
 interface HostState {
   host: Host;
@@ -86,10 +88,20 @@ export async function run(opts: RunOptions): Promise<RunReport> {
     host: st.host, conn: st.conn!, cluster, hosts, check, secrets: opts.secrets, notify: () => {},
   });
 
-  const record = (r: TaskResult, out?: Out) => {
+  const all = [...states.values()];
+  const renderer = progressRenderer({
+    hosts: all.map((st) => st.host.name),
+    roles: roles.map((role) => ({ name: role.name, hosts: all.filter((st) => roleApplies(role, st.host)).map((st) => st.host.name) })),
+  }, opts.progress);
+  const emit = (e: EngineEvent) => {
+    renderer.on(e);
+    opts.onEvent?.(e);
+  };
+
+  const record = (r: TaskResult) => {
     results.push(r);
     if (r.status === 'changed' && !check) changesSinceGather++;
-    if (out && r.status !== 'ok') out.output = `${r.role} | ${r.task}: ${r.status}${r.message ? ` (${r.message})` : ''}`;
+    emit({ type: 'result', result: r });
   };
 
   /** The fact commands of a role's tasks (from task `from` on) that apply to the host. */
@@ -103,7 +115,7 @@ export async function run(opts: RunOptions): Promise<RunReport> {
     return cmds;
   };
 
-  const runRole = async (st: HostState, role: Role, out: Out) => {
+  const runRole = async (st: HostState, role: Role) => {
     let facts = changesSinceGather === 0 ? st.facts : await gatherFacts(st.conn!, factCommands(st, role));
     const notified = new Set<string>();
     let dirty = false;
@@ -116,10 +128,10 @@ export async function run(opts: RunOptions): Promise<RunReport> {
       });
       const skip = task.when?.(ctx0);
       if (skip) {
-        record(res('skipped', skip), out);
+        record(res('skipped', skip));
         continue;
       }
-      out.title = `${st.host.name}: ${task.name}`;
+      emit({ type: 'task', host: st.host.name, role: role.name, task: task.name });
       try {
         if (dirty && task.facts) {
           // Something this role changed may have changed the facts of the tasks still to come:
@@ -134,17 +146,17 @@ export async function run(opts: RunOptions): Promise<RunReport> {
         const ctx: TaskContext = { ...ctx0, facts: own };
         const diff = await task.check(ctx);
         if (!diff) {
-          record(res('ok'), out);
+          record(res('ok'));
         } else if (check) {
-          record(res('changed', `would: ${diff.message}`), out);
+          record(res('changed', `would: ${diff.message}`));
         } else {
           const msg = await task.apply(ctx, diff);
           dirty = true;
-          record(res('changed', msg || diff.message), out);
+          record(res('changed', msg || diff.message));
         }
       } catch (e) {
         st.failed = true;
-        record(res('failed', errorMessage(e)), out);
+        record(res('failed', errorMessage(e)));
       }
     }
     for (const handler of role.handlers ?? []) {
@@ -154,82 +166,71 @@ export async function run(opts: RunOptions): Promise<RunReport> {
         host: st.host.name, role: role.name, task: `handler: ${handler.name}`, status, message, durationMs: Date.now() - t0,
       });
       try {
-        out.title = `${st.host.name}: handler ${handler.name}`;
+        emit({ type: 'task', host: st.host.name, role: role.name, task: `handler: ${handler.name}` });
         await handler.run(baseCtx(st));
-        record(r('changed'), out);
+        record(r('changed'));
       } catch (e) {
         st.failed = true;
-        record(r('failed', errorMessage(e)), out);
+        record(r('failed', errorMessage(e)));
       }
     }
   };
 
-  const hostTitle = (st: HostState) => {
-    const c = recapOf(st.host.name, results, st.unreachable);
-    return `${st.host.name}: ok=${c.ok} changed=${c.changed} failed=${c.failed} skipped=${c.skipped}`;
+  const connectAndGather = async (st: HostState) => {
+    try {
+      st.conn = opts.connect
+        ? await opts.connect(st.host)
+        : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, retryForMs: opts.connectRetryMs });
+    } catch (e) {
+      st.unreachable = true;
+      st.failed = true;
+      const message = errorMessage(e);
+      emit({ type: 'connect', host: st.host.name, error: message });
+      record({ host: st.host.name, role: 'connect', task: 'ssh', status: 'failed', message, durationMs: 0 });
+      return;
+    }
+    emit({ type: 'connect', host: st.host.name });
+    const cmds = new Map<string, string>();
+    for (const role of roles.filter((r) => roleApplies(r, st.host))) {
+      for (const [k, v] of factCommands(st, role)) cmds.set(k, v);
+    }
+    try {
+      st.facts = await gatherFacts(st.conn, cmds);
+    } catch (e) {
+      st.failed = true;
+      record({ host: st.host.name, role: 'connect', task: 'facts', status: 'failed', message: errorMessage(e), durationMs: 0 });
+    }
+    emit({ type: 'facts', host: st.host.name, count: cmds.size });
   };
 
-  const all = [...states.values()];
-  const list = new Listr(
-    [
-      {
-        title: `connect and gather facts (${all.length} hosts)`,
-        task: (_, t) =>
-          t.newListr(
-            all.map((st) => ({
-              title: st.host.name,
-              task: async (_c, out) => {
-                try {
-                  st.conn = opts.connect
-                    ? await opts.connect(st.host)
-                    : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, retryForMs: opts.connectRetryMs });
-                } catch (e) {
-                  st.unreachable = true;
-                  st.failed = true;
-                  results.push({ host: st.host.name, role: 'connect', task: 'ssh', status: 'failed', message: errorMessage(e), durationMs: 0 });
-                  throw e;
-                }
-                const cmds = new Map<string, string>();
-                for (const role of roles.filter((r) => roleApplies(r, st.host))) {
-                  for (const [k, v] of factCommands(st, role)) cmds.set(k, v);
-                }
-                st.facts = await gatherFacts(st.conn, cmds);
-                out.title = `${st.host.name}: ${cmds.size} facts`;
-              },
-            })),
-            { concurrent: true, exitOnError: false },
-          ),
-      },
-      ...roles.map((role) => ({
-        title: `role ${role.name}`,
-        skip: () => !all.some((st) => roleApplies(role, st.host)),
-        task: (_: unknown, t: { newListr: (tasks: ListrTask[], o: object) => Listr }) =>
-          t.newListr(
-            all
-              .filter((st) => roleApplies(role, st.host))
-              .map((st) => ({
-                title: st.host.name,
-                skip: () => (st.failed ? `${st.host.name}: skipped after an earlier failure` : false),
-                task: async (_c: unknown, out: Out) => {
-                  await runRole(st, role, out);
-                  out.title = hostTitle(st);
-                  if (st.failed) throw new Error(`${st.host.name}: ${results.filter((r) => r.host === st.host.name && r.status === 'failed').map((r) => `${r.task}: ${r.message}`).join('; ')}`);
-                },
-              })),
-            { concurrent: true, exitOnError: false },
-          ),
-      })),
-    ],
-    { ...listrOptions(opts.progress), concurrent: false, exitOnError: false } as never,
-  );
   try {
-    await list.run();
+    await Promise.all(all.map(connectAndGather));
+    for (const role of roles) {
+      const on = all.filter((st) => roleApplies(role, st.host));
+      emit({ type: 'role', role: role.name, hosts: on.map((st) => st.host.name) });
+      await Promise.all(on.map(async (st) => {
+        if (st.failed) {
+          emit({ type: 'host', host: st.host.name, role: role.name, failed: true, skipped: `${st.host.name}: skipped after an earlier failure` });
+          return;
+        }
+        try {
+          await runRole(st, role);
+        } catch (e) {
+          // only a fact round trip between tasks can throw here (a lost connection)
+          st.failed = true;
+          record({ host: st.host.name, role: role.name, task: 'facts', status: 'failed', message: errorMessage(e), durationMs: 0 });
+        }
+        emit({ type: 'host', host: st.host.name, role: role.name, failed: st.failed });
+      }));
+    }
   } finally {
     for (const st of all) st.conn?.close();
   }
 
   const report: RunReport = { check, durationMs: Date.now() - started, hosts: {}, results };
   for (const st of all) report.hosts[st.host.name] = recapOf(st.host.name, results, st.unreachable);
+  emit({ type: 'recap', report });
+  await renderer.done();
   return report;
 }
 
