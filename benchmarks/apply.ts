@@ -10,7 +10,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadCluster } from '../core/spec.ts';
+import { loadClusterWithRoles } from '../core/spec.ts';
 import { statePaths } from '../core/state.ts';
 import type { RunReport } from '../core/types.ts';
 
@@ -52,7 +52,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
 ensureGnuTime();
-const cluster = loadCluster(file);
+const cluster = await loadClusterWithRoles(file);
 console.log(`cluster ${cluster.name}: ${cluster.nodes.length} nodes, provider ${cluster.provider.type}${flags.roles ? `, roles ${flags.roles}` : ''}`);
 
 if (flags.fresh) {

@@ -1,9 +1,11 @@
 // The engine: connect to every host once, gather the facts of all their tasks
 // in one round trip, then run the roles in order (each role on all its hosts
 // in parallel), apply only what differs, run handlers, and count the results.
+// Scheduling is plain code that emits typed events (core/events.ts); the
+// progress tree is one renderer of them (core/render.ts).
 import { randomBytes } from 'node:crypto';
-import { Listr, type ListrTask } from 'listr2';
-import { listrOptions } from './output.ts';
+import type { EngineEvent, EngineListener } from './events.ts';
+import { progressRenderer } from './render.ts';
 import type { CommandLogger } from './runlog.ts';
 import { connect, shq, type KnownHosts } from './ssh.ts';
 import type {
@@ -27,6 +29,8 @@ export interface RunOptions {
   progress: boolean;
   /** How to open a host's connection (default: SSH). */
   connect?: (host: Host) => Promise<Connection>;
+  /** Every event of the run, as it happens (besides the progress renderer). */
+  onEvent?: EngineListener;
   /** Told of every command sent (the run log, -v). */
   log?: CommandLogger;
   /** --diff: evaluate each difference's detail (unified diff, old -> new) into TaskResult.diff. */
@@ -36,8 +40,6 @@ export interface RunOptions {
 }
 
 export type BaseCtx = Omit<TaskContext, 'facts'>;
-/** The part of a listr2 task wrapper the engine writes to. */
-type Out = { title: string; output: string };
 
 interface HostState {
   host: Host;
@@ -117,15 +119,25 @@ export async function run(opts: RunOptions): Promise<RunReport> {
     host: st.host, conn: st.conn!, cluster, hosts, check, secrets: opts.secrets, notify: () => {},
   });
 
-  const record = (r: TaskResult, out?: Out) => {
+  const all = [...states.values()];
+  const renderer = progressRenderer({
+    hosts: all.map((st) => st.host.name),
+    roles: roles.map((role) => ({ name: role.name, hosts: all.filter((st) => roleApplies(role, st.host)).map((st) => st.host.name) })),
+  }, opts.progress);
+  const emit = (e: EngineEvent) => {
+    renderer.on(e);
+    opts.onEvent?.(e);
+  };
+
+  const record = (r: TaskResult) => {
     results.push(r);
     if (r.status === 'changed' && !check) changesSinceGather++;
-    if (out && r.status !== 'ok') out.output = `${r.role} | ${r.task}: ${r.status}${r.message ? ` (${r.message})` : ''}`;
+    emit({ type: 'result', result: r });
   };
 
   const factCommands = (st: HostState, role: Role, from = 0) => roleFactCommands(baseCtx(st), role, from);
 
-  const runRole = async (st: HostState, role: Role, out: Out) => {
+  const runRole = async (st: HostState, role: Role) => {
     let facts = changesSinceGather === 0 ? st.facts : await gatherFacts(st.conn!, factCommands(st, role), opts.log);
     const notified = new Set<string>();
     let dirty = false;
@@ -138,10 +150,10 @@ export async function run(opts: RunOptions): Promise<RunReport> {
       });
       const skip = task.when?.(ctx0);
       if (skip) {
-        record(res('skipped', skip), out);
+        record(res('skipped', skip));
         continue;
       }
-      out.title = `${st.host.name}: ${task.name}`;
+      emit({ type: 'task', host: st.host.name, role: role.name, task: task.name });
       try {
         if (dirty && task.facts) {
           // Something this role changed may have changed the facts of the tasks still to come:
@@ -162,21 +174,21 @@ export async function run(opts: RunOptions): Promise<RunReport> {
         const dependency = check && !diff ? (task.dependsOn ?? []).find((d) => st.wouldChange.has(d.includes(':') ? d : `${role.name}:${d}`)) : undefined;
         if (dependency) {
           st.wouldChange.add(`${role.name}:${task.name}`);
-          record(res('changed', `would change: depends on ${dependency}`), out);
+          record(res('changed', `would change: depends on ${dependency}`));
         } else if (!diff) {
-          record(res('ok'), out);
+          record(res('ok'));
         } else if (check) {
           st.wouldChange.add(`${role.name}:${task.name}`);
           for (const h of task.notifies ?? []) notified.add(h);
-          record(withDiff(res('changed', `would: ${diff.message}`)), out);
+          record(withDiff(res('changed', `would: ${diff.message}`)));
         } else {
           const msg = await task.apply(ctx, diff);
           dirty = true;
-          record(withDiff(res('changed', msg || diff.message)), out);
+          record(withDiff(res('changed', msg || diff.message)));
         }
       } catch (e) {
         st.failed = true;
-        record(res('failed', errorMessage(e)), out);
+        record(res('failed', errorMessage(e)));
       }
     }
     for (const handler of role.handlers ?? []) {
@@ -186,126 +198,111 @@ export async function run(opts: RunOptions): Promise<RunReport> {
         host: st.host.name, role: role.name, task: `handler: ${handler.name}`, status, message, durationMs: Date.now() - t0,
       });
       if (check) {
-        record(r('changed', 'would run (notified)'), out);
+        record(r('changed', 'would run (notified)'));
         continue;
       }
       try {
-        out.title = `${st.host.name}: handler ${handler.name}`;
+        emit({ type: 'task', host: st.host.name, role: role.name, task: `handler: ${handler.name}` });
         await handler.run(baseCtx(st));
-        record(r('changed'), out);
+        record(r('changed'));
       } catch (e) {
         st.failed = true;
-        record(r('failed', errorMessage(e)), out);
+        record(r('failed', errorMessage(e)));
       }
     }
   };
 
-  /** Hosts at a time for a role: --serial N, else the role's own serial (undefined = all at once). */
-  const serialSize = (role: Role): number | undefined => opts.serial ?? role.serial?.size;
   const changedCount = (host: string, role: string) => results.filter((r) => r.host === host && r.role === role && r.status === 'changed').length;
 
-  const hostTitle = (st: HostState) => {
-    const c = recapOf(st.host.name, results, st.unreachable);
-    return `${st.host.name}: ok=${c.ok} changed=${c.changed} failed=${c.failed} skipped=${c.skipped}`;
+  const runHost = async (st: HostState, role: Role) => {
+    if (st.failed) {
+      emit({ type: 'host', host: st.host.name, role: role.name, failed: true, skipped: `${st.host.name}: skipped after an earlier failure` });
+      return;
+    }
+    try {
+      await runRole(st, role);
+    } catch (e) {
+      // only a fact round trip between tasks can throw here (a lost connection)
+      st.failed = true;
+      record({ host: st.host.name, role: role.name, task: 'facts', status: 'failed', message: errorMessage(e), durationMs: 0 });
+    }
+    emit({ type: 'host', host: st.host.name, role: role.name, failed: st.failed });
   };
 
-  const all = [...states.values()];
-  const list = new Listr(
-    [
-      {
-        title: `connect and gather facts (${all.length} hosts)`,
-        task: (_, t) =>
-          t.newListr(
-            all.map((st) => ({
-              title: st.host.name,
-              task: async (_c, out) => {
-                try {
-                  st.conn = opts.connect
-                    ? await opts.connect(st.host)
-                    : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, retryForMs: opts.connectRetryMs, log: opts.log });
-                } catch (e) {
-                  st.unreachable = true;
-                  st.failed = true;
-                  results.push({ host: st.host.name, role: 'connect', task: 'ssh', status: 'failed', message: errorMessage(e), durationMs: 0 });
-                  throw e;
-                }
-                const cmds = hostFactCommands(baseCtx(st), roles);
-                st.facts = await gatherFacts(st.conn, cmds, opts.log);
-                out.title = `${st.host.name}: ${cmds.size} facts`;
-              },
-            })),
-            { concurrent: true, exitOnError: false },
-          ),
-      },
-      ...roles.map((role) => ({
-        title: `role ${role.name}${serialSize(role) ? ` (${serialSize(role)} host${serialSize(role) === 1 ? '' : 's'} at a time)` : ''}`,
-        skip: () => !all.some((st) => roleApplies(role, st.host)),
-        task: (_: unknown, t: { newListr: (tasks: ListrTask[], o: object) => Listr }) => {
-          const mine = all.filter((st) => roleApplies(role, st.host));
-          const hostTask = (st: HostState): ListrTask => ({
-            title: st.host.name,
-            skip: () => (st.failed ? `${st.host.name}: skipped after an earlier failure` : false),
-            task: async (_c: unknown, out: Out) => {
-              await runRole(st, role, out);
-              out.title = hostTitle(st);
-              if (st.failed) throw new Error(`${st.host.name}: ${results.filter((r) => r.host === st.host.name && r.status === 'failed').map((r) => `${r.task}: ${r.message}`).join('; ')}`);
-            },
-          });
-          const size = serialSize(role);
-          if (!size) return t.newListr(mine.map(hostTask), { concurrent: true, exitOnError: false });
-          // A rolling role: batches of `size` hosts in the role's order, each back in service
-          // (its settle) before the next starts; a failed host stops the rollout.
-          const order = role.serial?.order ? role.serial.order(mine.map((st) => st.host)).map((h) => states.get(h.name)!).filter(Boolean) : mine;
-          const batches: HostState[][] = [];
-          for (let i = 0; i < order.length; i += size) batches.push(order.slice(i, i + size));
-          let stoppedBy: string | undefined;
-          return t.newListr(batches.map((batch, b) => ({
-            title: `batch ${b + 1}/${batches.length}: ${batch.map((st) => st.host.name).join(', ')}`,
-            task: async (_c: unknown, bt: { newListr: (tasks: ListrTask[], o: object) => Listr }) => {
-              if (stoppedBy) {
-                for (const st of batch.filter((x) => !x.failed)) {
-                  st.failed = true;
-                  record({ host: st.host.name, role: role.name, task: 'rollout', status: 'failed', message: `not started: the rollout stopped after ${stoppedBy} failed`, durationMs: 0 });
-                }
-                return;
-              }
-              const before = new Map(batch.map((st) => [st.host.name, changedCount(st.host.name, role.name)]));
-              // only a failure in this role stops the rollout (a host that failed earlier is just skipped)
-              const failedBefore = new Set(batch.filter((st) => st.failed));
-              const settle = async () => {
-                for (const st of batch) {
-                  if (st.failed || check || !role.serial?.settle || changedCount(st.host.name, role.name) === before.get(st.host.name)) continue;
-                  const t0 = Date.now();
-                  try {
-                    const msg = await role.serial.settle(baseCtx(st));
-                    record({ host: st.host.name, role: role.name, task: 'rollout: back in service', status: 'ok', message: msg || '', durationMs: Date.now() - t0 });
-                  } catch (e) {
-                    st.failed = true;
-                    record({ host: st.host.name, role: role.name, task: 'rollout: back in service', status: 'failed', message: errorMessage(e), durationMs: Date.now() - t0 });
-                  }
-                }
-                const failed = batch.find((st) => st.failed && !failedBefore.has(st));
-                if (failed) stoppedBy = failed.host.name;
-              };
-              return bt.newListr([
-                { title: 'hosts', task: (_h: unknown, ht: { newListr: (tasks: ListrTask[], o: object) => Listr }) => ht.newListr(batch.map(hostTask), { concurrent: true, exitOnError: false }) },
-                { title: 'back in service', task: settle },
-              ], { concurrent: false, exitOnError: false });
-            },
-          })), { concurrent: false, exitOnError: false });
-        },
-      })),
-    ],
-    { ...listrOptions(opts.progress), concurrent: false, exitOnError: false } as never,
-  );
+  const connectAndGather = async (st: HostState) => {
+    try {
+      st.conn = opts.connect
+        ? await opts.connect(st.host)
+        : await connect(st.host, { privateKey: opts.privateKey, knownHosts: opts.knownHosts, retryForMs: opts.connectRetryMs, log: opts.log });
+    } catch (e) {
+      st.unreachable = true;
+      st.failed = true;
+      const message = errorMessage(e);
+      emit({ type: 'connect', host: st.host.name, error: message });
+      record({ host: st.host.name, role: 'connect', task: 'ssh', status: 'failed', message, durationMs: 0 });
+      return;
+    }
+    emit({ type: 'connect', host: st.host.name });
+    const cmds = hostFactCommands(baseCtx(st), roles);
+    try {
+      st.facts = await gatherFacts(st.conn, cmds, opts.log);
+    } catch (e) {
+      st.failed = true;
+      record({ host: st.host.name, role: 'connect', task: 'facts', status: 'failed', message: errorMessage(e), durationMs: 0 });
+    }
+    emit({ type: 'facts', host: st.host.name, count: cmds.size });
+  };
+
   try {
-    await list.run();
+    await Promise.all(all.map(connectAndGather));
+    for (const role of roles) {
+      const on = all.filter((st) => roleApplies(role, st.host));
+      emit({ type: 'role', role: role.name, hosts: on.map((st) => st.host.name) });
+      const size = opts.serial ?? role.serial?.size;
+      if (!size) {
+        await Promise.all(on.map((st) => runHost(st, role)));
+        continue;
+      }
+      // A rolling role: batches of `size` hosts in the role's order, each changed host back in
+      // service (its settle) before the next batch starts; a host failing in it stops the rollout.
+      const order = role.serial?.order ? role.serial.order(on.map((st) => st.host)).map((h) => states.get(h.name)!).filter(Boolean) : on;
+      let stoppedBy: string | undefined;
+      for (let i = 0; i < order.length; i += size) {
+        const batch = order.slice(i, i + size);
+        if (stoppedBy) {
+          for (const st of batch.filter((x) => !x.failed)) {
+            st.failed = true;
+            record({ host: st.host.name, role: role.name, task: 'rollout', status: 'failed', message: `not started: the rollout stopped after ${stoppedBy} failed`, durationMs: 0 });
+            emit({ type: 'host', host: st.host.name, role: role.name, failed: true });
+          }
+          continue;
+        }
+        const failedBefore = new Set(batch.filter((st) => st.failed));
+        const before = new Map(batch.map((st) => [st.host.name, changedCount(st.host.name, role.name)]));
+        await Promise.all(batch.map((st) => runHost(st, role)));
+        for (const st of batch) {
+          if (st.failed || check || !role.serial?.settle || changedCount(st.host.name, role.name) === before.get(st.host.name)) continue;
+          const t0 = Date.now();
+          try {
+            const msg = await role.serial.settle(baseCtx(st));
+            record({ host: st.host.name, role: role.name, task: 'rollout: back in service', status: 'ok', message: msg || '', durationMs: Date.now() - t0 });
+          } catch (e) {
+            st.failed = true;
+            record({ host: st.host.name, role: role.name, task: 'rollout: back in service', status: 'failed', message: errorMessage(e), durationMs: Date.now() - t0 });
+          }
+        }
+        const failed = batch.find((st) => st.failed && !failedBefore.has(st));
+        if (failed) stoppedBy = failed.host.name;
+      }
+    }
   } finally {
     for (const st of all) st.conn?.close();
   }
 
   const report: RunReport = { check, durationMs: Date.now() - started, hosts: {}, results };
   for (const st of all) report.hosts[st.host.name] = recapOf(st.host.name, results, st.unreachable);
+  emit({ type: 'recap', report });
+  await renderer.done();
   return report;
 }
 

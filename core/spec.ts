@@ -1,35 +1,59 @@
 // cluster.yaml -> Cluster: parse YAML keeping positions, validate against
-// schema/cluster.schema.json (ajv), run the checks a schema cannot express,
-// then normalise (defaults, lists, absolute paths). Every problem is reported
-// at once as `file:line:col: path problem`, before anything is created.
+// the cluster schema (ajv; schema/cluster.base.json + each role's section, as
+// schema/cluster.schema.json has them for the built-ins), run the checks a
+// schema cannot express (the roles' own node rules among them), then
+// normalise (defaults, lists, absolute paths). Every problem is reported at
+// once as `file:line:col: path problem`, before anything is created. User
+// roles (`roleDirs:`) are imported first, so their sections validate too.
 
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Document, type YAMLMap } from 'yaml';
+// The built-in role manifests carry the node rules and sections this file
+// checks: the spec reads them, it does not restate them.
+import { BUILTIN_ROLES } from '../roles/index.ts';
+import { roleKit } from '../roles/lib/kit.ts';
 import { SpecError } from './errors.ts';
 import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
+import { isRoleManifest, RoleError, type JsonSchema, type RoleManifest, type RoleRegistry } from './roles.ts';
+import { suggest } from './suggest.ts';
 import type {
   Cluster, DbRole, FlowSpec, NodeSpec, RoleName, ServiceName,
 } from './types.ts';
 
 // ------------------------------------------------------------------ schema
 
-const SCHEMA_FILE = new URL('../schema/cluster.schema.json', import.meta.url);
-const schema = JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as Record<string, unknown>;
+/** The hand-written part of the schema: everything but the role list and the roles' sections. */
+export const BASE_SCHEMA_FILE = fileURLToPath(new URL('../schema/cluster.base.json', import.meta.url));
+/** The schema as editors read it: generated (`npm run schema`) from the base and the built-in roles. */
+export const schemaPath = fileURLToPath(new URL('../schema/cluster.schema.json', import.meta.url));
+const baseSchema = JSON.parse(readFileSync(BASE_SCHEMA_FILE, 'utf8')) as JsonSchema;
+
+/** The full schema for a role set (what schema/cluster.schema.json holds for the built-ins). */
+export function clusterSchema(roles: RoleRegistry = BUILTIN_ROLES): JsonSchema {
+  return roles.schema(baseSchema);
+}
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, verbose: true, strict: true });
 ajvFormats.default(ajv, ['ipv4', 'uri']);
-// Editor hints (VS Code / yaml-language-server) that we reuse for our own messages.
-ajv.addVocabulary(['patternErrorMessage', 'errorMessage']);
-// Compiled once, on first use (importers that never parse do not pay for it).
-let compiled: ValidateFunction | undefined;
-const validator = (): ValidateFunction => (compiled ??= ajv.compile(schema));
-
-/** Where the schema lives (for editors / docs). */
-export const schemaPath = fileURLToPath(SCHEMA_FILE);
+// Editor hints (VS Code / yaml-language-server) that we reuse for our own messages;
+// `listed: false` keeps a loader directive (roleDirs) out of the "known fields" hint.
+ajv.addVocabulary(['patternErrorMessage', 'errorMessage', 'listed']);
+// Compiled once per role set, on first use (importers that never parse do not pay for it).
+const compiled = new WeakMap<RoleRegistry, ValidateFunction>();
+function validator(roles: RoleRegistry): ValidateFunction {
+  let v = compiled.get(roles);
+  if (!v) {
+    const schema = clusterSchema(roles);
+    // ajv keeps one schema per $id: a cluster's own role set compiles as an anonymous variant
+    if (roles !== BUILTIN_ROLES) delete schema.$id;
+    compiled.set(roles, (v = ajv.compile(schema)));
+  }
+  return v;
+}
 
 // ------------------------------------------------------------------ raw input (after schema + defaults)
 
@@ -39,6 +63,7 @@ interface RawNode {
   public: boolean; address?: string;
 }
 interface RawCluster {
+  roleDirs?: string[];
   name: string; timezone: string; adminUser: string;
   provider: Cluster['provider'];
   nodes: RawNode[];
@@ -51,21 +76,46 @@ interface RawCluster {
 
 // ------------------------------------------------------------------ public API
 
-/** Read, validate and normalise a cluster.yaml. Throws SpecError listing every problem. */
+/**
+ * Read, validate and normalise a cluster.yaml that uses the built-in roles
+ * only. Throws SpecError listing every problem. A cluster with `roleDirs:`
+ * needs loadClusterWithRoles (importing its roles is asynchronous).
+ */
 export function loadCluster(file: string): Cluster {
-  let source: string;
-  try {
-    source = readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
-    throw new SpecError([`${displayName(file)}: ${why}`]);
-  }
-  return parseCluster(source, file);
+  return parseCluster(readSource(file), file);
 }
 
-/** Same as loadCluster, from text; `file` names it in messages and sets Cluster.file/dir. */
-export function parseCluster(source: string, file: string): Cluster {
+/** loadCluster for any cluster: imports the `*.ts` roles of its roleDirs first, so they validate with the rest. */
+export async function loadClusterWithRoles(file: string): Promise<Cluster> {
+  const source = readSource(file);
+  const ctx = new Context(source, displayName(file));
+  let dirs: unknown;
+  try {
+    dirs = ctx.problems.length ? undefined : (ctx.doc.toJS({ maxAliasCount: 1000 }) as { roleDirs?: unknown } | null)?.roleDirs;
+  } catch {
+    dirs = undefined; // parseCluster reports it
+  }
+  // a missing or malformed roleDirs is parseCluster's to report, with the rest
+  if (!Array.isArray(dirs) || !dirs.every((d) => typeof d === 'string')) return parseCluster(source, file);
+  const roles = await importRoles(dirs, path.dirname(path.resolve(file)), ctx);
+  if (ctx.problems.length) throw ctx.error();
+  let registry: RoleRegistry;
+  try {
+    registry = BUILTIN_ROLES.with(roles);
+  } catch (e) {
+    if (!(e instanceof RoleError)) throw e;
+    ctx.report(['roleDirs'], `roleDirs: ${e.message}`);
+    throw ctx.error();
+  }
+  return parseCluster(source, file, registry);
+}
+
+/**
+ * Same as loadCluster, from text; `file` names it in messages and sets
+ * Cluster.file/dir. `roles`: the role set loaded for its roleDirs (default:
+ * the built-ins, and then roleDirs is refused: nothing loaded them).
+ */
+export function parseCluster(source: string, file: string, roles?: RoleRegistry): Cluster {
   const abs = path.resolve(file);
   const ctx = new Context(source, displayName(file));
   if (ctx.problems.length) throw ctx.error();
@@ -83,15 +133,76 @@ export function parseCluster(source: string, file: string): Cluster {
   // Semantic checks only once the shape is right: on a broken shape they would
   // mostly repeat the schema's complaints in vaguer words (`db: boss` is not
   // also "no manager").
-  const validate = validator();
+  const registry = roles ?? BUILTIN_ROLES;
+  const validate = validator(registry);
   if (!validate(data)) {
     ctx.schemaProblems(validate.errors ?? []);
     throw ctx.error();
   }
-  semanticChecks(data as RawCluster, ctx);
+  if (!roles && (data as RawCluster).roleDirs?.length) {
+    ctx.report(['roleDirs'], 'roleDirs: user roles are imported by loadClusterWithRoles (as apply, bench and teardown do); this reader knows the built-in roles only');
+    throw ctx.error();
+  }
+  semanticChecks(data as RawCluster, ctx, registry);
   if (ctx.problems.length) throw ctx.error();
 
-  return normalise(data as RawCluster, abs);
+  return normalise(data as RawCluster, abs, registry);
+}
+
+function readSource(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : (err as Error).message;
+    throw new SpecError([`${displayName(file)}: ${why}`]);
+  }
+}
+
+/**
+ * The default export of a TypeScript file anywhere on disk. Bun imports it as
+ * is. Under Node, tsx's ESM hook alone would hand a file outside any
+ * `"type": "module"` package to require(), which refuses it; tsImport loads it
+ * whatever the folder says (as CommonJS there: its default export one level down).
+ */
+async function importTs(url: string): Promise<unknown> {
+  if (process.versions.bun) return ((await import(url)) as { default?: unknown }).default;
+  const { tsImport } = await import('tsx/esm/api');
+  const mod = (await tsImport(url, import.meta.url)) as { default?: unknown };
+  const d = mod.default;
+  return d && typeof d === 'object' && !isRoleManifest(d) && 'default' in d ? (d as { default: unknown }).default : d;
+}
+
+/** The roles of each folder (its `*.ts` files, by name); a folder or file that fails is reported at its roleDirs entry. */
+async function importRoles(dirs: string[], base: string, ctx: Context): Promise<RoleManifest[]> {
+  const out: RoleManifest[] = [];
+  for (const [j, dir] of dirs.entries()) {
+    const abs = path.resolve(base, dir);
+    let files: string[];
+    try {
+      files = readdirSync(abs).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts') && !f.endsWith('.test.ts')).sort();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      ctx.report(['roleDirs', j], `roleDirs[${j}] "${dir}": ${code === 'ENOENT' ? 'folder not found' : code === 'ENOTDIR' ? 'is not a folder' : (e as Error).message} (${abs})`);
+      continue;
+    }
+    for (const f of files) {
+      const rel = path.relative(base, path.join(abs, f)) || f;
+      try {
+        const made = await importTs(pathToFileURL(path.join(abs, f)).href);
+        const exported = typeof made === 'function' ? (made as (kit: typeof roleKit) => unknown)(roleKit) : made;
+        if (!isRoleManifest(exported)) {
+          ctx.report(['roleDirs', j], `roleDirs[${j}]: ${rel} does not export a role (export default defineRole({...}), or a function of the role kit returning one)`);
+          continue;
+        }
+        exported.source = rel;
+        out.push(exported);
+      } catch (e) {
+        ctx.report(['roleDirs', j], `roleDirs[${j}]: ${rel} failed to load: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+  }
+  return out;
 }
 
 /** Multi-line text for the CLI: a headline, then one problem per line. */
@@ -303,31 +414,6 @@ const FORMAT_HINTS: Record<string, string> = {
   uri: 'must be a URL like https://example.com/file.tar.gz',
 };
 
-/** The closest candidate within a small edit distance (typos), if any. */
-function suggest(word: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestD = Infinity;
-  for (const c of candidates) {
-    const d = c.toLowerCase() === word.toLowerCase() ? 0 : distance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestD) { bestD = d; best = c; }
-  }
-  const limit = word.length <= 4 ? 1 : 2;
-  return bestD <= limit ? best : undefined;
-}
-
-/** Edit distance counting a swap of two neighbours as one edit (`nmae` -> `name`). */
-function distance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  }
-  return d[a.length][b.length];
-}
-
 function typesOf(e: AjvError): string[] {
   const t = e.params.type;
   return Array.isArray(t) ? (t as string[]) : String(t).split(',');
@@ -341,8 +427,9 @@ function messageFor(e: AjvError): Problem {
   switch (e.keyword) {
     case 'additionalProperties': {
       const name = String(e.params.additionalProperty);
-      const known = Object.keys((ps.properties ?? {}) as object);
-      const hint = suggest(name, known);
+      const props = (ps.properties ?? {}) as Record<string, { listed?: boolean }>;
+      const known = Object.keys(props).filter((k) => props[k].listed !== false);
+      const hint = suggest(name, Object.keys(props));
       const ext = Object.keys((ps.patternProperties ?? {}) as object).includes('^x-') ? '; x-* fields are free for anchors' : '';
       const tail = hint ? ` (did you mean "${hint}"?)` : known.length ? ` (known fields: ${known.join(', ')}${ext})` : '';
       return { at: [...at, name], key: true, message: `${where} has unknown field "${name}"${tail}` };
@@ -457,8 +544,26 @@ const didYouMean = (word: string, candidates: readonly string[]): string => {
   return hint ? ` (did you mean "${hint}"?)` : '';
 };
 
+/** What each role requires of the nodes that have it (and of nodes setting a field only it may use). */
+function roleRules(c: RawCluster, ctx: Context, roles: RoleRegistry): void {
+  c.nodes.forEach((n, i) => {
+    for (const role of roles.order) {
+      const has = n.roles.includes(role.name);
+      for (const req of role.requires) {
+        if ('role' in req) {
+          if (has && !n.roles.includes(req.role)) ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles: ${role.name} needs the ${req.role} role on the same node`);
+          continue;
+        }
+        const value = n[req.field];
+        if (has && !value) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the ${role.name} role but no ${req.describe}`);
+        if (!has && value && req.orphan) ctx.report(['nodes', i, req.orphan.at === 'roles' ? 'roles' : req.field], req.orphan.message(i, value));
+      }
+    }
+  });
+}
+
 /** What the schema cannot say. Runs on schema-valid input (defaults filled). */
-function semanticChecks(c: RawCluster, ctx: Context): void {
+function semanticChecks(c: RawCluster, ctx: Context, roles: RoleRegistry): void {
   const { nodes } = c;
   const names = new Map<string, number>(); // name -> first index
 
@@ -496,21 +601,11 @@ function semanticChecks(c: RawCluster, ctx: Context): void {
     ctx.report(['nodes', i, 'db'], `nodes[${i}].db: only one manager is allowed (nodes[${managers[0]}] is already the manager)`);
   }
   if (workers.length === 0) ctx.report(['nodes'], 'nodes has no node with "db: worker" (at least one is needed: workers serve reads)');
-  nodes.forEach((n, i) => {
-    const mysql = n.roles.includes('mysql');
-    if (n.db && !mysql) ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles must include mysql (the node has db: ${n.db})`);
-    if (!n.db && mysql) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the mysql role but no "db: manager" or "db: worker"`);
-    for (const needsDb of ['replication', 'sakila', 'sysbench'] as const) {
-      if (n.roles.includes(needsDb) && !mysql) ctx.report(['nodes', i, 'roles'], `nodes[${i}].roles: ${needsDb} needs the mysql role on the same node`);
-    }
-  });
+  roleRules(c, ctx, roles);
 
   // --- services: each of gatekeeper, trustedhost, proxy on exactly one node
   const serviceNode = new Map<ServiceName, number>();
   nodes.forEach((n, i) => {
-    const hasRole = n.roles.includes('service');
-    if (hasRole && !n.service) ctx.report(['nodes', i, 'roles'], `nodes[${i}] has the service role but no "service:" (one of ${SERVICE_NAMES.join(', ')})`);
-    if (n.service && !hasRole) ctx.report(['nodes', i, 'service'], `nodes[${i}].service is set but roles lacks "service"`);
     if (!n.service) return;
     const first = serviceNode.get(n.service);
     if (first !== undefined) ctx.report(['nodes', i, 'service'], `nodes[${i}].service: ${n.service} already runs on nodes[${first}] (each service runs on one node)`);
@@ -670,7 +765,7 @@ function checkAddresses(c: RawCluster, ctx: Context): void {
 
 // ------------------------------------------------------------------ normalise
 
-function normalise(raw: RawCluster, file: string): Cluster {
+function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster {
   const dir = path.dirname(file);
   const prefix = raw.provider.local.subnet.split('.').slice(0, 3).join('.');
   const nodes: NodeSpec[] = raw.nodes.map((n, i) => ({
@@ -719,5 +814,13 @@ function normalise(raw: RawCluster, file: string): Cluster {
     },
     bench: { ...raw.bench },
     apt: { ...raw.apt },
+    roles,
+    settings: Object.fromEntries(roles.roles.flatMap((r) => (r.settings ? [[r.name, structuredClone(valueAt(raw, r.settings.at))]] : []))),
   };
+}
+
+function valueAt(raw: unknown, at: readonly string[]): unknown {
+  let cur = raw;
+  for (const seg of at) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[seg] : undefined;
+  return cur;
 }

@@ -1,12 +1,14 @@
 // The shapes every layer shares: the validated cluster, the hosts a provider
 // hands to the engine, and the role/task contract the engine runs.
+import type { RoleRegistry } from './roles.ts';
 
 import type { ProxyMode, ServiceName } from '../services/contract.ts';
 
 export type { ProxyMode, ServiceName };
 export type DbRole = 'manager' | 'worker';
 export type DbEngine = 'auto' | 'mariadb' | 'mysql';
-export type RoleName = 'base' | 'mysql' | 'sakila' | 'sysbench' | 'replication' | 'iptables' | 'service';
+/** A role's name: built-in or a user role loaded through `roleDirs` (the registry knows which exist). */
+export type RoleName = string;
 
 export interface NodeSpec {
   name: string;
@@ -140,6 +142,10 @@ export interface Cluster {
   services: ServicesSpec;
   bench: BenchSpec;
   apt: AptSpec;
+  /** Every role this cluster may use (built-in + its roleDirs), in declaration and engine order. */
+  roles: RoleRegistry;
+  /** Each role's own cluster.yaml section (defaults filled), by role name; read through RoleManifest.settingsOf. */
+  settings: Record<string, unknown>;
 }
 
 /** A machine the engine can reach, as a provider describes it. */
@@ -248,6 +254,11 @@ export interface Diff {
   detail?: () => Promise<string> | string;
 }
 
+/** A Diff whose data has a type (see TaskWith). */
+export interface DiffWith<D> extends Diff {
+  data: D;
+}
+
 export interface Task {
   name: string;
   /** Shell commands (run as root) whose output this task's check needs, by key. */
@@ -265,6 +276,15 @@ export interface Task {
   dependsOn?: string[];
   /** Handlers this task notifies when it changes (--check lists them as would run). */
   notifies?: string[];
+}
+
+/**
+ * A task whose diff data is typed: what check returns is what apply receives,
+ * with no cast. It is a Task (apply is a method, so a role lists it with the others).
+ */
+export interface TaskWith<D> extends Omit<Task, 'check' | 'apply'> {
+  check(ctx: TaskContext): Promise<DiffWith<D> | null> | DiffWith<D> | null;
+  apply(ctx: TaskContext, diff: DiffWith<D>): Promise<string | void>;
 }
 
 export interface Handler {

@@ -6,12 +6,11 @@ import { RunLog } from '../core/runlog.ts';
 import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { plannedResults, recapOf, run } from '../core/run.ts';
 import { FileSecretStore } from '../core/secrets.ts';
-import { loadCluster } from '../core/spec.ts';
+import { loadClusterWithRoles } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
-import type { Host, PlanItem, RoleName, RunReport } from '../core/types.ts';
+import type { Host, PlanItem, RunReport } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
-import { ROLE_ORDER, rolesInOrder } from '../roles/index.ts';
 
 const HELP = `usage: npx zx apply [--check] [--limit host,...] [--json] [-v|-vv] [--detailed-exitcode] [-f cluster.yaml]
 
@@ -60,17 +59,18 @@ export async function main(args: string[]): Promise<never> {
       process.stdout.write(HELP);
       return EXIT.ok;
     }
-    const cluster = loadCluster(clusterFile(flags.file as string | undefined));
+    const cluster = await loadClusterWithRoles(clusterFile(flags.file as string | undefined));
     const check = Boolean(flags.check);
     const verbosity = (flags.verbose as boolean[] | undefined)?.length ?? 0;
     const serial = flags.serial === undefined ? undefined : Number(flags.serial);
     if (serial !== undefined && !(Number.isInteger(serial) && serial >= 1)) throw new UsageError(`--serial takes a whole number of hosts >= 1 (got ${String(flags.serial)})`);
     const limit = resolveLimit(cluster, flags.limit as string | undefined);
-    const used = new Set<RoleName>(cluster.nodes.flatMap((n) => n.roles));
+    const used = new Set(cluster.nodes.flatMap((n) => n.roles));
     const only = flags.roles ? String(flags.roles).split(',').map((s) => s.trim()).filter(Boolean) : undefined;
-    const badRoles = only?.filter((r) => !ROLE_ORDER.includes(r as RoleName)) ?? [];
-    if (badRoles.length) throw new UsageError(`--roles names unknown role(s): ${badRoles.join(', ')} (roles: ${ROLE_ORDER.join(', ')})`);
-    const roles = rolesInOrder(only ? new Set([...used].filter((r) => only.includes(r))) : used);
+    const known = cluster.roles.order.map((r) => r.name);
+    const badRoles = only?.filter((r) => !known.includes(r)) ?? [];
+    if (badRoles.length) throw new UsageError(`--roles names unknown role(s): ${badRoles.join(', ')} (roles: ${known.join(', ')})`);
+    const roles = cluster.roles.inOrder(only ? new Set([...used].filter((r) => only.includes(r))) : used);
 
     const paths = ensureStateDir(cluster.dir);
     const secrets = new FileSecretStore(cluster.dir);

@@ -8,7 +8,7 @@ import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.
 import { RampartError } from '../core/errors.ts';
 import { listrOptions } from '../core/output.ts';
 import { FileSecretStore } from '../core/secrets.ts';
-import { loadCluster } from '../core/spec.ts';
+import { loadClusterWithRoles } from '../core/spec.ts';
 import { connect, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, readJson, statePaths } from '../core/state.ts';
 import type { Cluster, Connection, Host, ProxyMode, ServiceName } from '../core/types.ts';
@@ -141,7 +141,7 @@ export async function main(args: string[]): Promise<never> {
       process.stdout.write(HELP);
       return EXIT.ok;
     }
-    const cluster = loadCluster(clusterFile(flags.file as string | undefined));
+    const cluster = await loadClusterWithRoles(clusterFile(flags.file as string | undefined));
     const opts = benchOptions(flags, cluster);
     const summary = await bench(cluster, opts, !json);
     if (json) process.stdout.write(JSON.stringify(summary) + '\n');

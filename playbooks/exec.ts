@@ -5,7 +5,7 @@ import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.
 import { resolveLimit } from '../core/limit.ts';
 import { RunLog } from '../core/runlog.ts';
 import { FileSecretStore } from '../core/secrets.ts';
-import { loadCluster } from '../core/spec.ts';
+import { loadClusterWithRoles } from '../core/spec.ts';
 import { connect, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
 import { providerFor } from '../providers/index.ts';
@@ -41,7 +41,7 @@ export async function main(args: string[]): Promise<never> {
       return EXIT.ok;
     }
     if (!command.trim()) throw new UsageError('no command given', 'put it after --, e.g. npx zx exec --limit worker1 -- hostname');
-    const cluster = loadCluster(clusterFile(flags.file as string | undefined));
+    const cluster = await loadClusterWithRoles(clusterFile(flags.file as string | undefined));
     const limit = resolveLimit(cluster, flags.limit as string | undefined);
     const paths = ensureStateDir(cluster.dir);
     const key = ensureSshKey(cluster.dir);

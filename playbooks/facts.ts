@@ -5,12 +5,10 @@ import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.
 import { gatherFacts, hostFactCommands } from '../core/run.ts';
 import { RunLog } from '../core/runlog.ts';
 import { FileSecretStore } from '../core/secrets.ts';
-import { loadCluster } from '../core/spec.ts';
+import { loadClusterWithRoles } from '../core/spec.ts';
 import { connect, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
-import type { RoleName } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
-import { rolesInOrder } from '../roles/index.ts';
 
 const HELP = `usage: npx zx facts HOST [--json] [-f cluster.yaml]
 
@@ -30,7 +28,7 @@ export async function main(args: string[]): Promise<never> {
       process.stdout.write(HELP);
       return EXIT.ok;
     }
-    const cluster = loadCluster(clusterFile(flags.file as string | undefined));
+    const cluster = await loadClusterWithRoles(clusterFile(flags.file as string | undefined));
     const name = positional[0];
     if (!name || positional.length > 1) throw new UsageError('name one host', `e.g. npx zx facts ${cluster.nodes[0]?.name ?? 'manager'}`);
     const node = cluster.nodes.find((n) => n.name === name);
@@ -44,7 +42,7 @@ export async function main(args: string[]): Promise<never> {
     if (!host) throw new UsageError(`${name} is not running`, 'npx zx apply creates and starts it');
     const conn = await connect(host, { privateKey: ensureSshKey(cluster.dir).privateKey, knownHosts: new KnownHosts(paths.knownHosts), retryForMs: 5_000 });
     try {
-      const roles = rolesInOrder(new Set<RoleName>(node.roles));
+      const roles = cluster.roles.inOrder(new Set(node.roles));
       const cmds = hostFactCommands({ host, conn, cluster, hosts, check: true, secrets, notify: () => undefined }, roles);
       const facts = await gatherFacts(conn, cmds, runLog.record);
       const rows = [...cmds.keys()].map((id) => {

@@ -4,7 +4,7 @@ import { rmSync } from 'node:fs';
 import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain } from '../core/cli.ts';
 import { listrOptions } from '../core/output.ts';
-import { loadCluster } from '../core/spec.ts';
+import { loadClusterWithRoles } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
 import { statePaths } from '../core/state.ts';
 import type { Host, PlanItem } from '../core/types.ts';
@@ -28,7 +28,7 @@ export async function main(args: string[]): Promise<never> {
       return EXIT.ok;
     }
     const started = Date.now();
-    const cluster = loadCluster(clusterFile(flags.file as string | undefined));
+    const cluster = await loadClusterWithRoles(clusterFile(flags.file as string | undefined));
     const provider = await providerFor(cluster);
     let removed: PlanItem[] = [];
     let hosts: Host[] = [];

@@ -1,11 +1,13 @@
 // base: what every node needs — its packages (one apt transaction), hostname,
 // timezone, and an SSH daemon that takes keys only.
 import { shq } from '../core/ssh.ts';
-import type { Role, Task } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { Task, TaskWith } from '../core/types.ts';
 import { aptInstall, aptUpgrade, missingPackages, packagesFact, parsePendingUpgrades, PENDING_UPGRADES_FACT, refreshListsScript, wantedUpgrades } from './lib/apt.ts';
 import { fileTask } from './lib/files.ts';
 import { dialectFor, OS_ID_FACT } from './lib/os.ts';
-import { allCandidatePackages, packagesFor } from './lib/packages.ts';
+
+export const BASE_PACKAGES = ['tzdata', 'ca-certificates', 'iproute2', 'iptables', 'curl', 'procps'];
 
 const SSHD_CONFIG_PATH = '/etc/ssh/sshd_config.d/50-rampart.conf';
 const SSHD_CONFIG = `# managed by rampart: keys only, no root login
@@ -15,17 +17,19 @@ PermitRootLogin no
 X11Forwarding no
 `;
 
-// Everything the node's roles need, in one apt transaction (apt is most of a fresh converge).
-const packages: Task = {
+// Everything the node's roles need (each role's manifest says what), in one apt
+// transaction: apt is most of a fresh converge.
+const packages: TaskWith<string[]> = {
   name: 'packages',
-  facts: ({ host }) => ({ os: OS_ID_FACT, pkgs: packagesFact(allCandidatePackages(host.node)) }),
+  facts: ({ host, cluster }) => ({ os: OS_ID_FACT, pkgs: packagesFact(cluster.roles.candidatePackages(host.node)) }),
   check: ({ facts, host, cluster }) => {
-    const wanted = packagesFor(host.node, dialectFor(cluster, facts.os.stdout), facts.os.stdout);
+    const osId = facts.os.stdout.trim();
+    const wanted = cluster.roles.packagesFor(host.node, { osId, dialect: dialectFor(cluster, osId) });
     const missing = missingPackages(wanted, facts.pkgs.stdout);
     return missing.length ? { message: `install ${missing.join(' ')}`, data: missing } : null;
   },
   apply: async ({ conn, cluster }, diff) => {
-    await aptInstall(conn, diff.data as string[], cluster.apt.cacheValidSeconds);
+    await aptInstall(conn, diff.data, cluster.apt.cacheValidSeconds);
   },
 };
 
@@ -102,8 +106,9 @@ const sshd = fileTask({
   notify: 'reload sshd',
 });
 
-export const baseRole: Role = {
+export const baseRole = defineRole({
   name: 'base',
+  packages: BASE_PACKAGES,
   tasks: [packages, updates, hostname, timezone, sshd],
   handlers: [
     {
@@ -114,4 +119,4 @@ export const baseRole: Role = {
       },
     },
   ],
-};
+});

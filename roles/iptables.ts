@@ -3,14 +3,16 @@
 // ruleset (iptables-save, normalised) and loaded atomically with
 // iptables-restore only when it differs (validated first); persisted in
 // /etc/iptables/rules.v4 + rules.v6, restored at boot by a oneshot unit.
-import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
+import { fileFactCommand, shq } from '../core/ssh.ts';
 import { HostError } from '../core/errors.ts';
-import type { Fact, Role, Task, TaskContext } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { Fact, Task, TaskContext, TaskWith } from '../core/types.ts';
 import {
   egressOf, FIREWALL_UNIT, FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, firewallRules, firewallRules6, LIVE_RULES6_FACT, LIVE_RULES_FACT,
   MIRROR_FACT, normaliseRuleset, parseMirrorFact, RULES6_PATH, RULES_PATH, rulesetDelta, sameRuleset,
 } from './lib/firewall.ts';
 import { unifiedDiff } from '../core/diff.ts';
+import { staleFiles, type WantedFile } from './lib/ops.ts';
 
 type FactCtx = Omit<TaskContext, 'facts'>;
 
@@ -75,7 +77,13 @@ const live: Task = {
   },
 };
 
-const persist: Task = {
+/** A persisted file: which fact read it and how the diff names it. */
+interface Persisted extends WantedFile {
+  fact: 'rules' | 'rules6' | 'unit';
+  label: string;
+}
+
+const persist: TaskWith<Persisted[]> = {
   name: 'firewall persistence',
   facts: (ctx) => ({
     rules: fileFactCommand(RULES_PATH),
@@ -85,26 +93,25 @@ const persist: Task = {
     ...mirrorFacts(ctx),
   }),
   check: (ctx) => {
-    const want = desired(ctx);
-    const want6 = firewallRules6(ctx.cluster, ctx.host);
-    const todo: string[] = [];
-    if (ctx.facts.rules.stdout !== fileState(want, '0600', 'root:root')) todo.push(RULES_PATH);
-    if (ctx.facts.rules6.stdout !== fileState(want6, '0600', 'root:root')) todo.push(RULES6_PATH);
-    if (ctx.facts.unit.stdout !== fileState(FIREWALL_UNIT_TEXT, '0644', 'root:root')) todo.push(FIREWALL_UNIT);
-    if (ctx.facts.enabled.stdout.trim() !== 'enabled') todo.push('enable');
-    return todo.length ? { message: `write ${todo.join(', ')}`, data: { want, want6, todo } } : null;
+    const stale = staleFiles<Persisted>([
+      { fact: 'rules', label: RULES_PATH, path: RULES_PATH, content: desired(ctx), mode: '0600', owner: 'root:root' },
+      { fact: 'rules6', label: RULES6_PATH, path: RULES6_PATH, content: firewallRules6(ctx.cluster, ctx.host), mode: '0600', owner: 'root:root' },
+      { fact: 'unit', label: FIREWALL_UNIT, path: FIREWALL_UNIT_PATH, content: FIREWALL_UNIT_TEXT, mode: '0644', owner: 'root:root' },
+    ], (f) => ctx.facts[f.fact].stdout);
+    const todo = [...stale.map((f) => f.label), ...(ctx.facts.enabled.stdout.trim() === 'enabled' ? [] : ['enable'])];
+    return todo.length ? { message: `write ${todo.join(', ')}`, data: stale } : null;
   },
   apply: async ({ conn }, diff) => {
-    const { want, want6, todo } = diff.data as { want: string; want6: string; todo: string[] };
-    if (todo.includes(RULES_PATH)) await conn.writeFile(RULES_PATH, want, { mode: '0600', owner: 'root:root' });
-    if (todo.includes(RULES6_PATH)) await conn.writeFile(RULES6_PATH, want6, { mode: '0600', owner: 'root:root' });
-    if (todo.includes(FIREWALL_UNIT)) await conn.writeFile(FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, { mode: '0644', owner: 'root:root' });
+    for (const f of diff.data) await conn.writeFile(f.path, f.content, { mode: f.mode, owner: f.owner });
     // enable only (no start): the live table is the other task's job
     await conn.exec(`systemctl daemon-reload && systemctl enable ${shq(FIREWALL_UNIT)} 2>&1`);
   },
 };
 
-export const iptablesRole: Role = {
+export const iptablesRole = defineRole({
   name: 'iptables',
+  // right after base: every declared flow is open before a later role uses it
+  // (a new worker replicates in the same apply; no replication link is cut by a first load)
+  after: ['base'],
   tasks: [live, persist],
-};
+});

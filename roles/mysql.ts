@@ -2,8 +2,9 @@
 // Ubuntu): packages, option file, service, a server running that config, and
 // (on the manager only: they replicate) users, grants and rampart's schemas.
 import { HostError } from '../core/errors.ts';
-import { fileFactCommand, fileState, shq } from '../core/ssh.ts';
-import type { Connection, Role, Serial, Task, TaskContext } from '../core/types.ts';
+import { fileFactCommand, shq } from '../core/ssh.ts';
+import { defineRole } from '../core/roles.ts';
+import type { Connection, Serial, Task, TaskContext, TaskWith } from '../core/types.ts';
 import { catchUpScript, parseReplicaStatus, REPLICA_STATUS_FACT, replicaSource } from './lib/mysql-replication.ts';
 import { SECRETS } from './lib/names.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
@@ -14,7 +15,12 @@ import {
 } from './lib/mysql-config.ts';
 import { parseServerVersion, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
-import { DB_PACKAGES } from './lib/packages.ts';
+import { staleFiles, unitRunning } from './lib/ops.ts';
+
+export const DB_PACKAGES: Record<Dialect, string[]> = {
+  mariadb: ['mariadb-server', 'mariadb-client'],
+  mysql: ['mysql-server', 'mysql-client'],
+};
 
 type Ctx = Omit<TaskContext, 'facts'>;
 
@@ -32,7 +38,7 @@ const APT_RUNNING = `pgrep -f 'force-confol[d]' || pgrep -x 'apt-get|dpkg' || pg
 /** Prints `busy` while a package script runs, `audit` when dpkg was interrupted. */
 const DPKG_STATE_FACT = `{ ${APT_RUNNING}; } >/dev/null && echo busy; [ -n "$(dpkg --audit 2>/dev/null)" ] && echo audit; true`;
 
-const packages: Task = {
+const packages: TaskWith<string[]> = {
   name: 'server packages',
   when: notDb,
   facts: () => ({ os: OS_ID_FACT, pkgs: packagesFact([...DB_PACKAGES.mariadb, ...DB_PACKAGES.mysql]), dpkg: DPKG_STATE_FACT }),
@@ -51,7 +57,7 @@ const packages: Task = {
     await conn.exec(`for i in $(seq 600); do { ${APT_RUNNING}; } >/dev/null || break; sleep 1; done
 { ${APT_RUNNING}; } >/dev/null && { echo "apt/dpkg still running after 10 minutes" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a`);
-    await aptInstall(conn, diff.data as string[], cluster.apt.cacheValidSeconds);
+    await aptInstall(conn, diff.data, cluster.apt.cacheValidSeconds);
   },
 };
 
@@ -64,7 +70,7 @@ function desiredConfig(ctx: TaskContext): { path: string; content: string } {
 /** A leftover option file of an earlier version (MySQL's 60-rampart.cnf sorted before mysqld.cnf, so its bind_address was lost). */
 const LEGACY_FACT = `for f in ${[...LEGACY_CONFIG_PATHS.mariadb, ...LEGACY_CONFIG_PATHS.mysql].map(shq).join(' ')}; do [ -e "$f" ] && echo "$f"; done; true`;
 
-const config: Task = {
+const config: TaskWith<string[]> = {
   name: 'server config',
   when: notDb,
   facts: () => ({
@@ -77,8 +83,9 @@ const config: Task = {
     const want = desiredConfig(ctx);
     const have = ctx.facts[dialect(ctx)].stdout.trim();
     const legacy = ctx.facts.legacy.stdout.split('\n').filter((l) => LEGACY_CONFIG_PATHS[dialect(ctx)].includes(l.trim()));
+    const stale = staleFiles([{ ...want, mode: '0644', owner: 'root:root' }], () => have);
     const todo = [
-      ...(have === fileState(want.content, '0644', 'root:root') ? [] : [`write ${want.path}${have === 'absent' ? '' : ' (differs)'}`]),
+      ...stale.map((f) => `write ${f.path}${have === 'absent' ? '' : ' (differs)'}`),
       ...legacy.map((l) => `remove ${l.trim()} (read before the packaged defaults: its settings were lost)`),
     ];
     return todo.length ? { message: todo.join('; '), data: legacy } : null;
@@ -86,29 +93,16 @@ const config: Task = {
   apply: async (ctx, diff) => {
     const want = desiredConfig(ctx);
     await ctx.conn.writeFile(want.path, want.content, { mode: '0644', owner: 'root:root' });
-    const legacy = diff.data as string[];
+    const legacy = diff.data;
     if (legacy.length) await ctx.conn.exec(`rm -f ${legacy.map((l) => shq(l.trim())).join(' ')}`);
   },
 };
 
-const service: Task = {
+const service = unitRunning({ among: ['mariadb', 'mysql'], pick: (ctx) => dbService(dialect(ctx)) }, {
   name: 'server enabled and running',
   when: notDb,
-  facts: () => ({
-    os: OS_ID_FACT,
-    state: 'for s in mariadb mysql; do printf "%s %s %s\\n" "$s" "$(systemctl is-enabled $s 2>/dev/null)" "$(systemctl is-active $s 2>/dev/null)"; done',
-  }),
-  check: (ctx) => {
-    const unit = dbService(dialect(ctx));
-    const line = ctx.facts.state.stdout.split('\n').find((l) => l.startsWith(`${unit} `)) ?? '';
-    const [, enabled, active] = line.split(' ');
-    if (enabled === 'enabled' && active === 'active') return null;
-    return { message: `${unit}: ${enabled || 'not installed'}/${active || 'inactive'} -> enabled/active` };
-  },
-  apply: async (ctx) => {
-    await ctx.conn.exec(`systemctl enable --now ${dbService(dialect(ctx))}`);
-  },
-};
+  facts: { os: OS_ID_FACT },
+});
 
 /** Read the live variables, waiting (bounded) for a server that is still starting. */
 async function liveVariables(conn: Connection, timeoutS = 60): Promise<Map<string, string> | null> {
@@ -144,7 +138,7 @@ async function verifyRunning(ctx: TaskContext, settings: ServerSetting[]): Promi
 // written (otherwise users created on a fresh manager would never replicate).
 // After the restart the live variables are read again: a setting another option
 // file overrides fails here, naming that file, instead of restarting on every run.
-const running: Task = {
+const running: TaskWith<{ unsupported?: string }> = {
   name: 'server runs the config',
   when: notDb,
   facts: () => ({ os: OS_ID_FACT, vars: LIVE_VARIABLES_FACT, version: SERVER_VERSION_FACT }),
@@ -153,12 +147,12 @@ const running: Task = {
     const version = parseServerVersion(ctx.facts.version.stdout);
     const bad = version && unsupportedVersion(version, d);
     if (bad) return { message: `unsupported server: ${bad}`, data: { unsupported: bad } };
-    if (ctx.facts.vars.code !== 0) return { message: 'server not answering: restart' };
+    if (ctx.facts.vars.code !== 0) return { message: 'server not answering: restart', data: {} };
     const drift = liveDrift(serverSettings(d, ctx.host, ctx.host.node.db!), parseVariables(ctx.facts.vars.stdout));
-    return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})`, detail: () => drift.map((x) => `${x}\n`).join('') } : null;
+    return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})`, data: {}, detail: () => drift.map((x) => `${x}\n`).join('') } : null;
   },
   apply: async (ctx, diff) => {
-    const bad = (diff.data as { unsupported?: string } | undefined)?.unsupported;
+    const bad = diff.data.unsupported;
     if (bad) throw new HostError(`${ctx.host.name}: ${bad}`, 'see the support matrix in the README (database.engine, provider.local.suite, provider.aws.ubuntu)');
     const d = dialect(ctx);
     await ctx.conn.exec(`systemctl restart ${dbService(d)}`);
@@ -213,8 +207,15 @@ const rolling: Serial = {
   },
 };
 
-export const mysqlRole: Role = {
+export const mysqlRole = defineRole({
   name: 'mysql',
+  after: ['iptables'],
+  requires: [{
+    field: 'db',
+    describe: '"db: manager" or "db: worker"',
+    orphan: { at: 'roles', message: (i, db) => `nodes[${i}].roles must include mysql (the node has db: ${db})` },
+  }],
+  packages: ({ dialect }) => DB_PACKAGES[dialect],
   tasks: [packages, config, service, running, accounts],
   serial: rolling,
-};
+});

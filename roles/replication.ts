@@ -2,7 +2,8 @@
 // The check reads SHOW SLAVE/REPLICA STATUS only; apply repairs the least that
 // is wrong (start a stopped replica, re-point one pointing elsewhere) and then
 // waits for catch-up with a GTID wait, never a sleep.
-import type { Role, Task, TaskContext } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { TaskContext, TaskWith } from '../core/types.ts';
 import {
   catchUpScript, changeSourceSql, parseReplicaStatus, REPLICA_STATUS_FACT, replicaDecision, replicaSource, ReplicationError, startReplicaSql, type ReplicaAction,
   type ReplicaSource,
@@ -12,7 +13,7 @@ import { dialectFor, OS_ID_FACT } from './lib/os.ts';
 
 const source = (ctx: Omit<TaskContext, 'facts'>): ReplicaSource => replicaSource(ctx.hosts);
 
-const replica: Task = {
+const replica: TaskWith<ReplicaAction> = {
   name: 'replica of the manager (GTID)',
   when: ({ host }) => (host.node.db === 'worker' ? null : host.node.db === 'manager' ? 'the manager is the source' : 'not a DB node'),
   facts: () => ({ os: OS_ID_FACT, status: REPLICA_STATUS_FACT }),
@@ -25,7 +26,7 @@ const replica: Task = {
   },
   apply: async (ctx, diff) => {
     const d = dialectFor(ctx.cluster, ctx.facts.os.stdout);
-    const decision = diff.data as ReplicaAction;
+    const decision = diff.data;
     const src = source(ctx);
     if (decision.action === 'fail') throw new ReplicationError(`${ctx.host.name}: ${decision.reason}`, decision.hint);
     const password = ctx.secrets.get(SECRETS.mysqlRepl);
@@ -43,7 +44,10 @@ const replica: Task = {
   },
 };
 
-export const replicationRole: Role = {
+export const replicationRole = defineRole({
   name: 'replication',
+  // the manager's users exist before workers replicate
+  after: ['mysql'],
+  requires: [{ role: 'mysql' }],
   tasks: [replica],
-};
+});

@@ -7,7 +7,8 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { RampartError } from '../core/errors.ts';
 import { ensureStateDir } from '../core/state.ts';
-import type { Cluster, Role, Task } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { Cluster, SakilaSpec, Task } from '../core/types.ts';
 import {
   countsLine, parseSakila, sakilaDoneQuery, sakilaDoneValue, sakilaFact, sakilaLoadScript, sakilaProblem, waitForScript,
 } from './lib/mysql-meta.ts';
@@ -100,4 +101,39 @@ const replicated: Task = {
   },
 };
 
-export const sakilaRole: Role = { name: 'sakila', tasks: [load, replicated] };
+export const sakilaRole = defineRole<SakilaSpec>({
+  name: 'sakila',
+  // loaded once on the manager, carried to the workers by replication
+  after: ['replication'],
+  requires: [{ role: 'mysql' }],
+  settings: {
+    at: ['database', 'sakila'],
+    schema: {
+      "type": "object",
+      "additionalProperties": false,
+      "default": {},
+      "properties": {
+        "url": {
+          "type": "string",
+          "default": "https://downloads.mysql.com/docs/sakila-db.tar.gz",
+          "format": "uri",
+          "pattern": "^https?://",
+          "patternErrorMessage": "must be an http:// or https:// URL",
+          "description": "Where the sakila tarball is downloaded from."
+        },
+        "sha256": {
+          "type": "string",
+          "pattern": "^[0-9a-f]{64}$",
+          "default": "51bf9a9314f9d164ffde94646ff70f445a1cb9a2e53aad1a773b007c13ad7b4f",
+          "patternErrorMessage": "must be 64 lower-case hex digits",
+          "description": "sha256 the tarball must have."
+        },
+        "path": {
+          "type": "string",
+          "description": "Local tarball (offline); relative to cluster.yaml. Env RAMPART_SAKILA overrides."
+        }
+      }
+    },
+  },
+  tasks: [load, replicated],
+});

@@ -8,7 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, shq } from '../core/ssh.ts';
-import type { Cluster, Host, Role, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
+import { defineRole } from '../core/roles.ts';
+import type { Cluster, Host, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
 import { callerOf, CREDENTIAL_HEADER, nextHopOf } from '../services/contract.ts';
 import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, Upstream } from '../services/schemas.ts';
 import { CPU_FACT, runtimeArtifact, runtimePackage, serviceBundle } from './lib/artifact.ts';
@@ -307,8 +308,15 @@ export function healthCurlConfig(s: ServiceName, secrets: SecretStore): string {
   return `header = "${CREDENTIAL_HEADER}: ${inboundCredential(s, secrets)}"\n`;
 }
 
-export const serviceRole: Role = {
+export const serviceRole = defineRole({
   name: 'service',
+  // the database users the services log in with exist first
+  after: ['mysql'],
+  requires: [{
+    field: 'service',
+    describe: '"service:" (one of gatekeeper, trustedhost, proxy)',
+    orphan: { at: 'field', message: (i) => `nodes[${i}].service is set but roles lacks "service"` },
+  }],
   tasks: [user, runtime, bundle, config, unit, running],
   handlers: [
     {
@@ -325,4 +333,4 @@ export const serviceRole: Role = {
       },
     },
   ],
-};
+});

@@ -3,8 +3,9 @@
 // and its tables prepared once on the manager, replicated to the workers.
 // Bench plan: oltp_read_only on every node; oltp_read_write on the manager
 // only (workers are read-only replicas).
-import { fileFactCommand, fileState } from '../core/ssh.ts';
-import type { Role, Task, TaskContext } from '../core/types.ts';
+import { fileFactCommand } from '../core/ssh.ts';
+import { defineRole } from '../core/roles.ts';
+import type { DatabaseSpec, Task, TaskContext } from '../core/types.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
 import { fileTask } from './lib/files.ts';
 import {
@@ -12,8 +13,19 @@ import {
   sysbenchPrepareScript, sysbenchProblem, waitForScript,
 } from './lib/mysql-meta.ts';
 import { SECRETS } from './lib/names.ts';
-import { dialectFor, OS_ID_FACT } from './lib/os.ts';
-import { sysbenchFromApt } from './lib/packages.ts';
+import { staleFiles } from './lib/ops.ts';
+import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
+
+/**
+ * How sysbench gets onto a DB node. Debian's sysbench links libmariadb3, which
+ * depends on mariadb-common, which Oracle's mysql-server conflicts with: next to
+ * MySQL on Debian, this role unpacks the archive's sysbench and libmariadb3
+ * under /opt/rampart/sysbench (its other libraries from apt) and runs it
+ * through a wrapper. Ubuntu's sysbench links libmysqlclient: apt.
+ */
+export function sysbenchFromApt(osId: string, dialect: Dialect): boolean {
+  return !(dialect === 'mysql' && osId.trim() === 'debian');
+}
 
 const notDb = ({ host }: { host: { node: { db?: string } } }) => (host.node.db ? null : 'not a DB node');
 
@@ -61,7 +73,7 @@ const pkg: Task = {
     if (fromApt(ctx)) return missingPackages(['sysbench'], ctx.facts.pkgs.stdout).length ? { message: 'install sysbench' } : null;
     const todo = [
       ...(/^sysbench \d/.test(ctx.facts.runs.stdout) ? [] : [`unpack sysbench + libmariadb3 in ${SYSBENCH_UNPACKED} (libmariadb3 would pull in mariadb-common, which mysql-server conflicts with)`]),
-      ...(ctx.facts.wrapper.stdout === fileState(SYSBENCH_WRAPPER_TEXT, '0755', 'root:root') ? [] : [`write ${SYSBENCH_WRAPPER}`]),
+      ...staleFiles([{ path: SYSBENCH_WRAPPER, content: SYSBENCH_WRAPPER_TEXT, mode: '0755', owner: 'root:root' }], () => ctx.facts.wrapper.stdout).map((f) => `write ${f.path}`),
     ];
     return todo.length ? { message: todo.join('; ') } : null;
   },
@@ -117,4 +129,45 @@ const replicated: Task = {
   },
 };
 
-export const sysbenchRole: Role = { name: 'sysbench', tasks: [pkg, options, prepared, replicated] };
+export const sysbenchRole = defineRole<DatabaseSpec['sysbench']>({
+  name: 'sysbench',
+  // prepared once on the manager, carried to the workers by replication
+  after: ['replication'],
+  requires: [{ role: 'mysql' }],
+  packages: ({ osId, dialect }) => (sysbenchFromApt(osId, dialect) ? ['sysbench'] : []),
+  settings: {
+    at: ['database', 'sysbench'],
+    schema: {
+      "type": "object",
+      "additionalProperties": false,
+      "default": {},
+      "properties": {
+        "tables": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 100,
+          "default": 10
+        },
+        "tableSize": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 10000000,
+          "default": 10000
+        },
+        "threads": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 256,
+          "default": 4
+        },
+        "time": {
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 3600,
+          "default": 10
+        }
+      }
+    },
+  },
+  tasks: [pkg, options, prepared, replicated],
+});

@@ -1,7 +1,8 @@
 // Which OS and which database engine a node runs, from its facts.
 import type { Cluster } from '../../core/types.ts';
 
-export type Dialect = 'mariadb' | 'mysql';
+export type { Dialect } from '../../core/roles.ts';
+import type { Dialect } from '../../core/roles.ts';
 
 /** Shell command printing the node's /etc/os-release ID (debian, ubuntu). */
 export const OS_ID_FACT = `. /etc/os-release && echo "$ID"`;

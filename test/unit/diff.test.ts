@@ -22,13 +22,13 @@ describe('task details', () => {
   test('a managed file: its detail reads the node copy then and diffs it, mode and owner included', async () => {
     const t = fileTask({ name: 'conf', path: () => '/etc/demo.conf', content: () => 'PasswordAuthentication no\nX11Forwarding no\n', mode: '0644', owner: 'root:root' });
     const sent: string[] = [];
-    const conn = { exec: async (script: string) => (sent.push(script), { stdout: 'PasswordAuthentication no\nX11Forwarding yes\nmode 600 owner root:root\n', stderr: '', code: 0 }) };
-    const ctx = { ...ctxFor('manager', { file: fileState('old', '0600', 'root:root') }), conn: conn as never };
+    const conn = { exec: async (script: string) => (sent.push(script), { stdout: 'PasswordAuthentication no\nX11Forwarding yes\n\n@@meta 600 root:root\n', stderr: '', code: 0 }) };
+    const ctx = { ...ctxFor('manager', { file0: fileState('old', '0600', 'root:root') }), conn: conn as never };
     const diff = t.check(ctx) as Diff;
     expect(sent).toEqual([]); // the check itself reads nothing more than its fact
     const text = await diff.detail!();
     expect(text.split('\n').filter((l) => /^[-+][^-+]/.test(l))).toEqual(['-X11Forwarding yes', '+X11Forwarding no']);
-    expect(text).toContain('mode 600 owner root:root -> mode 644 owner root:root');
+    expect(text).toContain('/etc/demo.conf: mode/owner 600 root:root -> 644 root:root');
   });
 
   test('the firewall: the rule lines added and removed', async () => {
