@@ -20,6 +20,7 @@ import { SpecError } from './errors.ts';
 import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
 import { isRoleManifest, RoleError, type JsonSchema, type RoleManifest, type RoleRegistry } from './roles.ts';
 import { suggest } from './suggest.ts';
+import { allows, flowPolicy, RESERVED_PEERS } from './flows.ts';
 import type {
   Cluster, DbRole, FlowSpec, NodeSpec, RoleName, ServiceName,
 } from './types.ts';
@@ -515,7 +516,7 @@ function collapseOneOf(errors: AjvError[]): AjvError[] {
 
 // ------------------------------------------------------------------ semantic checks
 
-const RESERVED_SOURCES = ['internet', 'controller'];
+const RESERVED_SOURCES: readonly string[] = RESERVED_PEERS;
 const MYSQL_PORT = 3306;
 
 function parseIPv4(s: string): number[] | null {
@@ -661,12 +662,9 @@ function semanticChecks(c: RawCluster, ctx: Context, roles: RoleRegistry): void 
   });
 
   // --- the SQL path must get through iptables (INPUT policy DROP on nodes with the iptables role)
-  /** Does a flow let `src` (null: anyone) open `dst`:`port`? `internet` lets everyone. */
-  const allowed = (src: string | null, dst: string, port: number): boolean => flows.some((f) => {
-    if (f.port !== port || !asList(f.to).includes(dst)) return false;
-    const from = asList(f.from);
-    return src === null || from.includes(src) || from.includes('internet');
-  });
+  // the same flow policy the firewall and the security groups render (core/flows.ts)
+  const policy = flowPolicy({ nodes, flows: flows.map((f) => ({ from: asList(f.from), to: asList(f.to), port: f.port })), egress });
+  const allowed = (src: string | null, dst: string, port: number): boolean => allows(policy, src, dst, port);
   const firewalled = (i: number): boolean => nodes[i].roles.includes('iptables');
   for (const svc of SERVICE_NAMES) {
     const idx = serviceNode.get(svc);

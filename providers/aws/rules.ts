@@ -4,6 +4,7 @@
 // references the source node's group (never a CIDR); only `from: internet`
 // opens 0.0.0.0/0; SSH comes from the controller's /32 (or, when jumping,
 // only from the jump host's group).
+import { flowPolicy, RESERVED_PEERS, type FlowPeer } from '../../core/flows.ts';
 import type { Cluster, NodeSpec } from '../../core/types.ts';
 import { ProviderError } from '../../core/errors.ts';
 
@@ -78,12 +79,6 @@ function tcp(direction: Rule['direction'], port: number, peer: Peer, description
   return { direction, protocol: 'tcp', fromPort: port, toPort: port, peer, description: description.replace(/[^a-zA-Z0-9 ._\-:/()#,@[\]+=&;{}!$*]/g, ' ').slice(0, 255) };
 }
 
-function peerOf(source: string, controllerCidr: string): Peer {
-  if (source === 'internet') return { kind: 'cidr', cidr: INTERNET };
-  if (source === 'controller') return { kind: 'cidr', cidr: controllerCidr };
-  return { kind: 'node', node: source };
-}
-
 function dedupe(rules: Rule[]): Rule[] {
   const seen = new Map<string, Rule>();
   for (const r of rules) if (!seen.has(ruleKey(r))) seen.set(ruleKey(r), r);
@@ -97,40 +92,31 @@ function dedupe(rules: Rule[]): Rule[] {
 export function desiredGroups(cluster: Cluster, controllerCidr: string): DesiredGroup[] {
   const names = new Set(cluster.nodes.map((n) => n.name));
   const jump = jumpNode(cluster);
-  const restricted = new Map(cluster.security.egress.map((e) => [e.node, e]));
-
-  return cluster.nodes.map((node) => {
-    const ingress: Rule[] = [];
-    // SSH: from the controller, or only from the jump host when jumping.
-    if (!jump || jump.name === node.name) ingress.push(tcp('ingress', 22, { kind: 'cidr', cidr: controllerCidr }, 'ssh from the controller'));
-    else ingress.push(tcp('ingress', 22, { kind: 'node', node: jump.name }, `ssh via ${jump.name} (jump host)`));
-
-    for (const flow of cluster.security.flows) {
-      if (!flow.to.includes(node.name)) continue;
-      for (const from of flow.from) {
-        if (from !== 'internet' && from !== 'controller' && !names.has(from)) {
-          throw new ProviderError(`security.flows: unknown node '${from}' in from`, 'use a node name, internet or controller');
-        }
-        ingress.push(tcp('ingress', flow.port, peerOf(from, controllerCidr), `flow ${from} to ${node.name}:${flow.port}`));
+  for (const flow of cluster.security.flows) {
+    for (const from of flow.from) {
+      if (!(RESERVED_PEERS as readonly string[]).includes(from) && !names.has(from)) {
+        throw new ProviderError(`security.flows: unknown node '${from}' in from`, 'use a node name, internet or controller');
       }
     }
+  }
+  // the flow policy, resolved once (core/flows.ts); a security group only renders it
+  const policy = flowPolicy({ nodes: cluster.nodes, flows: cluster.security.flows, egress: cluster.security.egress, ...(jump ? { jump: jump.name } : {}) });
+  const peer = (p: FlowPeer): Peer => (p.kind === 'internet' ? { kind: 'cidr', cidr: INTERNET } : p.kind === 'controller' ? { kind: 'cidr', cidr: controllerCidr } : { kind: 'node', node: p.node });
+
+  return cluster.nodes.map((node) => {
+    const p = policy.get(node.name)!;
+    const ingress: Rule[] = [p.ssh.kind === 'node'
+      ? tcp('ingress', 22, peer(p.ssh), `ssh via ${p.ssh.node} (jump host)`)
+      : tcp('ingress', 22, { kind: 'cidr', cidr: controllerCidr }, 'ssh from the controller')];
+    for (const r of p.ingress) ingress.push(tcp('ingress', r.port, peer(r.peer), r.why));
 
     let egress: Rule[] | null = null;
-    const limit = restricted.get(node.name);
-    if (limit) {
-      egress = [];
-      for (const flow of cluster.security.flows) {
-        if (!flow.from.includes(node.name)) continue;
-        for (const to of flow.to) egress.push(tcp('egress', flow.port, { kind: 'node', node: to }, `flow ${node.name} to ${to}:${flow.port}`));
-      }
-      // The jump host must still open SSH to the nodes behind it.
-      if (jump && jump.name === node.name) {
-        for (const other of cluster.nodes) if (other.name !== node.name) egress.push(tcp('egress', 22, { kind: 'node', node: other.name }, `ssh jump to ${other.name}`));
-      }
+    if (p.egress) {
+      egress = p.egress.to.map((r) => tcp('egress', r.port, peer(r.peer), r.why));
       // Package mirrors sit behind changing addresses: HTTP(S) anywhere is the
       // narrowest a security group can say. DNS to the VPC resolver needs no
       // rule (security groups do not filter Amazon-provided DNS).
-      if (limit.mirror) {
+      if (p.egress.mirror) {
         egress.push(tcp('egress', 80, { kind: 'cidr', cidr: INTERNET }, 'apt mirror (http)'));
         egress.push(tcp('egress', 443, { kind: 'cidr', cidr: INTERNET }, 'apt mirror (https)'));
       }

@@ -2,6 +2,7 @@
 // and the hosts: an iptables-restore text for the filter table, plus the
 // normalisation that lets it be compared with what `iptables-save` prints
 // (legacy or nf_tables backend, counters, comments, implicit matches).
+import { flowPolicy, type FlowPeer, type NodePolicy } from '../../core/flows.ts';
 import type { Cluster, Host } from '../../core/types.ts';
 
 /** Addresses apt needs on an egress-restricted node with `mirror: true` (resolved on the node). */
@@ -21,13 +22,10 @@ const ESTABLISHED = '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT';
 const tcp = (port: number) => `-p tcp -m tcp --dport ${port}`;
 const cidr = (address: string) => (address.includes('/') ? address : `${address}/32`);
 
-/** Resolve a flow endpoint to source CIDRs as seen by `self` (null = anyone). */
-function sources(name: string, self: Host, hosts: Host[]): (string | null)[] {
-  if (name === 'internet') return [null];
-  if (name === 'controller') return [cidr(self.sshFrom)];
-  const h = hosts.find((x) => x.name === name);
-  if (!h) throw new Error(`security flow names unknown node ${name}`);
-  return [cidr(h.privateAddress)];
+/** The cluster's flow policy as these hosts see it (the jump host: the one others SSH through). */
+export function policyOf(cluster: Cluster, hosts: Host[]): Map<string, NodePolicy> {
+  const jump = hosts.find((h) => hosts.some((o) => o.jump?.address === h.address && o.name !== h.name))?.name;
+  return flowPolicy({ nodes: cluster.nodes, flows: cluster.security.flows, egress: cluster.security.egress, ...(jump ? { jump } : {}) });
 }
 
 /** Does the node's OUTPUT get restricted (security.egress)? */
@@ -36,45 +34,46 @@ export function egressOf(cluster: Cluster, host: Pick<Host, 'name'>): { mirror: 
   return e ? { mirror: e.mirror } : null;
 }
 
+/** A peer as an address this node's rules can match (null = anyone). */
+function address(peer: FlowPeer, self: Host, hosts: Host[]): { cidr: string | null } {
+  if (peer.kind === 'internet') return { cidr: null };
+  if (peer.kind === 'controller') return { cidr: cidr(self.sshFrom) };
+  const h = hosts.find((x) => x.name === peer.node);
+  if (!h) throw new Error(`security flow names unknown node ${peer.node}`);
+  return { cidr: cidr(h.privateAddress) };
+}
+
 /**
- * The node's ruleset in iptables-save's own canonical spelling. SSH from the
- * controller and established traffic come first so a reload can never cut the
- * connection that performs it.
+ * The node's ruleset in iptables-save's own canonical spelling, rendered from
+ * the flow policy (core/flows.ts). SSH from the controller and established
+ * traffic come first so a reload can never cut the connection that performs it.
  *
  * "Default DROP" is a final `-j DROP` rule, not the chain policy: a flush
  * (`iptables -F`) then opens the node instead of locking the controller out,
  * and the next apply (which still reaches it) closes it again.
  */
 export function firewallRules(cluster: Cluster, host: Host, hosts: Host[], mirror: MirrorAccess = { addresses: [], resolvers: [] }): string {
-  const egress = egressOf(cluster, host);
+  const policy = policyOf(cluster, hosts).get(host.name);
+  if (!policy) throw new Error(`no node named ${host.name} in cluster.yaml`);
+  // SSH: the controller's address as this node sees it (the jump host's on AWS)
   const input: string[] = [
     `-A INPUT -s ${cidr(host.sshFrom)} ${tcp(22)} -j ACCEPT`,
     `-A INPUT ${ESTABLISHED}`,
     '-A INPUT -i lo -j ACCEPT',
   ];
-  const output: string[] = [];
-  for (const flow of cluster.security.flows) {
-    if (flow.to.includes(host.name)) {
-      for (const from of flow.from) {
-        for (const src of sources(from, host, hosts)) input.push(`-A INPUT${src ? ` -s ${src}` : ''} ${tcp(flow.port)} -j ACCEPT`);
-      }
-    }
-    if (egress && flow.from.includes(host.name)) {
-      for (const to of flow.to) {
-        const dst = hosts.find((x) => x.name === to);
-        if (!dst) throw new Error(`security flow names unknown node ${to}`);
-        output.push(`-A OUTPUT -d ${cidr(dst.privateAddress)} ${tcp(flow.port)} -j ACCEPT`);
-      }
-    }
+  for (const r of policy.ingress) {
+    const src = address(r.peer, host, hosts).cidr;
+    input.push(`-A INPUT${src ? ` -s ${src}` : ''} ${tcp(r.port)} -j ACCEPT`);
   }
+  const output: string[] = [];
+  const egress = policy.egress;
   if (egress) {
     // the SSH server's replies to the controller by port, not only by conntrack: on a node's
     // first load the live session is not tracked yet, and its replies would be dropped as NEW
     // (TCP then backs off for seconds); this also keeps --check/apply working after a conntrack flush
-    output.unshift(`-A OUTPUT -d ${cidr(host.sshFrom)} -p tcp -m tcp --sport 22 -j ACCEPT`, `-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT');
-    // a bastion (AWS jump) must still reach the nodes the controller's SSH goes through it to
-    for (const h of hosts) {
-      if (h.jump && h.name !== host.name && h.jump.address === host.address) output.push(`-A OUTPUT -d ${cidr(h.privateAddress)} ${tcp(h.port)} -j ACCEPT`);
+    output.push(`-A OUTPUT -d ${cidr(host.sshFrom)} -p tcp -m tcp --sport 22 -j ACCEPT`, `-A OUTPUT ${ESTABLISHED}`, '-A OUTPUT -o lo -j ACCEPT');
+    for (const r of egress.to) {
+      output.push(`-A OUTPUT -d ${address(r.peer, host, hosts).cidr} ${tcp(r.port)} -j ACCEPT`);
     }
     if (egress.mirror) {
       for (const r of uniqSorted(mirror.resolvers)) {
