@@ -62,10 +62,10 @@ const live: Task = {
     }
     if (!msg.length) return null;
     // --diff: the rule lines added and removed, in iptables-save's normalised spelling
-    const detail = () => [
+    const detail = async () => (await Promise.all([
       load.v4 ? unifiedDiff('iptables filter (IPv4)', `${normaliseRuleset(have4)}\n`, `${normaliseRuleset(want4)}\n`) : '',
       load.v6 ? unifiedDiff('ip6tables filter (IPv6)', `${normaliseRuleset(have6)}\n`, `${normaliseRuleset(want6)}\n`) : '',
-    ].join('');
+    ])).join('');
     return { message: `load ruleset (${msg.join('; ')})`, data: load, detail };
   },
   apply: async ({ conn }, diff) => {

@@ -148,7 +148,7 @@ async function filesDiff(ctx: TaskContext, todo: WantedFile[]): Promise<string> 
     const at = have.stdout.lastIndexOf('\n@@meta ');
     const body = at < 0 ? '' : have.stdout.slice(0, at);
     const meta = at < 0 ? '' : have.stdout.slice(at + '\n@@meta '.length).trim();
-    out.push(unifiedDiff(f.path, body, String(f.content)));
+    out.push(await unifiedDiff(f.path, body, String(f.content)));
     const want = `${Number.parseInt(f.mode, 8).toString(8)} ${f.owner}`;
     if (meta !== want) out.push(`${f.path}: ${meta ? `mode/owner ${meta}` : 'absent'} -> ${want}\n`);
   }

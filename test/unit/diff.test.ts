@@ -11,10 +11,10 @@ import { mysqlRole } from '../../roles/mysql.ts';
 import { ctxFor, host } from './mysql-fixtures.ts';
 
 describe('unified diff', () => {
-  test('the changed lines with context, the node first; nothing when equal', () => {
-    const d = unifiedDiff('/etc/x.conf', 'a\nb\nc\n', 'a\nB\nc\n');
+  test('the changed lines with context, the node first; nothing when equal', async () => {
+    const d = await unifiedDiff('/etc/x.conf', 'a\nb\nc\n', 'a\nB\nc\n');
     expect(d).toBe('--- /etc/x.conf (node)\n+++ /etc/x.conf (rampart)\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n');
-    expect(unifiedDiff('/etc/x.conf', 'same\n', 'same\n')).toBe('');
+    expect(await unifiedDiff('/etc/x.conf', 'same\n', 'same\n')).toBe('');
   });
 });
 
