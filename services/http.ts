@@ -155,6 +155,9 @@ export interface Server {
   stop(): Promise<void>;
 }
 
+/** How long a stopping service waits for the requests in flight (the hops' own timeout). */
+export const DRAIN_MS = 10_000;
+
 /**
  * Serves a hop: Bun.serve natively (the client address from the socket), on
  * Node through Elysia's node adapter (loaded only there).
@@ -171,7 +174,15 @@ export async function listen(hop: Hop, host: string, port: number): Promise<Serv
         : (request) => hop.handle(request),
       error: () => errorResponse(500, 'INTERNAL', 'internal error'),
     });
-    return { stop: () => server.stop(true) };
+    // drain: stop listening, let the requests in flight finish (a restart drops none of them),
+    // close what is still open after the longest a request may take
+    return {
+      stop: async () => {
+        const force = setTimeout(() => void server.stop(true), DRAIN_MS);
+        await server.stop();
+        clearTimeout(force);
+      },
+    };
   }
   const [{ Elysia }, { node }] = await Promise.all([import('elysia'), import('@elysiajs/node')]);
   const app = new Elysia({ adapter: node(), serve: { maxRequestBodySize: hop.maxBodyBytes + 1024 } })

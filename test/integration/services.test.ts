@@ -261,4 +261,17 @@ describe.skipIf(!avail.ok)('services on loopback against MariaDB', () => {
     const after = await whoami('customized');
     expect(after.body.node).toBe('worker2');
   }, 30_000);
+
+  // last: it stops the proxy. worker1 is down now, so every read waits on the delayed worker2
+  test('a proxy stopped with SIGTERM (a restart) answers the requests in flight before it exits', async () => {
+    const headers = { 'content-type': 'application/json', 'x-rampart-credential': svc.credentials.proxy };
+    const sent = Array.from({ length: 24 }, () => fetch(`${svc.proxy.url}/query`, { method: 'POST', headers, body: JSON.stringify({ sql: 'SELECT name FROM whoami', mode: 'random' }) })
+      .then(async (r) => ({ status: r.status, node: ((await r.json()) as { node?: string }).node ?? '' }), (e: Error) => ({ status: 0, node: e.message })));
+    await new Promise((r) => setTimeout(r, SLOW_MS)); // the requests are at the proxy, waiting on worker2
+    const stopped = svc.proxy.stop(); // SIGTERM: stop listening, answer what is in flight, then exit
+    const results = await Promise.all(sent);
+    await stopped;
+    expect(results.filter((r) => r.status !== 200)).toEqual([]);
+    expect(new Set(results.map((r) => r.node))).toEqual(new Set(['worker2']));
+  }, 30_000);
 });
