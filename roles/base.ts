@@ -3,7 +3,7 @@
 import { shq } from '../core/ssh.ts';
 import { defineRole } from '../core/roles.ts';
 import type { Task, TaskWith } from '../core/types.ts';
-import { aptInstall, aptUpgrade, missingPackages, packagesFact, parsePendingUpgrades, PENDING_UPGRADES_FACT, refreshListsScript, wantedUpgrades } from './lib/apt.ts';
+import { aptInstall, aptUpgrade, missingPackages, packagesFact, parsePendingUpgrades, PENDING_UPGRADES_FACT, refreshedUpgrades, wantedUpgrades } from './lib/apt.ts';
 import { fileTask } from './lib/files.ts';
 import { dialectFor, OS_ID_FACT } from './lib/os.ts';
 
@@ -39,7 +39,7 @@ const packages: TaskWith<string[]> = {
  * are installed. --check reports them per package (--diff: old -> new), from
  * the lists as they are (it refreshes nothing).
  */
-const updates: Task = {
+const updates: TaskWith<{ stale: boolean; names: string[] }> = {
   name: 'package lists and pending updates',
   facts: () => ({ pending: PENDING_UPGRADES_FACT }),
   check: ({ facts, cluster }) => {
@@ -54,13 +54,10 @@ const updates: Task = {
     return { message: parts.join('; '), data: { stale, names: want.map((u) => u.name) }, detail: () => want.map((u) => `${u.name}: ${u.from} -> ${u.to}${u.security ? ' (security)' : ''}\n`).join('') };
   },
   apply: async ({ conn, cluster }, diff) => {
-    const { names } = diff.data as { stale: boolean; names: string[] };
-    const lock = '-o DPkg::Lock::Timeout=600';
     // refresh now (the check may have seen stale lists), then upgrade what the fresh lists say
-    await conn.exec(`export DEBIAN_FRONTEND=noninteractive; set -e; ${refreshListsScript(0, lock)}`);
-    const fresh = parsePendingUpgrades((await conn.exec(PENDING_UPGRADES_FACT)).stdout);
-    const now = wantedUpgrades(fresh.upgrades, cluster.apt.upgrades).map((u) => u.name);
-    await aptUpgrade(conn, now, cluster.apt.cacheValidSeconds);
+    const now = wantedUpgrades(await refreshedUpgrades(conn), cluster.apt.upgrades).map((u) => u.name);
+    await aptUpgrade(conn, now);
+    const { names } = diff.data;
     return `lists refreshed${now.length ? `; upgraded ${now.join(' ')}` : names.length ? '' : '; nothing to upgrade'}`;
   },
 };

@@ -101,11 +101,22 @@ export function wantedUpgrades(upgrades: PendingUpgrade[], policy: 'security' | 
   return policy === 'all' ? upgrades : upgrades.filter((u) => u.security);
 }
 
-/** Install exactly these upgrades (--only-upgrade: nothing new is pulled in), lists refreshed first if stale. */
-export async function aptUpgrade(conn: Connection, names: string[], maxAgeS: number): Promise<void> {
+/**
+ * Refresh the package lists now, then read the pending upgrades from them: one
+ * round trip (the check may have seen stale lists).
+ */
+export async function refreshedUpgrades(conn: Connection): Promise<PendingUpgrade[]> {
+  const lock = '-o DPkg::Lock::Timeout=600';
+  const r = await conn.exec(`export DEBIAN_FRONTEND=noninteractive; set -e
+${refreshListsScript(0, lock)} >&2
+${PENDING_UPGRADES_FACT}`);
+  return parsePendingUpgrades(r.stdout).upgrades;
+}
+
+/** Install exactly these upgrades (--only-upgrade: nothing new is pulled in), on lists just refreshed. */
+export async function aptUpgrade(conn: Connection, names: string[]): Promise<void> {
   if (!names.length) return;
   const lock = '-o DPkg::Lock::Timeout=600';
   await conn.exec(`export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a; set -e
-${refreshListsScript(maxAgeS, lock)}
 apt-get ${lock} install -y -q --only-upgrade --no-install-recommends -o Dpkg::Options::=--force-confold ${names.map(shq).join(' ')}`);
 }

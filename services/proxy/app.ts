@@ -22,8 +22,8 @@ export interface ProxyRuntime {
 export function createProxy(config: ProxyConfig): ProxyRuntime {
   const queryTimeoutMs = config.db.queryTimeoutMs ?? 5000;
   const probeTimeoutMs = config.probeTimeoutMs ?? Math.min(750, 3 * config.probeIntervalMs);
-  const manager = new DbNode(config.db.manager, 'manager', config.db, queryTimeoutMs, probeTimeoutMs, config.maxLagSeconds);
-  const workers = config.db.workers.map((w) => new DbNode(w, 'worker', config.db, queryTimeoutMs, probeTimeoutMs, config.maxLagSeconds));
+  const manager = new DbNode(config.db.manager, 'manager', config.db, queryTimeoutMs, probeTimeoutMs);
+  const workers = config.db.workers.map((w) => new DbNode(w, 'worker', config.db, queryTimeoutMs, probeTimeoutMs));
   const router = new Router(manager, workers, config.maxLagSeconds);
   const all = [manager, ...workers];
   let timer: ReturnType<typeof setInterval> | undefined;

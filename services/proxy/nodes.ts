@@ -76,12 +76,14 @@ export class DbNode {
   lagSeconds: number | null = null;
   replicating: boolean | null = null;
   /**
-   * When a probe last saw this worker replicating and within the lag limit (ms since epoch).
+   * When a probe last saw this worker replicating with a known lag (ms since epoch).
    * A worker that lost its source (IO thread reconnecting: the manager restarts) but still
-   * applies what it has keeps serving reads for up to maxLagSeconds after that: its data is
-   * then at most that old, and reads go on while the manager is away.
+   * applies what it has keeps serving reads while that lag plus the time since stays within
+   * maxLagSeconds: its data is no older than that, and reads go on while the manager is away.
    */
   caughtUpAt: number | null = null;
+  /** Its lag at that probe (seconds): the data is that old plus the time since. */
+  caughtUpLag = 0;
   /** The SQL (applier) thread runs: the replica is not broken, only maybe cut off. */
   applying = false;
   lastError: string | undefined;
@@ -90,7 +92,7 @@ export class DbNode {
   private probing = false;
   private closed = false;
 
-  constructor(endpoint: DbEndpoint, readonly role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number, probeTimeoutMs = 750, private readonly maxLagSeconds = 5) {
+  constructor(endpoint: DbEndpoint, readonly role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number, probeTimeoutMs = 750) {
     this.name = endpoint.name;
     const base: mysql.PoolOptions = {
       host: endpoint.host,
@@ -134,7 +136,7 @@ export class DbNode {
     if (!this.healthy) return false;
     if (this.role === 'manager') return true;
     if (this.replicating === true && this.lagSeconds !== null && this.lagSeconds <= maxLagSeconds) return true;
-    return this.applying && this.caughtUpAt !== null && now - this.caughtUpAt <= maxLagSeconds * 1000;
+    return this.applying && this.caughtUpAt !== null && this.caughtUpLag + (now - this.caughtUpAt) / 1000 <= maxLagSeconds;
   }
 
   private record(ms: number): void {
@@ -198,12 +200,16 @@ export class DbNode {
           this.replicating = io === 'Yes' && sqlThread === 'Yes';
           this.applying = sqlThread === 'Yes';
           this.lagSeconds = lag === null || lag === undefined ? null : Number(lag);
-          if (this.replicating && this.lagSeconds !== null && this.lagSeconds <= this.maxLagSeconds) this.caughtUpAt = Date.now();
+          if (this.replicating && this.lagSeconds !== null) {
+            this.caughtUpAt = Date.now();
+            this.caughtUpLag = this.lagSeconds;
+          }
         }
       }
       this.record(performance.now() - start);
       this.healthy = true;
-      this.setError(this.role === 'worker' && this.replicating === false && !this.usable(this.maxLagSeconds) ? 'replication is not running' : undefined);
+      // cut off from its source but still applying is not left out (yet): see usable()
+      this.setError(this.role === 'worker' && this.replicating === false && !this.applying ? 'replication is not running' : undefined);
     } catch (e) {
       const err = e as MysqlLikeError;
       if (err.errno === 1227 || err.code === 'ER_SPECIFIC_ACCESS_DENIED_ERROR') {
