@@ -714,6 +714,12 @@ function semanticChecks(c: RawCluster, ctx: Context, roles: RoleRegistry): void 
   if (!gatekeeper.schemas.includes(c.database.schema)) {
     ctx.report(['services', 'gatekeeper', 'schemas'], `services.gatekeeper.schemas must include database.schema "${c.database.schema}" (the app user can only use that schema)`);
   }
+  gatekeeper.routines.forEach((r, i) => {
+    const schema = r.slice(0, r.indexOf('.'));
+    if (schema.toLowerCase() !== c.database.schema.toLowerCase()) {
+      ctx.report(['services', 'gatekeeper', 'routines', i], `services.gatekeeper.routines: ${r} is not in database.schema "${c.database.schema}" (the app user can only use that schema)`);
+    }
+  });
 }
 
 function checkAddresses(c: RawCluster, ctx: Context): void {
@@ -805,6 +811,7 @@ function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster 
         ...raw.services.gatekeeper,
         statements: [...raw.services.gatekeeper.statements],
         schemas: [...raw.services.gatekeeper.schemas],
+        routines: [...raw.services.gatekeeper.routines],
         rateLimit: { ...raw.services.gatekeeper.rateLimit },
       },
       trustedhost: { port: raw.services.trustedhost.port },

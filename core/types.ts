@@ -94,6 +94,7 @@ export interface GatekeeperSpec {
   port: number;
   statements: string[];     // allowed statement types, e.g. SELECT/INSERT/UPDATE/DELETE
   schemas: string[];        // allowed schemas
+  routines: string[];       // stored functions queries may call (schema.name)
   maxBodyBytes: number;
   rateLimit: { requests: number; perSeconds: number };
 }

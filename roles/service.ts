@@ -62,7 +62,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
   const common = {
     listen: { host: host.privateAddress, port: servicePort(cluster, s) },
     maxBodyBytes: gk.maxBodyBytes,
-    policy: { statements: [...gk.statements], schemas: [...gk.schemas] },
+    policy: { statements: [...gk.statements], schemas: [...gk.schemas], ...(gk.routines.length ? { routines: [...gk.routines] } : {}) },
   };
   if (s === 'gatekeeper') {
     const c: GatekeeperConfig = {

@@ -80,11 +80,11 @@ export function buildHop(opts: HopOptions): Hop {
   const isPublic = callerOf(hop) === null;
 
   const refuse = (e: HttpError, requestId: string, start: number, note: Note = {}, withId = false): Response => {
-    log({ request_id: requestId, hop, mode: note.mode, type: note.type, status: e.status, code: e.code, duration_ms: since(start) });
+    log({ request_id: requestId, hop, mode: note.mode, type: note.type, status: e.status, code: e.code, duration_ms: since(start), detail: e.detail });
     const headers: Record<string, string> = { ...e.headers };
     if (withId) headers['x-request-id'] = requestId;
     if (note.mode || note.type) headers[ROUTE_HEADER] = formatRoute(note);
-    return errorResponse(e.status, e.code, e.message, headers);
+    return errorResponse(e.status, e.code, e.message, headers, withId ? requestId : undefined);
   };
 
   async function handle(request: Request, clientAddress: string | null = null): Promise<Response> {
@@ -109,7 +109,7 @@ export function buildHop(opts: HopOptions): Hop {
       note.type = q.type;
       answer = await opts.query(q, { requestId, start, note });
     } catch (e) {
-      const err = e instanceof HttpError ? e : new HttpError(500, 'INTERNAL', 'internal error');
+      const err = e instanceof HttpError ? e : new HttpError(500, 'INTERNAL', 'internal error', undefined, String((e as Error)?.message ?? e).slice(0, 500));
       return refuse(err, requestId, start, note, true);
     }
     const mode = answer.mode || note.mode;

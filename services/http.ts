@@ -7,16 +7,22 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Hop } from './hop.ts';
 
-/** An error with its HTTP status and a stable code; the message is safe to show. */
+/**
+ * An error with its HTTP status and a stable code; the message is safe to
+ * show. `detail` is for the hop's log line only (e.g. the database's own
+ * message), never sent.
+ */
 export class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string, readonly headers?: Record<string, string>) {
+  constructor(readonly status: number, readonly code: string, message: string, readonly headers?: Record<string, string>, readonly detail?: string) {
     super(message);
     this.name = 'HttpError';
   }
 }
 
-export function errorResponse(status: number, code: string, message: string, headers?: Record<string, string>): Response {
-  return new Response(JSON.stringify({ error: { code, message } }), {
+/** The one error shape: `{ error: { code, message, request_id? } }` (the id when the request got one). */
+export function errorResponse(status: number, code: string, message: string, headers?: Record<string, string>, requestId?: string): Response {
+  const error = requestId ? { code, message, request_id: requestId } : { code, message };
+  return new Response(JSON.stringify({ error }), {
     status,
     headers: { 'content-type': 'application/json', ...headers },
   });
@@ -115,6 +121,8 @@ export interface LogFields {
   status: number;
   code?: string;
   duration_ms: number;
+  /** Why it failed, for the operator (a database error's own text); never in the answer. */
+  detail?: string;
 }
 
 let pendingLog: string[] = [];
@@ -155,6 +163,9 @@ export interface Server {
   stop(): Promise<void>;
 }
 
+/** The runtime's own body limit, out of the way of readJsonBody's (see listen). */
+const RUNTIME_BODY_LIMIT = Number.MAX_SAFE_INTEGER;
+
 /** How long a stopping service waits for the requests in flight (the hops' own timeout). */
 export const DRAIN_MS = 10_000;
 
@@ -167,8 +178,10 @@ export async function listen(hop: Hop, host: string, port: number): Promise<Serv
     const server = Bun.serve({
       hostname: host,
       port,
-      // Bun refuses larger bodies before we see them; readJsonBody checks the exact limit.
-      maxRequestBodySize: hop.maxBodyBytes + 1024,
+      // No runtime cap: Bun would answer a larger body with an empty 413 before the app sees it.
+      // readJsonBody refuses it in the JSON shape, from Content-Length before reading a byte or
+      // while streaming a chunked body (nothing is buffered past maxBodyBytes).
+      maxRequestBodySize: RUNTIME_BODY_LIMIT,
       fetch: hop.usesClientAddress
         ? (request, srv) => hop.handle(request, srv.requestIP(request)?.address ?? null)
         : (request) => hop.handle(request),
@@ -185,7 +198,7 @@ export async function listen(hop: Hop, host: string, port: number): Promise<Serv
     };
   }
   const [{ Elysia }, { node }] = await Promise.all([import('elysia'), import('@elysiajs/node')]);
-  const app = new Elysia({ adapter: node(), serve: { maxRequestBodySize: hop.maxBodyBytes + 1024 } })
+  const app = new Elysia({ adapter: node(), serve: { maxRequestBodySize: RUNTIME_BODY_LIMIT } })
     .onError(({ code }) => code === 'NOT_FOUND'
       ? errorResponse(404, 'NOT_FOUND', 'no such route (POST /query, GET /health)')
       : errorResponse(500, 'INTERNAL', 'internal error'))

@@ -53,6 +53,7 @@ const Common = {
   policy: T.Object({
     statements: T.Array(T.String(), { minItems: 1, description: 'Allowed statement verbs, upper case.', error: 'policy.statements must be a non-empty list of statement verbs' }),
     schemas: T.Array(T.String(), { description: 'Schemas that qualified names may use.', error: 'policy.schemas must be a list of schema names' }),
+    routines: T.Optional(T.Array(T.String(), { description: 'Stored routines (schema.name) queries may call.', error: 'policy.routines must be a list of schema.name' })),
   }, { description: 'The SQL allow-list; every hop enforces it again (same module).', error: 'policy must be { statements, schemas }' }),
   log: T.Optional(T.Boolean({ description: 'One JSON line per request on stdout (default true).', error: 'log must be true or false' })),
 };

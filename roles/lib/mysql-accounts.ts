@@ -41,7 +41,9 @@ export function workerHosts(hosts: Host[]): Host[] {
 export function desiredAccounts(d: Dialect, cluster: Cluster, hosts: Host[]): Account[] {
   const out: Account[] = [];
   for (const p of hosts.filter((h) => h.node.service === 'proxy')) {
-    out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: APP_PRIVS } });
+    // EXECUTE only when cluster.yaml allow-lists routines (the gatekeeper's policy names which ones)
+    const appPrivs = cluster.services.gatekeeper.routines.length ? [...APP_PRIVS, 'EXECUTE'] : APP_PRIVS;
+    out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: appPrivs } });
     // a separate probe user, so the app user keeps DML on its schema and nothing else
     out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [DIALECT_SQL[d].monitorPrivilege], schemas: {} });
   }

@@ -8,7 +8,8 @@ import type { ProxyConfig } from '../schemas.ts';
 import { buildHop, type Hop } from '../hop.ts';
 import { HttpError, jsonResponse, secretChecker, since } from '../http.ts';
 import type { ValidQuery } from '../validate.ts';
-import { DbNode, isTimeout, isUnavailable, type MysqlLikeError, type QueryResult } from './nodes.ts';
+import { dbError } from './db-errors.ts';
+import { DbNode, isTimeout, isUnavailable, type QueryResult } from './nodes.ts';
 import { Router } from './router.ts';
 
 export interface ProxyRuntime {
@@ -42,18 +43,6 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
   };
 }
 
-/** Maps a database error to the API's error: user errors are 422/403, an unreachable node 503. */
-function dbError(e: unknown): HttpError {
-  const err = e as MysqlLikeError;
-  if (isTimeout(e)) return new HttpError(503, 'QUERY_TIMEOUT', 'the query did not finish in time');
-  if (isUnavailable(e)) return new HttpError(503, 'DB_UNAVAILABLE', 'no database node could serve the statement');
-  if (err?.errno === 1142 || err?.errno === 1143 || err?.errno === 1044 || err?.errno === 1227) {
-    return new HttpError(403, 'DB_ACCESS_DENIED', err.sqlMessage ?? 'access denied');
-  }
-  if (typeof err?.errno === 'number' && err.sqlMessage) return new HttpError(422, 'SQL_ERROR', `${err.code ?? 'ERROR'}: ${err.sqlMessage}`);
-  return new HttpError(503, 'DB_ERROR', 'the database failed to run the statement');
-}
-
 function buildApp(config: ProxyConfig, router: Router): Hop {
   const credentialMatches = secretChecker([config.credential]);
 
@@ -65,14 +54,14 @@ function buildApp(config: ProxyConfig, router: Router): Hop {
     } catch (e) {
       // A read on a node that just died (or hung, now marked down by the probe) runs once more elsewhere.
       const retry = q.type === 'read' && (isUnavailable(e) && (!isTimeout(e) || !node.healthy));
-      if (!retry) throw dbError(e);
+      if (!retry) throw dbError(e, q.sql, q.params);
       const failed = node;
       node = router.pick(q.type, mode, failed);
-      if (!node) throw dbError(e);
+      if (!node) throw dbError(e, q.sql, q.params);
       try {
         return { node: node.name, result: await node.run(q.sql, q.params) };
       } catch (e2) {
-        throw dbError(e2);
+        throw dbError(e2, q.sql, q.params);
       }
     }
   }

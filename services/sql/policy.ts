@@ -1,9 +1,12 @@
 // The SQL policy: an allow-list applied on the token stream by every hop.
 // Exactly one statement whose verb is allowed, no executable comments, no
-// variables, no file/lock/sleep functions, no SELECT ... INTO, and every
-// schema-qualified name inside the allowed schemas (system schemas never).
+// variables, no file/lock/sleep functions, no SELECT ... INTO, every
+// schema-qualified name inside the allowed schemas (system schemas never),
+// no quoted name holding a dot, and no stored routine call unless
+// allow-listed (services/sql/functions.ts tells built-ins from routines).
 
 import { classifyTokens, mainVerbIndex, type QueryType } from './classifier.ts';
+import { BUILTIN_FUNCTIONS, PAREN_KEYWORDS } from './functions.ts';
 import { significant, SqlSyntaxError, tokenize, type Token } from './tokenizer.ts';
 
 export interface SqlPolicy {
@@ -11,6 +14,12 @@ export interface SqlPolicy {
   statements: string[];
   /** Schemas that qualified names may use (case-insensitive). */
   schemas: string[];
+  /**
+   * Stored routines (`schema.name`) a query may call; any other routine
+   * call is refused. An unqualified call matches an entry by its name (the
+   * API's connections use the cluster's database as the default schema).
+   */
+  routines?: string[];
 }
 
 export const DEFAULT_POLICY: SqlPolicy = { statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: [] };
@@ -62,6 +71,17 @@ function isName(t: Token | undefined): t is Token {
 }
 function isPunct(t: Token | undefined, p: string): boolean {
   return t !== undefined && t.type === 'punct' && t.value === p;
+}
+
+/**
+ * The routine a call names (`schema.name` or `name`), or null for a
+ * built-in function or a keyword before a parenthesis. A quoted or
+ * schema-qualified name is always a routine: built-ins are neither.
+ */
+function routineCall(parts: Token[]): string | null {
+  const last = parts[parts.length - 1];
+  if (parts.length === 1 && last.type === 'word' && (BUILTIN_FUNCTIONS.has(last.upper) || PAREN_KEYWORDS.has(last.upper))) return null;
+  return parts.map((p) => p.value).join('.');
 }
 
 export type PolicyCheck = (sql: string) => PolicyVerdict;
@@ -118,7 +138,12 @@ export function checkSql(sql: string, policy: SqlPolicy): PolicyVerdict {
   if (!allowed.has(verb)) return deny('STATEMENT_NOT_ALLOWED', `${verb} statements are not allowed (allowed: ${[...allowed].join(', ')})`);
 
   const schemas = new Set(policy.schemas.map((s) => s.toUpperCase()));
+  const routines = new Set((policy.routines ?? []).map((r) => r.toUpperCase()));
+  const routineNames = new Set([...routines].map((r) => r.slice(r.indexOf('.') + 1)));
+  // In WITH ... the names before the main verb at depth 0 are the CTEs' (`WITH x (a, b) AS (...)`).
+  const cteEnd = tokens[0]?.upper === 'WITH' ? v : 0;
   let placeholders = 0;
+  let callsRoutine = false;
   // Per parenthesis depth: are we in a table-reference list, an ON condition, or elsewhere?
   const clause: Array<'tables' | 'on' | 'other'> = ['other'];
   let depth = 0;
@@ -171,6 +196,10 @@ export function checkSql(sql: string, policy: SqlPolicy): PolicyVerdict {
       if (TABLE_END.has(u)) { clause[depth] = 'other'; continue; }
     }
     if (SYSTEM_SCHEMAS.has(t.upper)) return deny('SCHEMA_NOT_ALLOWED', `the ${t.value.toLowerCase()} schema is not allowed`);
+    // `sakila.actor` in backticks is one name, a table literally called "sakila.actor": never a schema.table
+    if (t.type === 'qident' && t.value.includes('.')) {
+      return deny('NAME_NOT_ALLOWED', `quoted name \`${t.value}\` holds a dot: quote each part (\`schema\`.\`table\`)`);
+    }
     if (isPunct(prev, '.')) continue; // inner part of a chain, judged at its head
 
     // The dotted chain starting here: a.b, a.b.c, a.*, a.b.*
@@ -185,17 +214,28 @@ export function checkSql(sql: string, policy: SqlPolicy): PolicyVerdict {
     if (isCall && last.type !== 'op' && DENIED_FUNCTIONS.has(last.upper)) {
       return deny('FUNCTION_NOT_ALLOWED', `${last.upper.toLowerCase()}() is not allowed`);
     }
-    if (parts.length === 1) continue;
     const inTablePosition = clause[depth] === 'tables' && (
       (prev?.type === 'word' && (TABLE_INTRO.has(prev.upper) || INSERT_MODIFIERS.has(prev.upper) || prev.upper === 'QUICK')) ||
       isPunct(prev, ',') || isPunct(prev, '('));
-    // schema.table.column, schema.table.*, schema.func(), or schema.table in a table list
-    const qualifiesSchema = parts.length >= 3 || (isCall && parts.length === 2) || inTablePosition;
-    if (qualifiesSchema && !schemas.has(t.upper)) {
-      return deny('SCHEMA_NOT_ALLOWED', `schema ${t.value} is not allowed (allowed: ${policy.schemas.join(', ') || 'none'})`);
+    if (parts.length > 1) {
+      // schema.table.column, schema.table.*, schema.func(), or schema.table in a table list
+      const qualifiesSchema = parts.length >= 3 || (isCall && parts.length === 2) || inTablePosition;
+      if (qualifiesSchema && !schemas.has(t.upper)) {
+        return deny('SCHEMA_NOT_ALLOWED', `schema ${t.value} is not allowed (allowed: ${policy.schemas.join(', ') || 'none'})`);
+      }
+    }
+    if (isCall && !inTablePosition && !(i < cteEnd && depth === 0) && !(prev?.type === 'word' && prev.upper === 'AS')) {
+      const routine = routineCall(parts);
+      if (routine) {
+        const name = routine.toUpperCase();
+        const listed = parts.length === 1 ? routineNames.has(name) : routines.has(name);
+        if (!listed) return deny('ROUTINE_NOT_ALLOWED', `calling the stored routine ${routine}() is not allowed (allow-list it in services.gatekeeper.routines)`);
+        callsRoutine = true;
+      }
     }
   }
 
   const cls = classifyTokens(tokens);
-  return { ok: true, sql: text, statement: verb, type: cls.type, placeholders };
+  // a routine's body may write whatever the statement around it looks like: the manager runs it
+  return { ok: true, sql: text, statement: verb, type: callsRoutine ? 'write' : cls.type, placeholders };
 }

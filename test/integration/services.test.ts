@@ -163,6 +163,7 @@ describe.skipIf(!avail.ok)('services on loopback against MariaDB', () => {
       `ALTER TABLE ${MARKER} ADD COLUMN x INT`, `TRUNCATE ${MARKER}`, `CREATE TABLE ${MARKER} (a INT)`,
       `SELECT @@version, '${MARKER}'`, `SELECT * FROM other_db.${MARKER}`, `SHOW TABLES LIKE '${MARKER}'`,
       `CALL ${MARKER}()`, `SELECT * FROM ${MARKER} WHERE a = 'unterminated`,
+      `SELECT ${MARKER}(1)`, `SELECT ${cluster.database}.${MARKER}(1)`, `SELECT * FROM \`${cluster.database}.${MARKER}\``,
     ];
     for (const sql of hostile) {
       const r = await ask({ sql });
@@ -176,6 +177,28 @@ describe.skipIf(!avail.ok)('services on loopback against MariaDB', () => {
       Number((await i.sql(`SELECT COUNT(*) FROM mysql.general_log WHERE argument LIKE '%${MARKER}%' AND argument NOT LIKE '%general_log%'`)).trim())));
     expect(counts).toEqual([1, 0, 0]);
   }, 30_000);
+
+  test('database errors come back as stable codes naming nothing internal, with the request id', async () => {
+    await direct(cluster.primary.port).then(async (c) => {
+      await c.query('INSERT INTO items (id, name, qty) VALUES (990001, ?, 1) ON DUPLICATE KEY UPDATE qty = 1', ['dup']);
+      await c.end();
+    });
+    const cases: Array<[string, unknown[], number, string, string]> = [
+      ['SELECT no_such_column FROM items', [], 422, 'UNKNOWN_COLUMN', 'unknown column: no_such_column'],
+      ['SELECT * FROM no_such_table', [], 422, 'UNKNOWN_TABLE', 'unknown table'],
+      ['INSERT INTO items (id, name, qty) VALUES (?, ?, ?)', [990001, 'dup', 1], 409, 'DUPLICATE_KEY', 'a row with the same unique key exists'],
+      ['INSERT INTO items (name, qty) VALUES (?, ?)', [null, 1], 422, 'NULL_NOT_ALLOWED', 'a column that may not be NULL got NULL: name'],
+      ['SELECT * FROM items WHERE', [], 422, 'SQL_SYNTAX_ERROR', 'the database could not parse the statement'],
+    ];
+    for (const [sql, params, status, code, message] of cases) {
+      const r = await ask({ sql, params, mode: 'direct' });
+      expect([r.status, r.body.error?.code, r.body.error?.message]).toEqual([status, code, message]);
+      expect((r.body.error as { request_id?: string }).request_id).toBeString();
+      for (const internal of [cluster.app.user + "'@", '127.0.0.1', 'MariaDB', 'PRIMARY', cluster.database + '.no_such']) {
+        expect(JSON.stringify(r.body)).not.toContain(internal);
+      }
+    }
+  });
 
   test('inner hops accept only the previous hop credential', async () => {
     const body = { sql: 'SELECT 1' };

@@ -44,6 +44,13 @@ describe('wanted accounts', () => {
     expect(app[0].schemas).toEqual({ [cluster.database.schema]: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] });
   });
 
+  test('app: EXECUTE on the schema only when cluster.yaml allow-lists routines', () => {
+    const withRoutines = { ...cluster, services: { ...cluster.services, gatekeeper: { ...cluster.services.gatekeeper, routines: ['sakila.inventory_in_stock'] } } };
+    const [app] = desiredAccounts('mariadb', withRoutines, hosts).filter((a) => a.user === DB_USERS.app);
+    expect(app.schemas).toEqual({ [cluster.database.schema]: ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'EXECUTE'] });
+    expect(app.global).toEqual([]);
+  });
+
   test('replication: REPLICATION SLAVE only, one account per worker address, none for the manager or services', () => {
     const repl = desiredAccounts('mariadb', cluster, hosts).filter((a) => a.user === DB_USERS.repl);
     expect(repl.map((a) => a.host).sort()).toEqual([host('worker1').privateAddress, host('worker2').privateAddress].sort());

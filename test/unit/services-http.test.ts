@@ -277,3 +277,61 @@ describe('forward deadlines', () => {
     expect((a.reason as Error).name).toBe('TimeoutError');
   });
 });
+
+describe('served by the runtime: every error has the JSON shape', () => {
+  const freePort = async (): Promise<number> => {
+    const { createServer } = await import('node:net');
+    return new Promise((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const port = (s.address() as { port: number }).port;
+        s.close(() => resolve(port));
+      });
+    });
+  };
+  const tooLarge = (res: { status: number; body: string }) => {
+    expect(res.status).toBe(413);
+    expect(JSON.parse(res.body)).toMatchObject({ error: { code: 'BODY_TOO_LARGE', message: 'body exceeds 2048 bytes' } });
+  };
+
+  test('a body far over the limit (declared, chunked, or declared huge and never sent) gets a JSON 413', async () => {
+    const { listen } = await import('../../services/http.ts');
+    const port = await freePort();
+    const { forward, seen } = counting();
+    const server = await listen(buildGatekeeper(gkConfig(), forward), '127.0.0.1', port);
+    try {
+      const url = `http://127.0.0.1:${port}/query`;
+      const headers = { 'content-type': 'application/json', 'x-api-key': KEY };
+      const big = JSON.stringify({ sql: `SELECT '${'x'.repeat(2_000_000)}'` });
+      const declared = await fetch(url, { method: 'POST', headers, body: big });
+      tooLarge({ status: declared.status, body: await declared.text() });
+      const chunks = new ReadableStream({
+        start(c) {
+          for (let i = 0; i < 64; i++) c.enqueue(new TextEncoder().encode('x'.repeat(65_536)));
+          c.close();
+        },
+      });
+      const chunked = await fetch(url, { method: 'POST', headers, body: chunks });
+      tooLarge({ status: chunked.status, body: await chunked.text() });
+      // a 10 GB Content-Length with no body at all: refused from the header, without waiting for bytes
+      const { connect } = await import('node:net');
+      const raw = await new Promise<string>((resolve, reject) => {
+        const sock = connect(port, '127.0.0.1', () => {
+          sock.write(`POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: ${KEY}\r\nContent-Length: 10000000000\r\n\r\n{`);
+        });
+        let got = '';
+        sock.on('data', (d) => {
+          got += d.toString();
+          if (got.includes('}}')) { sock.destroy(); resolve(got); }
+        });
+        sock.on('error', reject);
+        setTimeout(() => { sock.destroy(); resolve(got); }, 5000);
+      });
+      const [head, body] = raw.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 413/);
+      expect(body).toContain('"code":"BODY_TOO_LARGE"');
+      expect(seen).toHaveLength(0);
+    } finally {
+      await server.stop();
+    }
+  });
+});

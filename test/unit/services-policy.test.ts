@@ -82,6 +82,20 @@ const hostile: Array<[string, 400 | 403, string]> = [
   ['DELETE FROM actor USING actor, otherdb.t', 403, 'SCHEMA_NOT_ALLOWED'],
   ['SELECT * FROM (SELECT * FROM otherdb.t) x', 403, 'SCHEMA_NOT_ALLOWED'],
   ['SELECT * FROM (actor JOIN otherdb.t)', 403, 'SCHEMA_NOT_ALLOWED'],
+  // stored routines run with their definer's rights: refused unless allow-listed
+  ['SELECT sakila.inventory_in_stock(1)', 403, 'ROUTINE_NOT_ALLOWED'],
+  ['SELECT inventory_in_stock(1)', 403, 'ROUTINE_NOT_ALLOWED'],
+  ['select Inventory_In_Stock (1)', 403, 'ROUTINE_NOT_ALLOWED'],
+  ['SELECT `inventory_in_stock`(1)', 403, 'ROUTINE_NOT_ALLOWED'],
+  ['SELECT `sakila`.`inventory_in_stock`(1)', 403, 'ROUTINE_NOT_ALLOWED'],
+  ['SELECT * FROM customer WHERE get_customer_balance(customer_id, NOW()) > 0', 403, 'ROUTINE_NOT_ALLOWED'],
+  ['UPDATE actor SET first_name = sakila.f(1) WHERE actor_id = 1', 403, 'ROUTINE_NOT_ALLOWED'],
+  ['SELECT * FROM actor WHERE actor_id IN (SELECT f(1))', 403, 'ROUTINE_NOT_ALLOWED'],
+  // a quoted name with a dot is one identifier, never schema.table
+  ['SELECT * FROM `sakila.actor`', 403, 'NAME_NOT_ALLOWED'],
+  ['SELECT * FROM `mysql.user`', 403, 'NAME_NOT_ALLOWED'],
+  ['SELECT `sakila.actor`.first_name FROM actor', 403, 'NAME_NOT_ALLOWED'],
+  ['INSERT INTO `other.t` VALUES (1)', 403, 'NAME_NOT_ALLOWED'],
   ["SELECT 'unterminated", 400, 'SQL_SYNTAX'],
   ['SELECT 1 /* unterminated', 400, 'SQL_SYNTAX'],
   ['SELECT `unterminated', 400, 'SQL_SYNTAX'],
@@ -110,6 +124,21 @@ const allowed: Array<[string, 'read' | 'write']> = [
   ['DELETE FROM actor WHERE actor_id = ?', 'write'],
   ['SELECT REPLACE(first_name, "A", "B") FROM actor', 'read'],
   ['SELECT * FROM actor WHERE first_name = "mysql.user"', 'read'],
+  // built-in functions and keywords before a parenthesis are not routine calls
+  ['SELECT COUNT(DISTINCT(actor_id)), CONCAT_WS(",", first_name, last_name), DATE_FORMAT(NOW(), "%Y") FROM actor', 'read'],
+  ['SELECT CAST(actor_id AS CHAR(10)), CONVERT(actor_id, DECIMAL(10,2)), CAST(x AS UNSIGNED) FROM actor', 'read'],
+  ['WITH RECURSIVE c (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 5) SELECT * FROM c', 'read'],
+  ['WITH a (x) AS (SELECT 1), b (y) AS (SELECT 2) SELECT * FROM a, b', 'read'],
+  ['SELECT * FROM (SELECT 1, 2) AS dt (a, b)', 'read'],
+  ['SELECT * FROM film_text WHERE MATCH (title, description) AGAINST ("drama")', 'read'],
+  ['SELECT first_name FROM actor WHERE (actor_id, first_name) IN ((1, "A"))', 'read'],
+  ['SELECT ROW_NUMBER() OVER (PARTITION BY last_name ORDER BY actor_id), RANK() OVER w FROM actor WINDOW w AS (ORDER BY actor_id)', 'read'],
+  ['SELECT * FROM actor a JOIN film_actor fa USING (actor_id)', 'read'],
+  ['SELECT * FROM actor WHERE EXISTS (SELECT 1) AND NOT (actor_id = 1) OR (actor_id = 2)', 'read'],
+  ['SELECT TRIM(LEADING "x" FROM first_name), EXTRACT(YEAR FROM last_update), DATE_ADD(last_update, INTERVAL 1 DAY) FROM actor', 'read'],
+  ['SELECT JSON_OBJECT("a", actor_id), IFNULL(first_name, ""), LEFT(last_name, 2) FROM actor FORCE INDEX (PRIMARY)', 'read'],
+  ['INSERT INTO actor(first_name, last_name) VALUES (UPPER(?), LOWER(?)) ON DUPLICATE KEY UPDATE last_name = VALUES(last_name)', 'write'],
+  ['SELECT * FROM actor WHERE actor_id = ANY (SELECT actor_id FROM film_actor)', 'read'],
 ];
 
 describe('SQL policy: hostile inputs', () => {
@@ -127,6 +156,19 @@ describe('SQL policy: hostile inputs', () => {
       }
     });
   }
+});
+
+describe('SQL policy: allow-listed routines', () => {
+  const withRoutines = { ...policy, routines: ['sakila.inventory_in_stock'] };
+  test('an allow-listed routine passes, qualified or not, and runs on the manager (its body may write)', () => {
+    expect(checkSql('SELECT sakila.inventory_in_stock(?)', withRoutines)).toMatchObject({ ok: true, type: 'write' });
+    expect(checkSql('SELECT INVENTORY_IN_STOCK(1)', withRoutines)).toMatchObject({ ok: true, type: 'write' });
+  });
+  test('the list names exact routines: another name or schema stays refused', () => {
+    expect(checkSql('SELECT sakila.get_customer_balance(1, NOW())', withRoutines)).toMatchObject({ ok: false, code: 'ROUTINE_NOT_ALLOWED' });
+    expect(checkSql('SELECT other.inventory_in_stock(1)', { ...withRoutines, schemas: ['sakila', 'other'] })).toMatchObject({ ok: false, code: 'ROUTINE_NOT_ALLOWED' });
+    expect(checkSql('SELECT SLEEP(1)', { ...withRoutines, routines: ['sakila.sleep'] })).toMatchObject({ ok: false, code: 'FUNCTION_NOT_ALLOWED' });
+  });
 });
 
 describe('SQL policy: legitimate queries pass', () => {

@@ -108,7 +108,7 @@ describe('valid specs', () => {
       sysbench: { tables: 10, tableSize: 10000, threads: 4, time: 10 },
     });
     expect(c.services).toEqual({
-      gatekeeper: { port: 80, statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'], maxBodyBytes: 65536, rateLimit: { requests: 2000, perSeconds: 1 } },
+      gatekeeper: { port: 80, statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'], routines: [], maxBodyBytes: 65536, rateLimit: { requests: 2000, perSeconds: 1 } },
       trustedhost: { port: 5000 },
       proxy: { port: 5000, defaultMode: 'random', modes: ['direct', 'random'], probeIntervalMs: 250, maxLagSeconds: 5 },
     });
@@ -290,6 +290,12 @@ const BAD: [string, string, string[]][] = [
   ]],
   ['app schema not allowed by the gatekeeper', BASE + 'database: { schema: app }\n', [
     'cluster.yaml:32:1: services.gatekeeper.schemas must include database.schema "app" (the app user can only use that schema)',
+  ]],
+  ['routine not schema.name', edit('services:\n', 'services:\n  gatekeeper:\n    routines: [inventory_in_stock]\n'), [
+    'cluster.yaml:34:16: services.gatekeeper.routines[0] must be schema.function, e.g. sakila.inventory_in_stock (got "inventory_in_stock")',
+  ]],
+  ['routine outside database.schema', edit('services:\n', 'services:\n  gatekeeper:\n    routines: [sakila.inventory_in_stock, other.f]\n'), [
+    'cluster.yaml:34:43: services.gatekeeper.routines: other.f is not in database.schema "sakila" (the app user can only use that schema)',
   ]],
   ['egress names an unknown node', edit('node: trustedhost', 'node: trusted'), [
     'cluster.yaml:31:15: security.egress[0].node names unknown node "trusted"',
