@@ -145,6 +145,7 @@ export function parseCluster(source: string, file: string, roles?: RoleRegistry)
     throw ctx.error();
   }
   semanticChecks(data as RawCluster, ctx, registry);
+  checkOwnCertificate(data as RawCluster, path.dirname(abs), ctx);
   if (ctx.problems.length) throw ctx.error();
 
   return normalise(data as RawCluster, abs, registry);
@@ -716,6 +717,24 @@ function semanticChecks(c: RawCluster, ctx: Context, roles: RoleRegistry): void 
   }
 }
 
+/** services.gatekeeper.tls names files that exist and hold PEM (a certificate, a private key). */
+function checkOwnCertificate(c: RawCluster, dir: string, ctx: Context): void {
+  const tls = c.services.gatekeeper.tls;
+  if (!tls) return;
+  const want = { cert: /-----BEGIN CERTIFICATE-----/, key: /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/ } as const;
+  for (const field of ['cert', 'key'] as const) {
+    const file = path.resolve(dir, tls[field]);
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      ctx.report(['services', 'gatekeeper', 'tls', field], `services.gatekeeper.tls.${field}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      continue;
+    }
+    if (!want[field].test(text)) ctx.report(['services', 'gatekeeper', 'tls', field], `services.gatekeeper.tls.${field}: ${file} holds no PEM ${field === 'cert' ? 'certificate' : 'private key'}`);
+  }
+}
+
 function checkAddresses(c: RawCluster, ctx: Context): void {
   const { subnet } = c.provider.local;
   const base = parseIPv4(subnet.slice(0, -3)); // the schema guarantees `a.b.c.0/24`
@@ -806,6 +825,7 @@ function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster 
         statements: [...raw.services.gatekeeper.statements],
         schemas: [...raw.services.gatekeeper.schemas],
         rateLimit: { ...raw.services.gatekeeper.rateLimit },
+        ...(raw.services.gatekeeper.tls ? { tls: { cert: path.resolve(dir, raw.services.gatekeeper.tls.cert), key: path.resolve(dir, raw.services.gatekeeper.tls.key) } } : {}),
       },
       trustedhost: { port: raw.services.trustedhost.port },
       proxy: { ...raw.services.proxy, modes: [...raw.services.proxy.modes] },

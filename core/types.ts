@@ -96,6 +96,8 @@ export interface GatekeeperSpec {
   schemas: string[];        // allowed schemas
   maxBodyBytes: number;
   rateLimit: { requests: number; perSeconds: number };
+  /** The gatekeeper's own certificate and key (absolute paths); unset: one issued by the cluster CA. */
+  tls?: { cert: string; key: string };
 }
 
 export interface ProxySpec {

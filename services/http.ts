@@ -5,6 +5,7 @@
 // services/hop.ts.
 
 import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Hop } from './hop.ts';
 
 /** An error with its HTTP status and a stable code; the message is safe to show. */
@@ -162,11 +163,13 @@ export const DRAIN_MS = 10_000;
  * Serves a hop: Bun.serve natively (the client address from the socket), on
  * Node through Elysia's node adapter (loaded only there).
  */
-export async function listen(hop: Hop, host: string, port: number): Promise<Server> {
+export async function listen(hop: Hop, host: string, port: number, tls?: { cert: string; key: string }): Promise<Server> {
   if (typeof Bun !== 'undefined') {
     const server = Bun.serve({
       hostname: host,
       port,
+      // HTTPS: the files are read once, at start (a new certificate comes with a restart)
+      ...(tls ? { tls: { cert: readFileSync(tls.cert, 'utf8'), key: readFileSync(tls.key, 'utf8') } } : {}),
       // Bun refuses larger bodies before we see them; readJsonBody checks the exact limit.
       maxRequestBodySize: hop.maxBodyBytes + 1024,
       fetch: hop.usesClientAddress
@@ -184,6 +187,7 @@ export async function listen(hop: Hop, host: string, port: number): Promise<Serv
       },
     };
   }
+  if (tls) throw new Error('HTTPS needs the Bun runtime (the Node adapter serves plain HTTP only)');
   const [{ Elysia }, { node }] = await Promise.all([import('elysia'), import('@elysiajs/node')]);
   const app = new Elysia({ adapter: node(), serve: { maxRequestBodySize: hop.maxBodyBytes + 1024 } })
     .onError(({ code }) => code === 'NOT_FOUND'
