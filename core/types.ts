@@ -344,6 +344,8 @@ export interface RunReport {
   provider?: PlanItem[];
   /** The run log (.rampart/logs/...jsonl): every command sent, its result and duration. */
   log?: string;
+  /** Where clients query (set by apply when the cluster has a gatekeeper): its HTTPS URL and the CA file to trust (null: its own certificate). */
+  endpoint?: { url: string; ca: string | null };
 }
 
 export interface SecretStore {

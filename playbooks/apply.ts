@@ -11,6 +11,7 @@ import { KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
 import type { Host, PlanItem, RunReport } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
+import { gatekeeperEndpoint } from '../roles/lib/tls.ts';
 
 const HELP = `usage: npx zx apply [--check] [--limit host,...] [--json] [-v|-vv] [--detailed-exitcode] [-f cluster.yaml]
 
@@ -118,6 +119,8 @@ export async function main(args: string[]): Promise<never> {
     report.provider = changes;
     report.providerMs = providerMs;
     report.log = runLog.path;
+    const gk = hosts.find((h) => h.node.service === 'gatekeeper');
+    if (gk) report.endpoint = gatekeeperEndpoint(cluster, gk);
     // a managed file's diff may show a credential it holds: masked like the run log
     for (const r of report.results) if (r.diff) r.diff = runLog.mask(r.diff);
     if (check) {
@@ -132,6 +135,10 @@ export async function main(args: string[]): Promise<never> {
     } else {
       process.stderr.write('\n' + formatRecap(report));
       if (check) process.stderr.write(notInspected(cluster.nodes.map((n) => n.name), hosts, report));
+      if (report.endpoint) {
+        const { url, ca } = report.endpoint;
+        process.stderr.write(`\nendpoint: ${url}  (CA: ${ca ?? 'your own certificate, services.gatekeeper.tls'})\n`);
+      }
     }
     const bad = Object.values(report.hosts).some((h) => h.failed > 0 || h.unreachable);
     if (bad) return EXIT.failed;

@@ -6,7 +6,7 @@
 // changed) is written and the service restarted, and nothing else.
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ensureServerCert, sanText, type TlsFiles } from '../../core/tls.ts';
+import { ensureCa, ensureServerCert, sanText, type TlsFiles } from '../../core/tls.ts';
 import type { Cluster, Host } from '../../core/types.ts';
 
 /** The names a node's certificate carries: its private address, its public one (if reachable directly), its name. */
@@ -34,4 +34,15 @@ export function nodeTls(cluster: Cluster, host: Host): TlsFiles & { own: boolean
 export function publicKeyPin(certPem: string): string {
   const spki = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
   return `sha256//${createHash('sha256').update(spki).digest('base64')}`;
+}
+
+/** What a client needs: the gatekeeper's HTTPS URL and the CA file to trust (null: its own certificate, trusted as its issuer is). */
+export interface Endpoint {
+  url: string;
+  ca: string | null;
+}
+
+export function gatekeeperEndpoint(cluster: Cluster, host: Host): Endpoint {
+  const { port, tls } = cluster.services.gatekeeper;
+  return { url: `https://${host.address}${port === 443 ? '' : `:${port}`}`, ca: tls ? null : ensureCa(cluster.dir).certPath };
 }
