@@ -20,6 +20,7 @@ import { SpecError } from './errors.ts';
 import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
 import { isRoleManifest, RoleError, type JsonSchema, type RoleManifest, type RoleRegistry } from './roles.ts';
 import { suggest } from './suggest.ts';
+import { readApiKeyFile } from './secrets.ts';
 import { allows, flowPolicy, RESERVED_PEERS } from './flows.ts';
 import type {
   Cluster, DbRole, FlowSpec, NodeSpec, RoleName, ServiceName,
@@ -146,6 +147,7 @@ export function parseCluster(source: string, file: string, roles?: RoleRegistry)
   }
   semanticChecks(data as RawCluster, ctx, registry);
   checkOwnCertificate(data as RawCluster, path.dirname(abs), ctx);
+  checkApiKeyFile(data as RawCluster, path.dirname(abs), ctx);
   if (ctx.problems.length) throw ctx.error();
 
   return normalise(data as RawCluster, abs, registry);
@@ -735,6 +737,20 @@ function checkOwnCertificate(c: RawCluster, dir: string, ctx: Context): void {
   }
 }
 
+/** services.gatekeeper.apiKeyFile: readable, its first line a key of 16+ header-safe characters. */
+function checkApiKeyFile(c: RawCluster, dir: string, ctx: Context): void {
+  const rel = c.services.gatekeeper.apiKeyFile;
+  if (!rel) return;
+  const file = path.resolve(dir, rel);
+  const at: Seg[] = ['services', 'gatekeeper', 'apiKeyFile'];
+  try {
+    const key = readApiKeyFile(file);
+    if (!/^[A-Za-z0-9._~+/=-]{16,256}$/.test(key)) ctx.report(at, `services.gatekeeper.apiKeyFile: the first line of ${file} must be 16-256 characters of A-Z a-z 0-9 . _ ~ + / = -`);
+  } catch (e) {
+    ctx.report(at, `services.gatekeeper.apiKeyFile: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
 function checkAddresses(c: RawCluster, ctx: Context): void {
   const { subnet } = c.provider.local;
   const base = parseIPv4(subnet.slice(0, -3)); // the schema guarantees `a.b.c.0/24`
@@ -825,6 +841,7 @@ function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster 
         statements: [...raw.services.gatekeeper.statements],
         schemas: [...raw.services.gatekeeper.schemas],
         rateLimit: { ...raw.services.gatekeeper.rateLimit },
+        ...(raw.services.gatekeeper.apiKeyFile ? { apiKeyFile: path.resolve(dir, raw.services.gatekeeper.apiKeyFile) } : {}),
         ...(raw.services.gatekeeper.tls ? { tls: { cert: path.resolve(dir, raw.services.gatekeeper.tls.cert), key: path.resolve(dir, raw.services.gatekeeper.tls.key) } } : {}),
       },
       trustedhost: { port: raw.services.trustedhost.port },

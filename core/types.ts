@@ -98,6 +98,8 @@ export interface GatekeeperSpec {
   rateLimit: { requests: number; perSeconds: number };
   /** The gatekeeper's own certificate and key (absolute paths); unset: one issued by the cluster CA. */
   tls?: { cert: string; key: string };
+  /** A file holding the clients' API key (absolute path; its first line), instead of the generated one. */
+  apiKeyFile?: string;
 }
 
 export interface ProxySpec {

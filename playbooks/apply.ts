@@ -5,7 +5,7 @@ import { resolveLimit } from '../core/limit.ts';
 import { RunLog } from '../core/runlog.ts';
 import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { plannedResults, recapOf, run } from '../core/run.ts';
-import { FileSecretStore } from '../core/secrets.ts';
+import { FileSecretStore, readApiKeyFile } from '../core/secrets.ts';
 import { loadClusterWithRoles } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
@@ -75,7 +75,9 @@ export async function main(args: string[]): Promise<never> {
 
     const paths = ensureStateDir(cluster.dir);
     const secrets = new FileSecretStore(cluster.dir);
-    const runLog = new RunLog(paths.dir, 'apply', secrets.values(), json ? 0 : verbosity);
+    // the team's own API key is a secret too: masked like the generated ones
+    const ownKey = cluster.services.gatekeeper.apiKeyFile ? [readApiKeyFile(cluster.services.gatekeeper.apiKeyFile)] : [];
+    const runLog = new RunLog(paths.dir, 'apply', [...secrets.values(), ...ownKey], json ? 0 : verbosity);
     const key = ensureSshKey(cluster.dir);
     const knownHosts = new KnownHosts(paths.knownHosts);
     const provider = await providerFor(cluster);

@@ -15,6 +15,7 @@ import type { Cluster, Connection, Host, ProxyMode, ServiceName } from '../core/
 import { providerFor } from '../providers/index.ts';
 import { SECRETS } from '../roles/lib/names.ts';
 import { gatekeeperEndpoint } from '../roles/lib/tls.ts';
+import { clientApiKey } from '../roles/service.ts';
 import { collectLogs, makeResultsDir, resultsDir, writeArtifacts, type ServiceLog } from './bench/collect.ts';
 import { dbAlive } from './bench/db.ts';
 import { health, keepAliveAgent, LoadClient, queryOnce, runPhase, type Expectation } from './bench/load.ts';
@@ -122,6 +123,7 @@ function topology(cluster: Cluster, hosts: Host[]): Topology {
 
 /** The API key, without generating one: a missing key means the cluster was never applied. */
 function apiKey(cluster: Cluster): string {
+  if (cluster.services.gatekeeper.apiKeyFile) return clientApiKey(cluster, new FileSecretStore(cluster.dir));
   const paths = statePaths(cluster.dir);
   const stored = readJson<Record<string, string>>(paths.secrets, {});
   if (!stored[SECRETS.apiKey]) {

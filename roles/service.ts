@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, shq } from '../core/ssh.ts';
 import { defineRole } from '../core/roles.ts';
+import { readApiKeyFile } from '../core/secrets.ts';
 import type { Cluster, Host, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
 import { callerOf, CREDENTIAL_HEADER, nextHopOf } from '../services/contract.ts';
 import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, Upstream } from '../services/schemas.ts';
@@ -58,6 +59,12 @@ function upstreamOf(cluster: Cluster, s: ServiceName, forNode: string, hosts: Ho
   return { url: `https://${h.privateAddress}:${servicePort(cluster, next)}`, credential: inboundCredential(next, secrets), ca: TLS_PATHS.ca };
 }
 
+/** The key clients send (X-API-Key): the team's own (services.gatekeeper.apiKeyFile), else the generated one. */
+export function clientApiKey(cluster: Cluster, secrets: SecretStore): string {
+  const own = cluster.services.gatekeeper.apiKeyFile;
+  return own ? readApiKeyFile(own) : secrets.get(SECRETS.apiKey);
+}
+
 /** The config object the service reads from RAMPART_SERVICE_CONFIG. */
 export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secrets: SecretStore): ServiceConfig {
   const s = host.node.service;
@@ -73,7 +80,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
     const c: GatekeeperConfig = {
       service: 'gatekeeper',
       ...common,
-      apiKeys: [secrets.get(SECRETS.apiKey)],
+      apiKeys: [clientApiKey(cluster, secrets)],
       rateLimit: { requests: gk.rateLimit.requests, perSeconds: gk.rateLimit.perSeconds },
       upstream: upstreamOf(cluster, s, host.name, hosts, secrets),
     };

@@ -2,7 +2,7 @@
 // (accepted by the services' own validator), units without any secret, the
 // runtime choice, and reproducible bundles.
 import { describe, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -39,6 +39,19 @@ describe('service configs', () => {
     expect(c.maxBodyBytes).toBe(65536);
     expect(c.rateLimit).toEqual({ requests: 2000, perSeconds: 1 });
     expect(c.upstream).toEqual({ url: `https://${ip.trustedhost}:5000`, credential: secrets.get(SECRETS.gatekeeperToTrusted), ca: '/etc/rampart/tls/ca.pem' });
+  });
+
+  test('a team\'s own API key (services.gatekeeper.apiKeyFile) replaces the generated one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rampart-key-'));
+    try {
+      const file = join(dir, 'api.key');
+      writeFileSync(file, 'team-key-0123456789abcdef\nignored second line\n', { mode: 0o600 });
+      const own: Cluster = { ...cluster, services: { ...cluster.services, gatekeeper: { ...cluster.services.gatekeeper, apiKeyFile: file } } };
+      const c = validateConfig(serviceConfig(own, host('gatekeeper'), hosts, secrets), 'gatekeeper') as GatekeeperConfig;
+      expect(c.apiKeys).toEqual(['team-key-0123456789abcdef']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('trusted host: expects the gatekeeper credential, forwards to the proxy with its own', () => {

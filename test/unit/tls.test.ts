@@ -88,4 +88,12 @@ ${tls}
     expect(() => parseCluster(yaml('    tls: { cert: nope.pem, key: own.key }'), join(dir, 'cluster.yaml'))).toThrow(/cluster\.yaml:\d+:\d+: services\.gatekeeper\.tls\.cert: cannot read .*nope\.pem \(ENOENT\)/);
     expect(() => parseCluster(yaml('    tls: { cert: own.key, key: own.pem }'), join(dir, 'cluster.yaml'))).toThrow(/services\.gatekeeper\.tls\.cert: .* holds no PEM certificate/);
   });
+
+  test('services.gatekeeper.apiKeyFile: resolved against cluster.yaml; unreadable or a weak first line is an error at its field', () => {
+    writeFileSync(join(dir, 'good.key'), 'team-key-0123456789abcdef\n', { mode: 0o600 });
+    writeFileSync(join(dir, 'weak.key'), 'short\n', { mode: 0o600 });
+    expect(parseCluster(yaml('    apiKeyFile: good.key'), join(dir, 'cluster.yaml')).services.gatekeeper.apiKeyFile).toBe(join(dir, 'good.key'));
+    expect(() => parseCluster(yaml('    apiKeyFile: weak.key'), join(dir, 'cluster.yaml'))).toThrow(/cluster\.yaml:\d+:\d+: services\.gatekeeper\.apiKeyFile: the first line of .*weak\.key must be 16-256 characters/);
+    expect(() => parseCluster(yaml('    apiKeyFile: none.key'), join(dir, 'cluster.yaml'))).toThrow(/services\.gatekeeper\.apiKeyFile: cannot read .*none\.key \(ENOENT\)/);
+  });
 });
