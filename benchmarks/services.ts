@@ -1,6 +1,8 @@
 // Read throughput and latency through gatekeeper -> trustedhost -> proxy
 // (services on Bun) against, in the same run, loopback only: the same query
-// sent straight to MariaDB with mysql2, and three bare Bun.serve hops
+// sent straight to MariaDB with mysql2, the same three hops over HTTPS (a
+// second chain with certificates from a CA of the run: TLS vs not, same
+// run), and three bare Bun.serve hops
 // (benchmarks/bare-hop.ts: the runtime's floor for three HTTP hops). The services
 // run from their bundles, built as the service role builds them. The bare
 // and rampart runs alternate `--runs` times; the ratio rampart / bare is the
@@ -144,8 +146,10 @@ async function main(): Promise<number> {
   say('starting MariaDB primary + replica on loopback ...');
   const cluster = await startCluster({ replicas: 1, rows: ROWS });
   const logDir = mkdtempSync(join(tmpdir(), 'rampart-bench-logs-'));
+  let tlsLogDir: string | undefined;
   const poolSize = flag('pool', 16);
   let svc: Awaited<ReturnType<typeof launchServices>> | undefined;
+  let svcTls: Awaited<ReturnType<typeof launchServices>> | undefined;
   let bare: Awaited<ReturnType<typeof launchBare>> | undefined;
   const dbUser = { host: '127.0.0.1', port: cluster.primary.port, user: cluster.app.user, password: cluster.app.password, database: cluster.database };
   const direct = mysql.createPool({ ...dbUser, connectionLimit: CONCURRENCY, dateStrings: true, supportBigNumbers: true });
@@ -153,19 +157,29 @@ async function main(): Promise<number> {
     say('bundling the services as the service role does ...');
     const bundles = Object.fromEntries(await Promise.all(SERVICE_NAMES.map(async (n) => [n, (await serviceBundle(logDir, n)).path] as const)));
     say('starting gatekeeper -> trustedhost -> proxy (their bundles, on bun) and three bare hops ...');
-    svc = await launchServices({
-      schemas: [cluster.database], logDir, poolSize, probeIntervalMs: 250, entry: (n) => bundles[n],
+    const launchOpts = {
+      schemas: [cluster.database], poolSize, probeIntervalMs: 250, entry: (n: (typeof SERVICE_NAMES)[number]) => bundles[n],
       db: {
         manager: { name: 'manager', host: '127.0.0.1', port: cluster.primary.port },
         workers: [{ name: 'worker1', host: '127.0.0.1', port: cluster.replicas[0].port }],
         user: cluster.app.user, password: cluster.app.password, database: cluster.database,
       },
-    });
+    };
+    svc = await launchServices({ ...launchOpts, logDir });
+    // the same chain with HTTPS on every hop (certificates from a CA of the run, verified)
+    const tlsLogs = mkdtempSync(join(tmpdir(), 'rampart-bench-tls-logs-'));
+    tlsLogDir = tlsLogs;
+    svcTls = await launchServices({ ...launchOpts, logDir: tlsLogs, tls: true });
     bare = await launchBare({ ...dbUser, connectionLimit: poolSize });
     const s = svc;
     const hops = [s.gatekeeper, s.trustedhost, s.proxy];
     const url = `${s.gatekeeper.url}/query`;
     const headers = { 'content-type': 'application/json', 'x-api-key': s.apiKey };
+    const t = svcTls;
+    const tlsHops = [t.gatekeeper, t.trustedhost, t.proxy];
+    const tlsUrl = `${t.gatekeeper.url}/query`;
+    const tlsHeaders = { 'content-type': 'application/json', 'x-api-key': t.apiKey };
+    const tlsOpt = { tls: { ca: t.ca } } as RequestInit;
     const bareUrl = `${bare.hops[0].url}/query`;
     const bareHeaders = { 'content-type': 'application/json', 'x-hop': bare.secret };
     const id = (): number => 1 + Math.floor(Math.random() * ROWS);
@@ -174,6 +188,11 @@ async function main(): Promise<number> {
       const body = (await res.json()) as { rows?: unknown[]; error?: { code: string } };
       if (res.status !== 200 || body.rows?.length !== 1) return `HTTP ${res.status} ${body.error?.code ?? ''}`;
       return null;
+    };
+    const viaTls = async (): Promise<string | null> => {
+      const res = await fetch(tlsUrl, { method: 'POST', headers: tlsHeaders, body: JSON.stringify({ sql: SQL, params: [id()], mode: 'direct' }), ...tlsOpt });
+      const body = (await res.json()) as { rows?: unknown[]; error?: { code: string } };
+      return res.status === 200 && body.rows?.length === 1 ? null : `HTTP ${res.status} ${body.error?.code ?? ''}`;
     };
     const viaBare = async (): Promise<string | null> => {
       const res = await fetch(bareUrl, { method: 'POST', headers: bareHeaders, body: JSON.stringify({ sql: SQL, params: [id()] }) });
@@ -190,10 +209,11 @@ async function main(): Promise<number> {
     await measure('warmup-bare', WARMUP, viaBare);
     await measure('warmup-services', WARMUP, viaServices('direct'));
     await measure('warmup-services', WARMUP / 2, viaServices('customized'));
+    await measure('warmup-tls', WARMUP, viaTls);
 
     await new Promise((r) => setTimeout(r, 300)); // let the warm-up log batches land
     const linesBefore = Object.fromEntries(hops.map((p) => [p.name, p.logs().length]));
-    const watched = [...hops, ...bare.hops];
+    const watched = [...hops, ...bare.hops, ...tlsHops.map((h) => ({ ...h, name: `${h.name}-tls` }))];
     const peak: Record<string, number> = Object.fromEntries(watched.map((p) => [p.name, 0]));
     const sample = (): void => {
       for (const p of watched) peak[p.name] = Math.max(peak[p.name], rssMb(p.pid));
@@ -213,26 +233,34 @@ async function main(): Promise<number> {
     const runs: Run[] = [];
     runs.push(await measure('mysql2 straight -> manager', SECONDS, straight));
     const pairs: Array<{ bare: Run; rampart: Run }> = [];
+    const tlsPairs: Array<{ plain: Run; tls: Run }> = [];
+    const cpuTls: Array<Record<string, number>> = [];
     const cpuRampart: Array<Record<string, number>> = [];
     const cpuBare: Array<Record<string, number>> = [];
     for (let i = 1; i <= RUNS; i++) {
       const b = await timed(`3 bare hops -> manager (#${i})`, viaBare, bare.hops);
       const r = await timed(`3 hops mode=direct -> manager (#${i})`, viaServices('direct'), hops);
-      runs.push(b.run, r.run);
+      const tl = await timed(`TLS: 3 https hops mode=direct -> manager (#${i})`, viaTls, tlsHops);
+      runs.push(b.run, r.run, tl.run);
       pairs.push({ bare: b.run, rampart: r.run });
+      tlsPairs.push({ plain: r.run, tls: tl.run });
       cpuBare.push(b.cpu);
       cpuRampart.push(r.cpu);
+      cpuTls.push(tl.cpu);
     }
     runs.push(await measure('3 hops mode=customized -> replica', SECONDS, viaServices('customized')));
     // Unloaded latency: one request at a time, so queueing does not hide what the hops add.
     const quiet = Math.max(2, Math.round(SECONDS / 2));
     const idle: Run[] = [await measure('mysql2 straight, concurrency 1', quiet, straight, 1)];
     const idlePairs: Array<{ bare: Run; rampart: Run }> = [];
+    const idleTls: Array<{ plain: Run; tls: Run }> = [];
     for (let i = 1; i <= RUNS; i++) {
       const b = await measure(`3 bare hops, concurrency 1 (#${i})`, quiet, viaBare, 1);
       const r = await measure(`3 hops direct, concurrency 1 (#${i})`, quiet, viaServices('direct'), 1);
-      idle.push(b, r);
+      const tl = await measure(`TLS: 3 https hops direct, concurrency 1 (#${i})`, quiet, viaTls, 1);
+      idle.push(b, r, tl);
       idlePairs.push({ bare: b, rampart: r });
+      idleTls.push({ plain: r, tls: tl });
     }
     sample();
     clearInterval(sampler);
@@ -265,7 +293,12 @@ async function main(): Promise<number> {
       },
       rss_mb: Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, Math.round(v)])),
       log_lines: logged, requests_through_services: served,
-      cpu_us_per_request: { rampart: medianCpu(cpuRampart), bare: medianCpu(cpuBare) },
+      cpu_us_per_request: { rampart: medianCpu(cpuRampart), bare: medianCpu(cpuBare), tls: medianCpu(cpuTls) },
+      tls_vs_plain: {
+        throughput_ratio_median: Math.round(median(tlsPairs.map((p) => p.tls.rps / p.plain.rps)) * 1000) / 1000,
+        throughput_ratios: tlsPairs.map((p) => Math.round((p.tls.rps / p.plain.rps) * 1000) / 1000),
+        unloaded_p50_added_ms_median: Math.round(median(idleTls.map((p) => p.tls.p50 - p.plain.p50)) * 1000) / 1000,
+      },
     };
     if (process.argv.includes('--json')) {
       process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -279,8 +312,9 @@ async function main(): Promise<number> {
         line(cols), line(width.map((w) => '-'.repeat(w))), ...table.map((r) => line(cols.map((c) => r[c]))), '',
         `rampart / bare, 3 hops at concurrency ${CONCURRENCY}: ${(vs.throughput_ratio_median * 100).toFixed(1)}% (median of ${RUNS}; pairs: ${vs.throughput_ratios.map((r) => `${(r * 100).toFixed(1)}%`).join(', ')})`,
         `unloaded p50 (median of ${RUNS}): bare ${vs.unloaded_p50_ms.bare.toFixed(3)} ms, rampart ${vs.unloaded_p50_ms.rampart.toFixed(3)} ms, added ${vs.unloaded_p50_added_ms_median.toFixed(3)} ms`,
+        `TLS / plain, 3 hops at concurrency ${CONCURRENCY} (same run, keep-alive): ${(result.tls_vs_plain.throughput_ratio_median * 100).toFixed(1)}% (pairs: ${result.tls_vs_plain.throughput_ratios.map((r) => `${(r * 100).toFixed(1)}%`).join(', ')}); unloaded p50 added by TLS: ${result.tls_vs_plain.unloaded_p50_added_ms_median.toFixed(3)} ms`,
         `peak RSS under load (MB): ${list(result.rss_mb)}`,
-        `CPU per request (median of the loaded runs, us): rampart ${list(result.cpu_us_per_request.rampart)}; bare ${list(result.cpu_us_per_request.bare)}`,
+        `CPU per request (median of the loaded runs, us): rampart ${list(result.cpu_us_per_request.rampart)}; rampart TLS ${list(result.cpu_us_per_request.tls)}; bare ${list(result.cpu_us_per_request.bare)}`,
         `log lines in the measured runs: ${list(logged)} (requests sent: ${served})`,
         `concurrency ${CONCURRENCY} (concurrency-1 rows: 1), ${SECONDS}s per loaded run, ${result.runtime}, query: ${SQL}`,
       ];
@@ -294,7 +328,9 @@ async function main(): Promise<number> {
   } finally {
     await direct.end();
     await svc?.stop();
+    await svcTls?.stop();
     await bare?.stop();
+    if (tlsLogDir) rmSync(tlsLogDir, { recursive: true, force: true });
     await cluster.stop();
     rmSync(logDir, { recursive: true, force: true });
   }

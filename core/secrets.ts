@@ -1,5 +1,6 @@
 // Generated secrets, stored 0600 in the state folder; never printed or logged.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { SecretStore } from './types.ts';
 import { ensureStateDir, readJson, writeFileAtomic } from './state.ts';
 
@@ -27,4 +28,9 @@ export class FileSecretStore implements SecretStore {
     }
     return value;
   }
+}
+
+/** The API key a team supplies (services.gatekeeper.apiKeyFile): the first line of the file, without its line end. */
+export function readApiKeyFile(file: string): string {
+  return readFileSync(file, 'utf8').split(/\r?\n/)[0].trim();
 }

@@ -20,6 +20,7 @@ import { SpecError } from './errors.ts';
 import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
 import { isRoleManifest, RoleError, type JsonSchema, type RoleManifest, type RoleRegistry } from './roles.ts';
 import { suggest } from './suggest.ts';
+import { readApiKeyFile } from './secrets.ts';
 import { allows, flowPolicy, RESERVED_PEERS } from './flows.ts';
 import type {
   Cluster, DbRole, FlowSpec, NodeSpec, RoleName, ServiceName,
@@ -145,6 +146,8 @@ export function parseCluster(source: string, file: string, roles?: RoleRegistry)
     throw ctx.error();
   }
   semanticChecks(data as RawCluster, ctx, registry);
+  checkOwnCertificate(data as RawCluster, path.dirname(abs), ctx);
+  checkApiKeyFile(data as RawCluster, path.dirname(abs), ctx);
   if (ctx.problems.length) throw ctx.error();
 
   return normalise(data as RawCluster, abs, registry);
@@ -722,6 +725,38 @@ function semanticChecks(c: RawCluster, ctx: Context, roles: RoleRegistry): void 
   });
 }
 
+/** services.gatekeeper.tls names files that exist and hold PEM (a certificate, a private key). */
+function checkOwnCertificate(c: RawCluster, dir: string, ctx: Context): void {
+  const tls = c.services.gatekeeper.tls;
+  if (!tls) return;
+  const want = { cert: /-----BEGIN CERTIFICATE-----/, key: /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/ } as const;
+  for (const field of ['cert', 'key'] as const) {
+    const file = path.resolve(dir, tls[field]);
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      ctx.report(['services', 'gatekeeper', 'tls', field], `services.gatekeeper.tls.${field}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      continue;
+    }
+    if (!want[field].test(text)) ctx.report(['services', 'gatekeeper', 'tls', field], `services.gatekeeper.tls.${field}: ${file} holds no PEM ${field === 'cert' ? 'certificate' : 'private key'}`);
+  }
+}
+
+/** services.gatekeeper.apiKeyFile: readable, its first line a key of 16+ header-safe characters. */
+function checkApiKeyFile(c: RawCluster, dir: string, ctx: Context): void {
+  const rel = c.services.gatekeeper.apiKeyFile;
+  if (!rel) return;
+  const file = path.resolve(dir, rel);
+  const at: Seg[] = ['services', 'gatekeeper', 'apiKeyFile'];
+  try {
+    const key = readApiKeyFile(file);
+    if (!/^[A-Za-z0-9._~+/=-]{16,256}$/.test(key)) ctx.report(at, `services.gatekeeper.apiKeyFile: the first line of ${file} must be 16-256 characters of A-Z a-z 0-9 . _ ~ + / = -`);
+  } catch (e) {
+    ctx.report(at, `services.gatekeeper.apiKeyFile: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
 function checkAddresses(c: RawCluster, ctx: Context): void {
   const { subnet } = c.provider.local;
   const base = parseIPv4(subnet.slice(0, -3)); // the schema guarantees `a.b.c.0/24`
@@ -813,6 +848,8 @@ function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster 
         schemas: [...raw.services.gatekeeper.schemas],
         routines: [...raw.services.gatekeeper.routines],
         rateLimit: { ...raw.services.gatekeeper.rateLimit },
+        ...(raw.services.gatekeeper.apiKeyFile ? { apiKeyFile: path.resolve(dir, raw.services.gatekeeper.apiKeyFile) } : {}),
+        ...(raw.services.gatekeeper.tls ? { tls: { cert: path.resolve(dir, raw.services.gatekeeper.tls.cert), key: path.resolve(dir, raw.services.gatekeeper.tls.key) } } : {}),
       },
       trustedhost: { port: raw.services.trustedhost.port },
       proxy: { ...raw.services.proxy, modes: [...raw.services.proxy.modes] },

@@ -97,6 +97,10 @@ export interface GatekeeperSpec {
   routines: string[];       // stored functions queries may call (schema.name)
   maxBodyBytes: number;
   rateLimit: { requests: number; perSeconds: number };
+  /** The gatekeeper's own certificate and key (absolute paths); unset: one issued by the cluster CA. */
+  tls?: { cert: string; key: string };
+  /** A file holding the clients' API key (absolute path; its first line), instead of the generated one. */
+  apiKeyFile?: string;
 }
 
 export interface ProxySpec {
@@ -343,6 +347,8 @@ export interface RunReport {
   provider?: PlanItem[];
   /** The run log (.rampart/logs/...jsonl): every command sent, its result and duration. */
   log?: string;
+  /** Where clients query (set by apply when the cluster has a gatekeeper): its HTTPS URL and the CA file to trust (null: its own certificate). */
+  endpoint?: { url: string; ca: string | null };
 }
 
 export interface SecretStore {

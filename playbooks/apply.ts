@@ -5,12 +5,13 @@ import { resolveLimit } from '../core/limit.ts';
 import { RunLog } from '../core/runlog.ts';
 import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { plannedResults, recapOf, run } from '../core/run.ts';
-import { FileSecretStore } from '../core/secrets.ts';
+import { FileSecretStore, readApiKeyFile } from '../core/secrets.ts';
 import { loadClusterWithRoles } from '../core/spec.ts';
 import { KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
 import type { Host, PlanItem, RunReport } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
+import { gatekeeperEndpoint } from '../roles/lib/tls.ts';
 
 const HELP = `usage: npx zx apply [--check] [--limit host,...] [--json] [-v|-vv] [--detailed-exitcode] [-f cluster.yaml]
 
@@ -74,7 +75,9 @@ export async function main(args: string[]): Promise<never> {
 
     const paths = ensureStateDir(cluster.dir);
     const secrets = new FileSecretStore(cluster.dir);
-    const runLog = new RunLog(paths.dir, 'apply', secrets.values(), json ? 0 : verbosity);
+    // the team's own API key is a secret too: masked like the generated ones
+    const ownKey = cluster.services.gatekeeper.apiKeyFile ? [readApiKeyFile(cluster.services.gatekeeper.apiKeyFile)] : [];
+    const runLog = new RunLog(paths.dir, 'apply', [...secrets.values(), ...ownKey], json ? 0 : verbosity);
     const key = ensureSshKey(cluster.dir);
     const knownHosts = new KnownHosts(paths.knownHosts);
     const provider = await providerFor(cluster);
@@ -118,6 +121,8 @@ export async function main(args: string[]): Promise<never> {
     report.provider = changes;
     report.providerMs = providerMs;
     report.log = runLog.path;
+    const gk = hosts.find((h) => h.node.service === 'gatekeeper');
+    if (gk) report.endpoint = gatekeeperEndpoint(cluster, gk);
     // a managed file's diff may show a credential it holds: masked like the run log
     for (const r of report.results) if (r.diff) r.diff = runLog.mask(r.diff);
     if (check) {
@@ -132,6 +137,10 @@ export async function main(args: string[]): Promise<never> {
     } else {
       process.stderr.write('\n' + formatRecap(report));
       if (check) process.stderr.write(notInspected(cluster.nodes.map((n) => n.name), hosts, report));
+      if (report.endpoint) {
+        const { url, ca } = report.endpoint;
+        process.stderr.write(`\nendpoint: ${url}  (CA: ${ca ?? 'your own certificate, services.gatekeeper.tls'})\n`);
+      }
     }
     const bad = Object.values(report.hosts).some((h) => h.failed > 0 || h.unreachable);
     if (bad) return EXIT.failed;

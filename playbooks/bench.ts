@@ -1,7 +1,7 @@
 // `npx zx bench`: load through the gatekeeper (writes, then reads per proxy
 // mode), statistics, service logs and dumps collected over SSH, the
 // replication proof, sysbench standalone vs cluster, report.md + report.html.
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.ts';
@@ -14,6 +14,8 @@ import { ensureSshKey, readJson, statePaths } from '../core/state.ts';
 import type { Cluster, Connection, Host, ProxyMode, ServiceName } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
 import { SECRETS } from '../roles/lib/names.ts';
+import { gatekeeperEndpoint } from '../roles/lib/tls.ts';
+import { clientApiKey } from '../roles/service.ts';
 import { collectLogs, makeResultsDir, resultsDir, writeArtifacts, type ServiceLog } from './bench/collect.ts';
 import { dbAlive } from './bench/db.ts';
 import { health, keepAliveAgent, LoadClient, queryOnce, runPhase, type Expectation } from './bench/load.ts';
@@ -121,6 +123,7 @@ function topology(cluster: Cluster, hosts: Host[]): Topology {
 
 /** The API key, without generating one: a missing key means the cluster was never applied. */
 function apiKey(cluster: Cluster): string {
+  if (cluster.services.gatekeeper.apiKeyFile) return clientApiKey(cluster, new FileSecretStore(cluster.dir));
   const paths = statePaths(cluster.dir);
   const stored = readJson<Record<string, string>>(paths.secrets, {});
   if (!stored[SECRETS.apiKey]) {
@@ -164,10 +167,13 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
   const provider = await providerFor(cluster);
   const topo = topology(cluster, await provider.describe());
   const key = apiKey(cluster);
-  const base = `http://${topo.gatekeeper.address}:${cluster.services.gatekeeper.port}`;
+  // HTTPS, the gatekeeper's certificate verified against the cluster CA (or the system's roots for its own)
+  const endpoint = gatekeeperEndpoint(cluster, topo.gatekeeper);
+  const base = endpoint.url;
+  const ca = endpoint.ca ? readFileSync(endpoint.ca, 'utf8') : undefined;
   const target = `${topo.gatekeeper.address}:${cluster.services.gatekeeper.port}`;
-  const agent = keepAliveAgent(2);
-  const client = new LoadClient(base, opts.concurrency);
+  const agent = keepAliveAgent(2, { ca });
+  const client = new LoadClient(base, opts.concurrency, ca);
   const dir = opts.out ?? resultsDir(cluster.dir, startedAt);
   const runId = `b${startedAt.toISOString().replace(/[-:T]/g, '').slice(0, 14)}`;
   const schema = cluster.database.schema;

@@ -10,12 +10,13 @@ import { SECRETS } from './lib/names.ts';
 import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
 import { ACCOUNTS_FACT, parseAccounts, planAccounts } from './lib/mysql-accounts.ts';
 import {
-  assertUniqueServerIds, configPath, dbService, explainOverrides, LEGACY_CONFIG_PATHS, LIVE_VARIABLES_FACT, liveDrift, overridesFact, parseVariables,
+  assertUniqueServerIds, configPath, DB_TLS_PATHS, dbService, explainOverrides, LEGACY_CONFIG_PATHS, LIVE_VARIABLES_FACT, liveDrift, overridesFact, parseVariables,
   renderConfig, serverSettings, type ServerSetting,
 } from './lib/mysql-config.ts';
-import { parseServerVersion, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
+import { DIALECT_SQL, parseServerVersion, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
-import { staleFiles, unitRunning } from './lib/ops.ts';
+import { files, staleFiles, unitRunning } from './lib/ops.ts';
+import { nodeTls } from './lib/tls.ts';
 
 export const DB_PACKAGES: Record<Dialect, string[]> = {
   mariadb: ['mariadb-server', 'mariadb-client'],
@@ -97,6 +98,24 @@ const config: TaskWith<string[]> = {
     if (legacy.length) await ctx.conn.exec(`rm -f ${legacy.map((l) => shq(l.trim())).join(' ')}`);
   },
 };
+
+/**
+ * The server's certificate (from the cluster CA, naming its address) before the
+ * option file names it. A running server loads new files without a restart
+ * (FLUSH SSL / ALTER INSTANCE RELOAD TLS); connections open keep their session.
+ */
+const tlsFiles = files('server tls certificate', [
+  { path: () => DB_TLS_PATHS.ca, content: (ctx) => nodeTls(ctx.cluster, ctx.host).ca, mode: '0644', owner: 'root:root' },
+  { path: () => DB_TLS_PATHS.cert, content: (ctx) => nodeTls(ctx.cluster, ctx.host).cert, mode: '0644', owner: 'root:root' },
+  { path: () => DB_TLS_PATHS.key, content: (ctx) => nodeTls(ctx.cluster, ctx.host).key, mode: '0600', owner: 'mysql:mysql' },
+], {
+  when: notDb,
+  after: async ({ conn, cluster }) => {
+    const d = dialectFor(cluster, (await conn.exec(OS_ID_FACT)).stdout);
+    // a server not running yet (or not yet configured for TLS) reads them when it starts
+    await conn.exec(`mysql -e ${shq(DIALECT_SQL[d].reloadTls)} 2>/dev/null || true`);
+  },
+});
 
 const service = unitRunning({ among: ['mariadb', 'mysql'], pick: (ctx) => dbService(dialect(ctx)) }, {
   name: 'server enabled and running',
@@ -216,6 +235,6 @@ export const mysqlRole = defineRole({
     orphan: { at: 'roles', message: (i, db) => `nodes[${i}].roles must include mysql (the node has db: ${db})` },
   }],
   packages: ({ dialect }) => DB_PACKAGES[dialect],
-  tasks: [packages, config, service, running, accounts],
+  tasks: [packages, tlsFiles, config, service, running, accounts],
   serial: rolling,
 });

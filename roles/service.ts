@@ -9,12 +9,15 @@ import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, shq } from '../core/ssh.ts';
 import { defineRole } from '../core/roles.ts';
+import { readApiKeyFile } from '../core/secrets.ts';
 import type { Cluster, Host, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
 import { callerOf, CREDENTIAL_HEADER, nextHopOf } from '../services/contract.ts';
 import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, Upstream } from '../services/schemas.ts';
 import { CPU_FACT, runtimeArtifact, runtimePackage, serviceBundle } from './lib/artifact.ts';
 import { fileTask } from './lib/files.ts';
 import { DB_USERS, SECRETS } from './lib/names.ts';
+import { files } from './lib/ops.ts';
+import { nodeTls, publicKeyPin } from './lib/tls.ts';
 
 export const SERVICE_USER = 'rampart';
 export const RUNTIME_PATH = '/opt/rampart/bin/bun';
@@ -26,6 +29,8 @@ export const unitName = (s: ServiceName) => `rampart-${s}.service`;
 export const unitPath = (s: ServiceName) => `/etc/systemd/system/${unitName(s)}`;
 export const bundlePath = (s: ServiceName) => `/opt/rampart/${s}/service.js`;
 export const configPath = (s: ServiceName) => `/etc/rampart/${s}.json`;
+/** Where a service node keeps its TLS files: the cluster CA, its certificate, its key (0600, the service user's). */
+export const TLS_PATHS = { ca: '/etc/rampart/tls/ca.pem', cert: '/etc/rampart/tls/server.pem', key: '/etc/rampart/tls/server.key' } as const;
 
 export function servicePort(cluster: Cluster, s: ServiceName): number {
   return cluster.services[s].port;
@@ -51,7 +56,13 @@ function upstreamOf(cluster: Cluster, s: ServiceName, forNode: string, hosts: Ho
   const next = nextHopOf(s);
   if (!next) throw new HostError(`${forNode}: the ${s} service forwards to no other service`);
   const h = hostWithService(hosts, next, forNode);
-  return { url: `http://${h.privateAddress}:${servicePort(cluster, next)}`, credential: inboundCredential(next, secrets) };
+  return { url: `https://${h.privateAddress}:${servicePort(cluster, next)}`, credential: inboundCredential(next, secrets), ca: TLS_PATHS.ca };
+}
+
+/** The key clients send (X-API-Key): the team's own (services.gatekeeper.apiKeyFile), else the generated one. */
+export function clientApiKey(cluster: Cluster, secrets: SecretStore): string {
+  const own = cluster.services.gatekeeper.apiKeyFile;
+  return own ? readApiKeyFile(own) : secrets.get(SECRETS.apiKey);
 }
 
 /** The config object the service reads from RAMPART_SERVICE_CONFIG. */
@@ -61,6 +72,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
   const gk = cluster.services.gatekeeper;
   const common = {
     listen: { host: host.privateAddress, port: servicePort(cluster, s) },
+    tls: { cert: TLS_PATHS.cert, key: TLS_PATHS.key },
     maxBodyBytes: gk.maxBodyBytes,
     policy: { statements: [...gk.statements], schemas: [...gk.schemas], ...(gk.routines.length ? { routines: [...gk.routines] } : {}) },
   };
@@ -68,7 +80,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
     const c: GatekeeperConfig = {
       service: 'gatekeeper',
       ...common,
-      apiKeys: [secrets.get(SECRETS.apiKey)],
+      apiKeys: [clientApiKey(cluster, secrets)],
       rateLimit: { requests: gk.rateLimit.requests, perSeconds: gk.rateLimit.perSeconds },
       upstream: upstreamOf(cluster, s, host.name, hosts, secrets),
     };
@@ -97,6 +109,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
       password: secrets.get(SECRETS.mysqlApp),
       monitor: { user: DB_USERS.monitor, password: secrets.get(SECRETS.mysqlMonitor) },
       database: cluster.database.schema,
+      ssl: { ca: TLS_PATHS.ca },
     },
     defaultMode: px.defaultMode,
     modes: [...px.modes],
@@ -112,7 +125,7 @@ export function configText(cluster: Cluster, host: Host, hosts: Host[], secrets:
 
 /** The systemd unit: restart policy, sandboxing, the config path (never a secret). */
 export function unitText(s: ServiceName, port: number): string {
-  // Only a port below 1024 (the gatekeeper's 80) needs a capability; the others get none.
+  // Only a port below 1024 (the gatekeeper's 443) needs a capability; the others get none.
   const caps = port < 1024
     ? ['CapabilityBoundingSet=CAP_NET_BIND_SERVICE', 'AmbientCapabilities=CAP_NET_BIND_SERVICE']
     : ['CapabilityBoundingSet=', 'AmbientCapabilities='];
@@ -242,6 +255,12 @@ const config = fileTask({
   notify: RESTART,
 });
 
+const tls = files('tls certificate', [
+  { path: () => TLS_PATHS.ca, content: (ctx) => nodeTls(ctx.cluster, ctx.host).ca, mode: '0644', owner: 'root:root' },
+  { path: () => TLS_PATHS.cert, content: (ctx) => nodeTls(ctx.cluster, ctx.host).cert, mode: '0644', owner: 'root:root' },
+  { path: () => TLS_PATHS.key, content: (ctx) => nodeTls(ctx.cluster, ctx.host).key, mode: '0600', owner: `${SERVICE_USER}:${SERVICE_USER}` },
+], { when: noService, notify: RESTART });
+
 const unit = fileTask({
   name: 'systemd unit',
   when: noService,
@@ -259,7 +278,7 @@ const running: Task = {
   when: noService,
   facts: (ctx) => ({
     state: `systemctl is-enabled ${unitName(svc(ctx))}; systemctl is-active ${unitName(svc(ctx))}`,
-    health: healthFact(svc(ctx), ctx.host.privateAddress, servicePort(ctx.cluster, svc(ctx))),
+    health: healthFact(svc(ctx), ctx.host.privateAddress, servicePort(ctx.cluster, svc(ctx)), healthTls(ctx)),
   }),
   check: (ctx) => {
     const [enabled, active] = ctx.facts.state.stdout.trim().split('\n');
@@ -277,23 +296,33 @@ const running: Task = {
 };
 
 /**
+ * How the node's own /health probe trusts the service: the cluster CA, or,
+ * for a certificate of the team's own that may not name the private address,
+ * its public key pinned.
+ */
+export function healthTls(ctx: Ctx): string {
+  const t = nodeTls(ctx.cluster, ctx.host);
+  return t.own ? `--insecure --pinnedpubkey '${publicKeyPin(t.cert)}'` : `--cacert ${TLS_PATHS.ca}`;
+}
+
+/**
  * One /health probe as a fact: the caller's credential is read from the
  * service's own 0600 config by root and piped into curl's config (never argv).
  */
-export function healthFact(s: ServiceName, address: string, port: number): string {
+export function healthFact(s: ServiceName, address: string, port: number, tlsOpts = `--cacert ${TLS_PATHS.ca}`): string {
   const header = !callerOf(s)
     ? 'echo'
     : `sed -n 's/^  "credential": "\\([^"]*\\)",\\{0,1\\}$/header = "${CREDENTIAL_HEADER}: \\1"/p' ${configPath(s)}`;
-  return `${header} | curl -s -o /dev/null -w '%{http_code}' -m 2 -K - http://${address}:${port}/health`;
+  return `${header} | curl -s -o /dev/null -w '%{http_code}' -m 2 ${tlsOpts} -K - https://${address}:${port}/health`;
 }
 
 /** Node-side poll of /health (bounded); the trusted host's credential travels on stdin into a 0600 curl config. */
-export function healthScript(s: ServiceName, address: string, port: number, timeoutS = 30): string {
+export function healthScript(s: ServiceName, address: string, port: number, timeoutS = 30, tlsOpts = `--cacert ${TLS_PATHS.ca}`): string {
   const unit = unitName(s);
   return `umask 077; cfg=$(mktemp); trap 'rm -f "$cfg"' EXIT; cat > "$cfg"
 end=$(( $(date +%s) + ${timeoutS} )); code=000
 while [ "$(date +%s)" -lt "$end" ]; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -m 2 -K "$cfg" http://${address}:${port}/health) || true
+  code=$(curl -s -o /dev/null -w '%{http_code}' -m 2 ${tlsOpts} -K "$cfg" https://${address}:${port}/health) || true
   [ "$code" = 200 ] && exit 0
   sleep 0.2
 done
@@ -317,14 +346,14 @@ export const serviceRole = defineRole({
     describe: '"service:" (one of gatekeeper, trustedhost, proxy)',
     orphan: { at: 'field', message: (i) => `nodes[${i}].service is set but roles lacks "service"` },
   }],
-  tasks: [user, runtime, bundle, config, unit, running],
+  tasks: [user, runtime, bundle, config, tls, unit, running],
   handlers: [
     {
       name: RESTART,
       run: async (ctx) => {
         const s = svc(ctx);
         await ctx.conn.exec(`systemctl daemon-reload && systemctl enable ${unitName(s)} 2>&1 && systemctl restart ${unitName(s)}`);
-        const res = await ctx.conn.exec(healthScript(s, ctx.host.privateAddress, servicePort(ctx.cluster, s)), {
+        const res = await ctx.conn.exec(healthScript(s, ctx.host.privateAddress, servicePort(ctx.cluster, s), 30, healthTls(ctx)), {
           stdin: healthCurlConfig(s, ctx.secrets), check: false,
         });
         if (res.code !== 0) {

@@ -1,7 +1,9 @@
 // The client side of a hop: POST the validated request to the next service
 // with this hop's credential. fetch keeps connections alive and pools them
-// (Bun natively, undici on Node), so each hop reuses a few sockets.
+// (Bun natively, undici on Node), so each hop reuses a few sockets: the TLS
+// handshake is paid once per socket, not per request.
 
+import { readFileSync } from 'node:fs';
 import { CREDENTIAL_HEADER, parseRoute, ROUTE_HEADER } from './contract.ts';
 import type { QueryRequest, Upstream } from './schemas.ts';
 import type { Answer } from './hop.ts';
@@ -40,6 +42,8 @@ export function httpForwarder(upstream: Upstream): ForwardFn {
   const timeoutMs = upstream.timeoutMs ?? 10_000;
   const deadline = deadlines(timeoutMs);
   const headers = { 'content-type': 'application/json', [CREDENTIAL_HEADER]: upstream.credential };
+  // https: the next hop's certificate must chain to the cluster CA and name its address (Bun's fetch `tls`)
+  const tls = upstream.ca ? { tls: { ca: readFileSync(upstream.ca, 'utf8') } } : {};
   return async (req) => {
     let res: Response;
     try {
@@ -49,7 +53,8 @@ export function httpForwarder(upstream: Upstream): ForwardFn {
         body: JSON.stringify(req),
         keepalive: true,
         signal: deadline(),
-      });
+        ...tls,
+      } as RequestInit);
     } catch (e) {
       const timedOut = (e as Error).name === 'TimeoutError';
       throw new HttpError(503, 'UPSTREAM_UNAVAILABLE', timedOut ? `next hop did not answer within ${timeoutMs} ms` : 'next hop is unreachable');

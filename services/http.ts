@@ -5,6 +5,7 @@
 // services/hop.ts.
 
 import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Hop } from './hop.ts';
 
 /**
@@ -173,11 +174,13 @@ export const DRAIN_MS = 10_000;
  * Serves a hop: Bun.serve natively (the client address from the socket), on
  * Node through Elysia's node adapter (loaded only there).
  */
-export async function listen(hop: Hop, host: string, port: number): Promise<Server> {
+export async function listen(hop: Hop, host: string, port: number, tls?: { cert: string; key: string }): Promise<Server> {
   if (typeof Bun !== 'undefined') {
     const server = Bun.serve({
       hostname: host,
       port,
+      // HTTPS: the files are read once, at start (a new certificate comes with a restart)
+      ...(tls ? { tls: { cert: readFileSync(tls.cert, 'utf8'), key: readFileSync(tls.key, 'utf8') } } : {}),
       // No runtime cap: Bun would answer a larger body with an empty 413 before the app sees it.
       // readJsonBody refuses it in the JSON shape, from Content-Length before reading a byte or
       // while streaming a chunked body (nothing is buffered past maxBodyBytes).
@@ -197,6 +200,7 @@ export async function listen(hop: Hop, host: string, port: number): Promise<Serv
       },
     };
   }
+  if (tls) throw new Error('HTTPS needs the Bun runtime (the Node adapter serves plain HTTP only)');
   const [{ Elysia }, { node }] = await Promise.all([import('elysia'), import('@elysiajs/node')]);
   const app = new Elysia({ adapter: node(), serve: { maxRequestBodySize: RUNTIME_BODY_LIMIT } })
     .onError(({ code }) => code === 'NOT_FOUND'

@@ -44,11 +44,19 @@ const Upstream = T.Object({
   url: T.String({ pattern: '^https?://', description: 'Base URL, e.g. http://10.77.0.12:5000 (the service POSTs to `${url}/query`).', error: 'upstream.url must be an http(s) URL' }),
   credential: Secret('upstream.credential', `Sent as header ${CREDENTIAL_HEADER}; the next hop accepts nothing else.`),
   timeoutMs: T.Optional(T.Integer({ minimum: 1, description: 'Whole request timeout towards the next hop (default 10000).', error: 'upstream.timeoutMs must be a positive integer' })),
+  ca: T.Optional(T.String({ minLength: 1, description: 'CA file (PEM) the next hop\'s https certificate must chain to (the cluster CA).', error: 'upstream.ca must be a file path' })),
 }, { error: 'upstream must be { url, credential }' });
+
+/** The hop's own certificate: it serves HTTPS (else plain HTTP, only in tests). */
+const ServerTls = T.Object({
+  cert: T.String({ minLength: 1, description: 'Certificate file (PEM, chain after the leaf).' }),
+  key: T.String({ minLength: 1, description: 'Private key file (PEM, 0600, owned by the service user).' }),
+}, { error: 'tls must be { cert, key } (file paths)' });
 export type Upstream = Static<typeof Upstream>;
 
 const Common = {
   listen: Listen,
+  tls: T.Optional(ServerTls),
   maxBodyBytes: T.Integer({ minimum: 256, description: 'Largest accepted request body in bytes (413 above).', error: 'maxBodyBytes must be an integer >= 256' }),
   policy: T.Object({
     statements: T.Array(T.String(), { minItems: 1, description: 'Allowed statement verbs, upper case.', error: 'policy.statements must be a non-empty list of statement verbs' }),
@@ -103,6 +111,9 @@ const DbConfig = T.Object({
   poolSize: T.Optional(T.Integer({ minimum: 1, description: 'Connections per node (default 16).', error: 'db.poolSize must be a positive integer' })),
   queryTimeoutMs: T.Optional(T.Integer({ minimum: 1, description: 'Per-query timeout (default 5000).', error: 'db.queryTimeoutMs must be a positive integer' })),
   connectTimeoutMs: T.Optional(T.Integer({ minimum: 1, description: 'Connect timeout of query connections (default 3000; probes use probeTimeoutMs).', error: 'db.connectTimeoutMs must be a positive integer' })),
+  ssl: T.Optional(T.Object({ ca: T.String({ minLength: 1, description: 'CA file (PEM) the servers\' certificates must chain to.' }) }, {
+    description: 'TLS to every DB node, the server certificate verified against `ca` (name included).', error: 'db.ssl must be { ca }',
+  })),
 }, { error: 'db must be an object' });
 export type DbConfig = Static<typeof DbConfig>;
 

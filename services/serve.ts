@@ -49,10 +49,10 @@ export async function serve<S extends ServiceName>(name: S, build: Builder<S>): 
   const built = await build(config);
   const { app } = built;
   const { host, port } = config.listen;
-  const server = await listen(app, host, port);
+  const server = await listen(app, host, port, config.tls);
   // The Node adapter binds asynchronously (its callback fires early): announce only once a connect succeeds.
   await waitListening(host, port);
-  process.stderr.write(`${name}: listening on ${host}:${port} (${typeof Bun === 'undefined' ? 'node' : 'bun'})\n`);
+  process.stderr.write(`${name}: listening on ${config.tls ? 'https' : 'http'}://${host}:${port} (${typeof Bun === 'undefined' ? 'node' : 'bun'})\n`);
   const gc = typeof Bun === 'undefined' ? undefined : setInterval(() => Bun.gc(true), GC_INTERVAL_MS);
   const stop = async (): Promise<void> => {
     clearInterval(gc);

@@ -2,7 +2,8 @@
 // connections (one socket per concurrent worker, kept across phases; no
 // process per request), `concurrency` requests in flight, optional rate cap,
 // every response checked (status, request_id, type, mode, node).
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Http1Connection } from './http1.ts';
 import type { ProxyMode } from '../../core/types.ts';
 import type { Phase, RequestRecord } from './types.ts';
@@ -16,7 +17,7 @@ export interface Expectation {
 }
 
 export interface PhaseSpec {
-  /** Base URL of the gatekeeper, e.g. http://10.77.0.10:80 */
+  /** Base URL of the gatekeeper, e.g. https://10.77.0.10:443 */
   url: string;
   apiKey: string;
   phase: Phase;
@@ -43,18 +44,29 @@ export interface PhaseRun {
 /** `size` keep-alive connections to one server; worker k of a phase uses connection k. */
 export class LoadClient {
   readonly conns: Http1Connection[];
-  constructor(base: string, readonly size: number) {
+  /** `ca`: the PEM the gatekeeper's certificate must chain to (https; undefined: the system's roots). */
+  constructor(base: string, readonly size: number, ca?: string) {
     const url = new URL(base);
-    this.conns = Array.from({ length: size }, () => new Http1Connection(url.hostname, Number(url.port || 80)));
+    const tls = url.protocol === 'https:' ? { ca } : undefined;
+    this.conns = Array.from({ length: size }, () => new Http1Connection(url.hostname, Number(url.port || defaultPort(url)), tls));
   }
   close(): void {
     for (const c of this.conns) c.close();
   }
 }
 
-/** node:http agent for the few requests outside the phases (health, preflight). */
-export function keepAliveAgent(concurrency: number): Agent {
-  return new Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency, keepAliveMsecs: 10_000 });
+const defaultPort = (url: URL) => (url.protocol === 'https:' ? 443 : 80);
+
+/** node:http(s) agent for the few requests outside the phases (health, preflight); `ca` verifies the gatekeeper (https). */
+export function keepAliveAgent(concurrency: number, tls?: { ca?: string }): Agent {
+  const opts = { keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency, keepAliveMsecs: 10_000 };
+  return tls ? new HttpsAgent({ ...opts, ca: tls.ca, rejectUnauthorized: true }) : new Agent(opts);
+}
+
+/** http or https by the URL, on the given agent. */
+function send(url: URL, opts: RequestOptions, onResponse: (res: IncomingMessage) => void) {
+  const full = { ...opts, host: url.hostname, port: url.port || defaultPort(url) };
+  return url.protocol === 'https:' ? httpsRequest(full, onResponse) : httpRequest(full, onResponse);
 }
 
 interface RawResponse {
@@ -64,11 +76,10 @@ interface RawResponse {
 
 function post(agent: Agent, url: URL, headers: Record<string, string>, payload: string, timeoutMs: number): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(
+    const req = send(
+      url,
       {
         agent,
-        host: url.hostname,
-        port: url.port || 80,
         path: '/query',
         method: 'POST',
         headers: { ...headers, 'content-length': String(Buffer.byteLength(payload)) },
@@ -164,7 +175,7 @@ export async function runPhase(spec: PhaseSpec): Promise<PhaseRun> {
 export function health(agent: Agent, base: string, timeoutMs = 3000): Promise<number> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ agent, host: url.hostname, port: url.port || 80, path: '/health', method: 'GET', timeout: timeoutMs }, (res) => {
+    const req = send(url, { agent, path: '/health', method: 'GET', timeout: timeoutMs }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
     });

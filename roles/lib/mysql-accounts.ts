@@ -23,6 +23,8 @@ export interface Account {
   global: string[];
   /** Privileges per schema. */
   schemas: Record<string, string[]>;
+  /** REQUIRE SSL: the account logs in over TLS only (the network accounts; sysbench's local socket needs none). */
+  ssl: boolean;
 }
 
 const APP_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE'];
@@ -43,17 +45,17 @@ export function desiredAccounts(d: Dialect, cluster: Cluster, hosts: Host[]): Ac
   for (const p of hosts.filter((h) => h.node.service === 'proxy')) {
     // EXECUTE only when cluster.yaml allow-lists routines (the gatekeeper's policy names which ones)
     const appPrivs = cluster.services.gatekeeper.routines.length ? [...APP_PRIVS, 'EXECUTE'] : APP_PRIVS;
-    out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: appPrivs } });
+    out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: appPrivs }, ssl: true });
     // a separate probe user, so the app user keeps DML on its schema and nothing else
-    out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [DIALECT_SQL[d].monitorPrivilege], schemas: {} });
+    out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [DIALECT_SQL[d].monitorPrivilege], schemas: {}, ssl: true });
   }
   for (const w of workerHosts(hosts)) {
-    out.push({ user: DB_USERS.repl, host: w.privateAddress, secret: SECRETS.mysqlRepl, global: ['REPLICATION SLAVE'], schemas: {} });
+    out.push({ user: DB_USERS.repl, host: w.privateAddress, secret: SECRETS.mysqlRepl, global: ['REPLICATION SLAVE'], schemas: {}, ssl: true });
   }
   if (cluster.nodes.some((n) => n.db && n.roles.includes('sysbench'))) {
     // the server's default plugin (caching_sha2_password on MySQL): sysbench logs in over the
     // socket with it, and mysql_native_password is disabled in 8.4 and gone in 9.0
-    out.push({ user: DB_USERS.sysbench, host: 'localhost', secret: SECRETS.mysqlSysbench, global: [], schemas: { [SYSBENCH_SCHEMA]: SYSBENCH_PRIVS } });
+    out.push({ user: DB_USERS.sysbench, host: 'localhost', secret: SECRETS.mysqlSysbench, global: [], schemas: { [SYSBENCH_SCHEMA]: SYSBENCH_PRIVS }, ssl: false });
   }
   return out;
 }
@@ -67,7 +69,7 @@ export function desiredSchemas(cluster: Cluster): string[] {
 
 /** One query printing every user, grant and schema, tab separated, tagged U/G/S/D/T. */
 export const ACCOUNTS_FACT = `mysql -N -B -e "${[
-  "SELECT 'U', User, Host, plugin, IF(plugin='mysql_native_password', authentication_string, '') FROM mysql.user",
+  "SELECT 'U', User, Host, plugin, IF(plugin='mysql_native_password', authentication_string, ''), ssl_type FROM mysql.user",
   "SELECT 'G', GRANTEE, PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES",
   "SELECT 'S', GRANTEE, TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES",
   "SELECT 'D', SCHEMA_NAME FROM information_schema.SCHEMATA",
@@ -79,6 +81,8 @@ export interface LiveUser {
   host: string;
   plugin: string;
   nativeHash: string;
+  /** mysql.user.ssl_type: '' (none), ANY (REQUIRE SSL), X509, SPECIFIED. */
+  sslType: string;
 }
 
 export interface LiveAccounts {
@@ -104,7 +108,7 @@ export function parseAccounts(out: string): LiveAccounts {
     const f = line.split('\t');
     switch (f[0]) {
       case 'U':
-        live.users.push({ user: f[1] ?? '', host: f[2] ?? '', plugin: f[3] ?? '', nativeHash: f[4] === 'NULL' ? '' : (f[4] ?? '') });
+        live.users.push({ user: f[1] ?? '', host: f[2] ?? '', plugin: f[3] ?? '', nativeHash: f[4] === 'NULL' ? '' : (f[4] ?? ''), sslType: f[5] === 'NULL' ? '' : (f[5] ?? '') });
         break;
       case 'G': {
         const p = normPriv(f[2] ?? '');
@@ -150,6 +154,7 @@ export function accountDrift(d: Dialect, want: Account, live: LiveAccounts, pass
   if (u.plugin !== plugin) return `${id} uses ${u.plugin || 'no plugin'}, want ${plugin}`;
   // salted caching_sha2 hashes cannot be compared; native ones can (without sending the password anywhere)
   if (plugin === 'mysql_native_password' && u.nativeHash !== nativePasswordHash(password)) return `${id} password differs`;
+  if ((u.sslType === 'ANY') !== want.ssl) return `${id} ${want.ssl ? 'does not require TLS (REQUIRE SSL)' : `requires TLS (${u.sslType})`}`;
   const g = grantee(want.user, want.host);
   if (!sameSet(live.global.get(g), want.global)) return `${id} global privileges differ`;
   const liveSchemas = live.schema.get(g) ?? new Map<string, Set<string>>();
@@ -249,7 +254,7 @@ export function planAccounts(d: Dialect, cluster: Cluster, hosts: Host[], live: 
 /** Recreate one account exactly (drop + create + grants): no stale privilege survives. */
 export function accountStatements(a: Account, password: string): string[] {
   const who = `${sqlString(a.user)}@${sqlString(a.host)}`;
-  const out = [`DROP USER IF EXISTS ${who}`, `CREATE USER ${who} IDENTIFIED BY ${sqlString(password)}`];
+  const out = [`DROP USER IF EXISTS ${who}`, `CREATE USER ${who} IDENTIFIED BY ${sqlString(password)}${a.ssl ? ' REQUIRE SSL' : ''}`];
   if (a.global.length) out.push(`GRANT ${a.global.join(', ')} ON *.* TO ${who}`);
   for (const [schema, privs] of Object.entries(a.schemas)) out.push(`GRANT ${privs.join(', ')} ON ${sqlIdent(schema)}.* TO ${who}`);
   return out;

@@ -9,6 +9,9 @@ export const MYSQL_PORT = 3306;
 /** Replica network timeout; the heartbeat period defaults to half of it. */
 export const NET_TIMEOUT_S = 10;
 
+/** The server's TLS files (written by the mysql role; the key 0600, the mysql user's): the cluster CA, its certificate, its key. */
+export const DB_TLS_PATHS = { ca: '/etc/mysql/rampart-tls/ca.pem', cert: '/etc/mysql/rampart-tls/server.pem', key: '/etc/mysql/rampart-tls/server.key' } as const;
+
 /** systemd unit of the server. */
 export function dbService(d: Dialect): string {
   return d === 'mariadb' ? 'mariadb' : 'mysql';
@@ -79,6 +82,10 @@ export function serverSettings(d: Dialect, host: Host, role: DbRole): ServerSett
     on('skip_name_resolve'),
     // safe with ROW format; Sakila creates functions and triggers
     on('log_bin_trust_function_creators'),
+    // TLS: the accounts that log in over the network REQUIRE SSL (mysql-accounts.ts)
+    { option: 'ssl_ca', value: DB_TLS_PATHS.ca, variable: 'ssl_ca', live: DB_TLS_PATHS.ca },
+    { option: 'ssl_cert', value: DB_TLS_PATHS.cert, variable: 'ssl_cert', live: DB_TLS_PATHS.cert },
+    { option: 'ssl_key', value: DB_TLS_PATHS.key, variable: 'ssl_key', live: DB_TLS_PATHS.key },
   ];
   // a replica notices a dead link (source restart, firewall reload) within seconds, not a minute
   const netTimeout = (variable: string): ServerSetting => ({ option: variable, value: String(NET_TIMEOUT_S), variable, live: String(NET_TIMEOUT_S) });
@@ -109,6 +116,7 @@ const LIVE_NAMES = [
   'server_id', 'bind_address', 'port', 'log_bin', 'relay_log', 'binlog_format', 'skip_name_resolve',
   'log_bin_trust_function_creators', 'log_slave_updates', 'log_replica_updates', 'gtid_strict_mode', 'gtid_mode',
   'enforce_gtid_consistency', 'read_only', 'super_read_only', 'slave_net_timeout', 'replica_net_timeout',
+  'ssl_ca', 'ssl_cert', 'ssl_key',
 ];
 
 /** Shell command printing `name<TAB>value` of the live variables (fails when the server is down). */

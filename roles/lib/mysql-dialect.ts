@@ -77,6 +77,12 @@ export interface DialectSql {
   gtidWait(pos: string, timeoutS: string | number): string;
   /** The only global privilege the proxy's probes need. */
   monitorPrivilege: string;
+  /** Replication over TLS, the source's certificate verified against `ca` (appended to changeSource). */
+  sourceTls(ca: string): string;
+  /** Option-file lines making the command-line client use TLS and verify the server against `ca`. */
+  clientTls(ca: string): string[];
+  /** Reloads the certificate files without a restart. */
+  reloadTls: string;
   /** The client option that lets a replica / client fetch the server's RSA key for caching_sha2_password without TLS. */
   clientPublicKeyOption: string;
 }
@@ -103,6 +109,9 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     gtidPosition: 'SELECT @@GLOBAL.gtid_binlog_pos',
     gtidWait: (pos, t) => `SELECT MASTER_GTID_WAIT(${q(pos)}, ${t})`,
     monitorPrivilege: 'SLAVE MONITOR',
+    sourceTls: (ca) => `, MASTER_SSL=1, MASTER_SSL_CA=${q(ca)}, MASTER_SSL_VERIFY_SERVER_CERT=1`,
+    clientTls: (ca) => ['ssl', `ssl-ca=${ca}`, 'ssl-verify-server-cert'],
+    reloadTls: 'FLUSH SSL',
     clientPublicKeyOption: '',
   },
   mysql: {
@@ -116,6 +125,9 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     gtidPosition: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '')",
     gtidWait: (pos, t) => `SELECT WAIT_FOR_EXECUTED_GTID_SET(${q(pos)}, ${t})`,
     monitorPrivilege: 'REPLICATION CLIENT',
+    sourceTls: (ca) => `, SOURCE_SSL=1, SOURCE_SSL_CA=${q(ca)}, SOURCE_SSL_VERIFY_SERVER_CERT=1`,
+    clientTls: (ca) => [`ssl-ca=${ca}`, 'ssl-mode=VERIFY_IDENTITY'],
+    reloadTls: 'ALTER INSTANCE RELOAD TLS',
     clientPublicKeyOption: ' --get-server-public-key',
   },
 };

@@ -6,7 +6,7 @@ import { RampartError } from '../../core/errors.ts';
 import { shq } from '../../core/ssh.ts';
 import type { Host } from '../../core/types.ts';
 import { managerHost } from './mysql-accounts.ts';
-import { MYSQL_PORT } from './mysql-config.ts';
+import { DB_TLS_PATHS, MYSQL_PORT } from './mysql-config.ts';
 import { DIALECT_SQL } from './mysql-dialect.ts';
 import { DB_USERS } from './names.ts';
 import type { Dialect } from './os.ts';
@@ -20,6 +20,8 @@ export class ReplicationError extends RampartError {}
 export const REPLICA_STATUS_FACT = `mysql -E -e ${shq(DIALECT_SQL.mysql.replicaStatus)}`;
 
 export interface ReplicaStatus {
+  /** The link uses TLS and verifies the source's certificate (Source_SSL_Allowed, ..._Verify_Server_Cert). */
+  ssl: boolean;
   sourceHost: string;
   sourcePort: number;
   sourceUser: string;
@@ -57,6 +59,7 @@ export function parseReplicaStatus(text: string): ReplicaStatus | null {
     ioError: get('Last_IO_Error'),
     sqlErrno: Number(get('Last_SQL_Errno')) || 0,
     sqlError: get('Last_SQL_Error'),
+    ssl: /^yes$/i.test(get('Source_SSL_Allowed', 'Master_SSL_Allowed')) && /^yes$/i.test(get('Source_SSL_Verify_Server_Cert', 'Master_SSL_Verify_Server_Cert')),
     retryCount: kv.has('Source_Retry_Count') ? Number(kv.get('Source_Retry_Count')) : null,
   };
 }
@@ -67,6 +70,8 @@ export interface ReplicaSource {
   user: string;
   /** Reconnect attempts before the replica gives up (compared where the server shows it). */
   retryCount?: number;
+  /** The CA file the source's certificate is verified against: replication over TLS. */
+  ca?: string;
 }
 
 export type ReplicaAction =
@@ -90,6 +95,7 @@ export function replicaDecision(status: ReplicaStatus | null, want: ReplicaSourc
     return { action: 'configure', reason: `replicates from ${at}, want ${wanted}` };
   }
   if (!status.gtid) return { action: 'configure', reason: 'not using GTID positioning' };
+  if (want.ca && !status.ssl) return { action: 'configure', reason: 'replicates without TLS (or without verifying the manager\'s certificate)' };
   if (want.retryCount !== undefined && status.retryCount !== null && status.retryCount < want.retryCount) {
     return { action: 'configure', reason: `gives up after ${status.retryCount} reconnect attempts, want ${want.retryCount} (survive a manager outage)` };
   }
@@ -121,7 +127,7 @@ export function replicaDecision(status: ReplicaStatus | null, want: ReplicaSourc
 export function replicaSource(hosts: Host[]): ReplicaSource {
   const m = managerHost(hosts);
   if (!m) throw new ReplicationError('no node has db: manager', 'mark exactly one DB node `db: manager` in cluster.yaml');
-  return { host: m.privateAddress, port: MYSQL_PORT, user: DB_USERS.repl, retryCount: RETRY_COUNT };
+  return { host: m.privateAddress, port: MYSQL_PORT, user: DB_USERS.repl, retryCount: RETRY_COUNT, ca: DB_TLS_PATHS.ca };
 }
 
 /** Reconnect every few seconds (default 60) after the source restarts or a firewall reload drops the link. */
@@ -132,7 +138,8 @@ export const RETRY_COUNT = 86400;
 /** Point the replica at the source with GTID auto-positioning and start it (contains the password: stdin only). */
 export function changeSourceSql(d: Dialect, src: ReplicaSource, password: string): string {
   const sql = DIALECT_SQL[d];
-  return [sql.stopReplica, sql.changeSource(src, password, CONNECT_RETRY_S, src.retryCount ?? RETRY_COUNT), sql.startReplica].map((s) => `${s};`).join('\n') + '\n';
+  const change = sql.changeSource(src, password, CONNECT_RETRY_S, src.retryCount ?? RETRY_COUNT) + (src.ca ? sql.sourceTls(src.ca) : '');
+  return [sql.stopReplica, change, sql.startReplica].map((s) => `${s};`).join('\n') + '\n';
 }
 
 export function startReplicaSql(d: Dialect): string {
@@ -157,9 +164,10 @@ export function gtidWaitSql(d: Dialect, pos: string, timeoutS: number): string {
  */
 export function catchUpScript(d: Dialect, src: ReplicaSource, timeoutS = 120): string {
   const extra = DIALECT_SQL[d].clientPublicKeyOption;
+  const tls = src.ca ? DIALECT_SQL[d].clientTls(src.ca).map((l) => `${l}\\n`).join('') : '';
   return `set -euo pipefail
 IFS= read -r pw
-opts() { printf '[client]\\nuser=%s\\npassword=%s\\nhost=%s\\nport=%s\\n' ${shq(src.user)} "$pw" ${shq(src.host)} ${src.port}; }
+opts() { printf '[client]\\nuser=%s\\npassword=%s\\nhost=%s\\nport=%s\\n${tls}' ${shq(src.user)} "$pw" ${shq(src.host)} ${src.port}; }
 pos=$(mysql --defaults-extra-file=<(opts)${extra} --connect-timeout=10 -N -B -e ${shq(sourcePositionSql(d))})
 [[ "$pos" =~ ^[0-9A-Fa-f:,-]*$ ]] || { echo "unexpected GTID position from the manager: $pos" >&2; exit 1; }
 r=$(mysql -N -B -e "${gtidWaitSql(d, '$pos', timeoutS)}")

@@ -2,6 +2,7 @@
 // one-connection pool for probes, and what the probes and real queries
 // measured (health, latency moving average, replication lag).
 
+import { readFileSync } from 'node:fs';
 import mysql from 'mysql2/promise';
 import type { DbConfig, DbEndpoint, SqlParam } from '../schemas.ts';
 
@@ -101,6 +102,8 @@ export class DbNode {
       password: db.password,
       database: db.database,
       connectTimeout: db.connectTimeoutMs ?? 3000,
+      // TLS to the server, its certificate verified against the cluster CA (pooled connections: one handshake each)
+      ...(db.ssl ? { ssl: { ca: readFileSync(db.ssl.ca, 'utf8'), rejectUnauthorized: true } } : {}),
       enableKeepAlive: true,
       multipleStatements: false,
       dateStrings: true,

@@ -2,8 +2,8 @@
 // rpbench0): applied from scratch, benched with small counts, then benched
 // again with worker1's database stopped in the middle of the read phase.
 // Needs Linux + root; skips elsewhere, but fails when CI=true.
-// Traffic: only to the cluster's nodes on 10.82.0.0/24 (HTTP to the
-// gatekeeper, SSH to the nodes).
+// Traffic: only to the cluster's nodes on 10.82.0.0/24 (HTTPS to the
+// gatekeeper, verified against the cluster CA; SSH to the nodes).
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -146,7 +146,7 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
     try {
       const r = await zx<{ error: { message: string } }>('bench', file, ['--writes', '1', '--reads', '1', '--no-sysbench']);
       expect(r.code).toBe(4);
-      expect(r.json.error.message).toContain(`gatekeeper unreachable at ${ADDR.gatekeeper}:80`);
+      expect(r.json.error.message).toContain(`gatekeeper unreachable at ${ADDR.gatekeeper}:443`);
     } finally {
       onNode(file, ADDR.gatekeeper, 'systemctl start rampart-gatekeeper');
     }
@@ -161,6 +161,7 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
     // drift on every DB node (a variable changed by hand): apply restarts each server to its config
     for (const n of DB) expect(onNode(file, ADDR[n], 'mysql -e "SET GLOBAL slave_net_timeout = 30"').code).toBe(0);
     const key = (JSON.parse(readFileSync(join(dir, '.rampart', 'secrets.json'), 'utf8')) as Record<string, string>).gatekeeper_api_key;
+    const ca = readFileSync(join(dir, '.rampart', 'tls', 'ca.pem'), 'utf8');
     const outcomes: { kind: 'read' | 'write'; at: number; ok: boolean }[] = [];
     let observing = true;
     const observe = async (kind: 'read' | 'write') => {
@@ -169,7 +170,7 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
         : { sql: 'UPDATE sakila.actor SET last_update = last_update WHERE actor_id = ?', params: [1] };
       while (observing) {
         const at = Date.now();
-        const ok = await fetch(`http://${ADDR.gatekeeper}/query`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body), signal: AbortSignal.timeout(5000) })
+        const ok = await fetch(`https://${ADDR.gatekeeper}/query`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body), signal: AbortSignal.timeout(5000), tls: { ca } } as RequestInit)
           .then((r) => r.status === 200, () => false);
         outcomes.push({ kind, at, ok });
         await new Promise((r) => setTimeout(r, 40));

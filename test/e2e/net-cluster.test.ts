@@ -2,7 +2,7 @@
 // real LXC nodes: its own cluster (rpnet, 10.81.0.0/24, bridge rpnet0).
 //   - a second apply changes nothing and restarts no service
 //   - the reachability matrix: every declared flow open, everything else
-//     closed, node -> node and host -> node on 22/80/3306/5000
+//     closed, node -> node and host -> node on 22/80/443/3306/5000 (80 closed: HTTPS only)
 //   - POST /query through the gatekeeper answers rows; a wrong key gets 401
 //   - drift: a flushed firewall on the proxy is reported (only there) and repaired;
 //     an edited service config is rewritten and restarts only its service
@@ -26,7 +26,7 @@ const DIR = process.env.RAMPART_E2E_NET_DIR ?? '/tmp/rpnet';
 const NAME = 'rpnet';
 const SUBNET = '10.81.0.0/24';
 const CONTROLLER = '10.81.0.1';
-const PORTS = [22, 80, 3306, 5000];
+const PORTS = [22, 80, 443, 3306, 5000];
 const SERVICES = ['gatekeeper', 'trustedhost', 'proxy'];
 
 let file = '';
@@ -100,12 +100,14 @@ function unitTimestamps(): Record<string, string> {
 }
 
 async function query(key: string, sql: string): Promise<{ status: number; body: { rows?: Record<string, unknown>[]; error?: { code: string } } }> {
-  const res = await fetch(`http://${addr.gatekeeper}:${cluster.services.gatekeeper.port}/query`, {
+  // HTTPS, the certificate verified against the cluster CA
+  const res = await fetch(`https://${addr.gatekeeper}:${cluster.services.gatekeeper.port}/query`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-api-key': key },
     body: JSON.stringify({ sql }),
     signal: AbortSignal.timeout(10_000),
-  });
+    tls: { ca: readFileSync(join(DIR, '.rampart', 'tls', 'ca.pem'), 'utf8') },
+  } as RequestInit);
   return { status: res.status, body: (await res.json()) as { rows?: Record<string, unknown>[]; error?: { code: string } } };
 }
 
@@ -174,10 +176,11 @@ describe.skipIf(!RUN)('full cluster: firewall and services (LXC)', () => {
     expect(got).toEqual(want);
     // sanity of the matrix itself: the declared flows of cluster.yaml are in it
     expect(want).toContain('trustedhost -> proxy:5000 open');
-    expect(want).toContain('trustedhost -> gatekeeper:80 closed'); // egress-restricted
+    expect(want).toContain('trustedhost -> gatekeeper:443 closed'); // egress-restricted
     expect(want).toContain('controller -> manager:3306 closed');
-    expect(want).toContain('controller -> gatekeeper:80 open');
-    // 22 from the host x6; 80 from the host and the 4 unrestricted other nodes; 5000 x2; 3306 proxy x3 + workers x2
+    expect(want).toContain('controller -> gatekeeper:443 open');
+    expect(want).toContain('controller -> gatekeeper:80 closed'); // HTTPS only
+    // 22 from the host x6; 443 from the host and the 4 unrestricted other nodes; 5000 x2; 3306 proxy x3 + workers x2
     expect(want.filter((l) => l.endsWith(' open')).length).toBe(6 + 5 + 2 + 5);
     process.stderr.write(`reachability matrix: ${got.length} probes in ${Date.now() - started} ms\n`);
   }, 60_000);

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { GatekeeperConfig, ProxyConfig, TrustedHostConfig } from '../../services/config.ts';
 import type { ProxyMode, ServiceName } from '../../services/contract.ts';
+import { ensureServerCert } from '../../core/tls.ts';
 import { freePort, secret } from '../support/mariadb.ts';
 
 const ROOT = resolve(import.meta.dir ?? join(process.cwd(), 'test', 'integration'), '..', '..');
@@ -29,6 +30,8 @@ export interface Services {
   apiKey: string;
   /** Credentials the trusted host and the proxy expect. */
   credentials: { trustedhost: string; proxy: string };
+  /** The CA (PEM) the hops' certificates chain to, when launched with tls. */
+  ca?: string;
   stop(): Promise<void>;
 }
 
@@ -46,11 +49,14 @@ export interface LaunchOptions {
   runtime?: 'bun' | 'node';
   /** Send each service's stdout to `<logDir>/<name>.log` instead of a pipe (cheaper under load). */
   logDir?: string;
+  /** HTTPS on every hop with a certificate for 127.0.0.1 from a CA made for the run (core/tls.ts); the CA is in Services.ca. */
+  tls?: boolean;
   /** What each service runs (default its sources, services/<name>/main.ts; e.g. its bundle, as on the nodes). */
   entry?: (name: ServiceName) => string;
 }
 
 function startProcess(name: ServiceName, configPath: string, port: number, opts: LaunchOptions): Promise<ServiceProcess> {
+  const scheme = opts.tls ? 'https' : 'http';
   const { logDir, runtime = 'bun' } = opts;
   const logFile = logDir ? join(logDir, `${name}.log`) : undefined;
   const entry = opts.entry?.(name) ?? join(ROOT, 'services', name, 'main.ts');
@@ -68,7 +74,7 @@ function startProcess(name: ServiceName, configPath: string, port: number, opts:
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const proc: ServiceProcess = {
     name,
-    url: `http://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
     pid: child.pid ?? 0,
     logs: () => (logFile ? readFileSync(logFile, 'utf8') : out).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
     async stop() {
@@ -96,7 +102,21 @@ export async function launchServices(opts: LaunchOptions): Promise<Services> {
   const apiKey = secret();
   const credentials = { trustedhost: secret(), proxy: secret() };
   const policy = { statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: opts.schemas };
-  const common = { maxBodyBytes: 65536, policy, log: opts.log ?? true };
+  let tls: { cert: string; key: string } | undefined;
+  let caPath: string | undefined;
+  let ca: string | undefined;
+  if (opts.tls) {
+    const made = ensureServerCert(dir, 'loopback', ['127.0.0.1', 'localhost']);
+    tls = { cert: join(dir, 'server.pem'), key: join(dir, 'server.key') };
+    caPath = join(dir, 'ca.pem');
+    writeFileSync(tls.cert, made.cert);
+    writeFileSync(tls.key, made.key, { mode: 0o600 });
+    writeFileSync(caPath, made.ca);
+    ca = made.ca;
+  }
+  const scheme = opts.tls ? 'https' : 'http';
+  const link = (port: number, credential: string) => ({ url: `${scheme}://127.0.0.1:${port}`, credential, ...(caPath ? { ca: caPath } : {}) });
+  const common = { maxBodyBytes: 65536, policy, log: opts.log ?? true, ...(tls ? { tls } : {}) };
   const proxy: ProxyConfig = {
     service: 'proxy', listen: { host: '127.0.0.1', port: pxPort }, ...common, credential: credentials.proxy,
     db: { ...opts.db, poolSize: opts.poolSize ?? opts.db.poolSize }, defaultMode: opts.defaultMode ?? 'customized', modes: ['direct', 'random', 'customized'],
@@ -104,12 +124,12 @@ export async function launchServices(opts: LaunchOptions): Promise<Services> {
   };
   const trustedhost: TrustedHostConfig = {
     service: 'trustedhost', listen: { host: '127.0.0.1', port: thPort }, ...common, credential: credentials.trustedhost,
-    upstream: { url: `http://127.0.0.1:${pxPort}`, credential: credentials.proxy },
+    upstream: link(pxPort, credentials.proxy),
   };
   const gatekeeper: GatekeeperConfig = {
     service: 'gatekeeper', listen: { host: '127.0.0.1', port: gkPort }, ...common, apiKeys: [apiKey],
     rateLimit: opts.rateLimit ?? { requests: 1_000_000, perSeconds: 1 },
-    upstream: { url: `http://127.0.0.1:${thPort}`, credential: credentials.trustedhost },
+    upstream: link(thPort, credentials.trustedhost),
   };
   const write = (name: string, c: unknown): string => {
     const p = join(dir, `${name}.json`);
@@ -131,5 +151,5 @@ export async function launchServices(opts: LaunchOptions): Promise<Services> {
     throw e;
   }
   const [px, th, gk] = started;
-  return { gatekeeper: gk, trustedhost: th, proxy: px, apiKey, credentials, stop };
+  return { gatekeeper: gk, trustedhost: th, proxy: px, apiKey, credentials, ...(ca ? { ca } : {}), stop };
 }

@@ -3,6 +3,10 @@
 // separate processes, requests through the gatekeeper.
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ensureServerCert } from '../../core/tls.ts';
 import mysql from 'mysql2/promise';
 import { mariadbAvailability, startCluster, startDelayRelay, type TestCluster } from '../support/mariadb.ts';
 import { launchServices, type Services } from './launch.ts';
@@ -64,6 +68,37 @@ describe.skipIf(!avail.ok)('services on loopback against MariaDB', () => {
     await svc?.stop();
     await relay?.close();
     await cluster?.stop();
+  }, 60_000);
+
+  test('with tls: every hop serves HTTPS verified against the CA; another CA or plain HTTP gets no answer', async () => {
+    const t = await launchServices({
+      schemas: [cluster.database], tls: true, log: false,
+      db: { manager: { name: 'manager', host: '127.0.0.1', port: cluster.primary.port }, workers: [], user: cluster.app.user, password: cluster.app.password, database: cluster.database },
+    });
+    try {
+      expect(t.gatekeeper.url).toStartWith('https://');
+      const post = (url: string, init: Record<string, unknown>) => fetch(`${url}/query`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': t.apiKey },
+        body: JSON.stringify({ sql: 'SELECT name FROM whoami', mode: 'direct' }), ...init,
+      } as RequestInit);
+      const ok = await post(t.gatekeeper.url, { tls: { ca: t.ca } });
+      expect(ok.status).toBe(200);
+      expect(((await ok.json()) as { node: string }).node).toBe('manager');
+      // the trusted host and the proxy behind it: the gatekeeper's request went through both over https
+      const otherDir = mkdtempSync(join(tmpdir(), 'rampart-other-ca-'));
+      const other = ensureServerCert(otherDir, 'x', ['127.0.0.1']).ca;
+      rmSync(otherDir, { recursive: true, force: true });
+      await expect(post(t.gatekeeper.url, { tls: { ca: other } })).rejects.toThrow();
+      await expect(post(t.gatekeeper.url, {})).rejects.toThrow();
+      const plain = await post(t.gatekeeper.url.replace('https:', 'http:'), {}).then((r) => r.status, () => 'no answer');
+      expect(plain === 'no answer' || (typeof plain === 'number' && plain >= 400)).toBe(true);
+      // the internal hops refuse a client that does not trust the CA as well
+      await expect(fetch(`${t.proxy.url}/health`, { headers: { 'x-rampart-credential': t.credentials.proxy } })).rejects.toThrow();
+      const h = await fetch(`${t.proxy.url}/health`, { headers: { 'x-rampart-credential': t.credentials.proxy }, tls: { ca: t.ca } } as RequestInit);
+      expect(h.status).toBe(200);
+    } finally {
+      await t.stop();
+    }
   }, 60_000);
 
   test('proxy health lists every node healthy with its lag', async () => {

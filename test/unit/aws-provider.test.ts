@@ -453,17 +453,17 @@ describe('fresh apply', () => {
 
   test('security-group rules generated from the default cluster.yaml', async () => {
     await provider().up();
-    expect(ingressOf('gatekeeper')).toEqual([`tcp/22:${CONTROLLER}`, 'tcp/80:0.0.0.0/0']);
+    expect(ingressOf('gatekeeper')).toEqual([`tcp/22:${CONTROLLER}`, 'tcp/443:0.0.0.0/0']);
     expect(ingressOf('trustedhost')).toEqual(['tcp/22:sg:gatekeeper', 'tcp/5000:sg:gatekeeper']);
     expect(ingressOf('proxy')).toEqual(['tcp/22:sg:gatekeeper', 'tcp/5000:sg:trustedhost']);
     // 3306 on the manager: the proxy's and the workers' groups (replication), nothing else.
     expect(ingressOf('manager')).toEqual(['tcp/22:sg:gatekeeper', 'tcp/3306:sg:proxy', 'tcp/3306:sg:worker1', 'tcp/3306:sg:worker2']);
     expect(ingressOf('worker1')).toEqual(['tcp/22:sg:gatekeeper', 'tcp/3306:sg:proxy']);
 
-    // The only thing open to the world is the gatekeeper's port 80, in what we sent as well.
+    // The only thing open to the world is the gatekeeper's port 443, in what we sent as well.
     const sent = fake.inputs<{ GroupId: string; IpPermissions: Perm[] }>('AuthorizeSecurityGroupIngress');
     const open = sent.flatMap((s) => permStrings(s.IpPermissions).filter((p) => p.endsWith('0.0.0.0/0')).map((p) => `${s.GroupId}:${p}`));
-    expect(open).toEqual([`${fake.groupOf('gatekeeper')!.id}:tcp/80:0.0.0.0/0`]);
+    expect(open).toEqual([`${fake.groupOf('gatekeeper')!.id}:tcp/443:0.0.0.0/0`]);
 
     // Every rule carries a description made only of the characters AWS accepts.
     const described = [...sent, ...fake.inputs<{ IpPermissions: Perm[] }>('AuthorizeSecurityGroupEgress')]

@@ -19,8 +19,8 @@ const HEAD = () => [
 ];
 
 describe('ruleset per node (repo cluster.yaml)', () => {
-  test('gatekeeper: 80 from anywhere, nothing else; OUTPUT open', () => {
-    expect(rulesOf('gatekeeper')).toEqual([...HEAD(), '-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT', '-A INPUT -j DROP', '-A FORWARD -j DROP', 'COMMIT', '']);
+  test('gatekeeper: 443 from anywhere, nothing else; OUTPUT open', () => {
+    expect(rulesOf('gatekeeper')).toEqual([...HEAD(), '-A INPUT -p tcp -m tcp --dport 443 -j ACCEPT', '-A INPUT -j DROP', '-A FORWARD -j DROP', 'COMMIT', '']);
   });
 
   test('trustedhost: 5000 from the gatekeeper only; OUTPUT only to proxy:5000 and the mirror', () => {

@@ -11,12 +11,12 @@ import { cluster, host, hosts, secrets } from './mysql-fixtures.ts';
 const pw = (s: string) => secrets.get(s);
 
 /** Render what the fact query prints on a server where the given SQL-described state holds. */
-interface LiveSpec { user: string; host: string; plugin: string; password?: string; global?: string[]; schemas?: Record<string, string[]> }
+interface LiveSpec { user: string; host: string; plugin: string; password?: string; global?: string[]; schemas?: Record<string, string[]>; ssl?: string }
 function liveFrom(users: LiveSpec[], schemas: string[] = [], tables: string[] = []): string {
   const lines: string[] = [];
   for (const u of users) {
     const hash = u.plugin === 'mysql_native_password' && u.password ? nativePasswordHash(u.password) : '';
-    lines.push(['U', u.user, u.host, u.plugin, hash].join('\t'));
+    lines.push(['U', u.user, u.host, u.plugin, hash, u.ssl ?? ''].join('\t'));
     const g = grantee(u.user, u.host);
     for (const p of u.global?.length ? u.global : ['USAGE']) lines.push(['G', g, p].join('\t'));
     for (const [s, ps] of Object.entries(u.schemas ?? {})) for (const p of ps) lines.push(['S', g, s, p].join('\t'));
@@ -29,10 +29,10 @@ function liveFrom(users: LiveSpec[], schemas: string[] = [], tables: string[] = 
 const SYSBENCH = ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'CREATE', 'DROP', 'INDEX', 'ALTER'];
 const wantedLive = (d: 'mariadb' | 'mysql'): LiveSpec[] => [
   { user: 'root', host: 'localhost', plugin: d === 'mariadb' ? 'mysql_native_password' : 'auth_socket', global: ['SELECT', 'SUPER'] },
-  { user: DB_USERS.app, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlApp), schemas: { sakila: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] } },
-  ...['worker1', 'worker2'].map((w) => ({ user: DB_USERS.repl, host: host(w).privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlRepl), global: ['REPLICATION SLAVE'] })),
+  { user: DB_USERS.app, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlApp), schemas: { sakila: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] }, ssl: 'ANY' },
+  ...['worker1', 'worker2'].map((w) => ({ user: DB_USERS.repl, host: host(w).privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlRepl), global: ['REPLICATION SLAVE'], ssl: 'ANY' })),
   { user: DB_USERS.sysbench, host: 'localhost', plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlSysbench), schemas: { sbtest: SYSBENCH } },
-  { user: DB_USERS.monitor, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlMonitor), global: [DIALECT_SQL[d].monitorPrivilege] },
+  { user: DB_USERS.monitor, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlMonitor), global: [DIALECT_SQL[d].monitorPrivilege], ssl: 'ANY' },
 ];
 
 describe('wanted accounts', () => {
@@ -97,7 +97,7 @@ describe('statements', () => {
     expect(sb).toContain("GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER ON `sbtest`.* TO 'sbtest'@'localhost'");
     const repl = accountStatements(accts.find((a) => a.user === DB_USERS.repl)!, 'pw');
     expect(repl[0]).toMatch(/^DROP USER IF EXISTS 'rampart_repl'@'10\.77\.0\.\d+'$/);
-    expect(repl[1]).toMatch(/^CREATE USER 'rampart_repl'@'10\.77\.0\.\d+' IDENTIFIED BY 'pw'$/);
+    expect(repl[1]).toMatch(/^CREATE USER 'rampart_repl'@'10\.77\.0\.\d+' IDENTIFIED BY 'pw' REQUIRE SSL$/);
     expect(repl[2]).toMatch(/^GRANT REPLICATION SLAVE ON \*\.\* TO 'rampart_repl'@/);
   });
 
@@ -186,8 +186,18 @@ describe('plan on live state', () => {
     expect(accountDrift('mysql', a, parseAccounts(liveFrom(mysqlLive)), pw(a.secret))).toMatch(/mysql_native_password, want caching_sha2_password/);
   });
 
+  test('a network account without REQUIRE SSL is recreated with it; the local sysbench account needs none', () => {
+    const noTls = wantedLive('mariadb').map((u) => (u.user === DB_USERS.app ? { ...u, ssl: '' } : u));
+    const plan = planAccounts('mariadb', cluster, hosts, parseAccounts(liveFrom(noTls, ['mysql', 'rampart', 'sbtest', 'sakila'], ['rampart.meta'])), pw)!;
+    expect(plan.reasons).toEqual([`${DB_USERS.app}@${host('proxy').privateAddress} does not require TLS (REQUIRE SSL)`]);
+    expect(plan.sql).toContain(`CREATE USER '${DB_USERS.app}'@'${host('proxy').privateAddress}' IDENTIFIED BY '${pw(SECRETS.mysqlApp)}' REQUIRE SSL;`);
+    const accts = desiredAccounts('mariadb', cluster, hosts);
+    expect(accts.filter((a) => a.ssl).map((a) => a.user).sort()).toEqual([DB_USERS.app, DB_USERS.monitor, DB_USERS.repl, DB_USERS.repl]);
+    expect(accts.find((a) => a.user === DB_USERS.sysbench)!.ssl).toBe(false);
+  });
+
   test('MariaDB spells REPLICATION REPLICA / SLAVE interchangeably', () => {
-    const live = parseAccounts(`U\trampart_repl\t10.77.0.14\tmysql_native_password\t${nativePasswordHash(pw(SECRETS.mysqlRepl))}\nG\t'rampart_repl'@'10.77.0.14'\tREPLICATION REPLICA\n`);
+    const live = parseAccounts(`U\trampart_repl\t10.77.0.14\tmysql_native_password\t${nativePasswordHash(pw(SECRETS.mysqlRepl))}\tANY\nG\t'rampart_repl'@'10.77.0.14'\tREPLICATION REPLICA\n`);
     const a = desiredAccounts('mariadb', cluster, hosts).find((x) => x.user === DB_USERS.repl && x.host === '10.77.0.14')!;
     expect(accountDrift('mariadb', a, live, pw(a.secret))).toBeNull();
   });

@@ -108,6 +108,7 @@ describe('live variables', () => {
     `server_id\t${serverIdFor('worker1')}`, `bind_address\t${host('worker1').privateAddress}`, 'port\t3306', 'log_bin\tON',
     'relay_log\trelay-bin', 'binlog_format\tROW', 'skip_name_resolve\tON', 'log_bin_trust_function_creators\tON',
     'log_slave_updates\tON', 'gtid_strict_mode\tON', 'slave_net_timeout\t10', 'read_only\tON',
+    'ssl_ca\t/etc/mysql/rampart-tls/ca.pem', 'ssl_cert\t/etc/mysql/rampart-tls/server.pem', 'ssl_key\t/etc/mysql/rampart-tls/server.key',
   ].join('\n');
 
   test('a server running the config shows no drift', () => {

@@ -34,6 +34,9 @@ const MARIADB_OK = `*************************** 1. row *************************
               Master_Server_Id: 1203110431
                     Using_Gtid: Slave_Pos
                    Gtid_IO_Pos: 0-1203110431-135
+            Master_SSL_Allowed: Yes
+               Master_SSL_CA_File: /etc/mysql/rampart-tls/ca.pem
+ Master_SSL_Verify_Server_Cert: Yes
 `;
 const MYSQL_OK = `*************************** 1. row ***************************
              Replica_IO_State: Waiting for source to send event
@@ -49,13 +52,16 @@ const MYSQL_OK = `*************************** 1. row ***************************
            Retrieved_Gtid_Set: 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5
             Executed_Gtid_Set: 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5
                 Auto_Position: 1
+           Source_SSL_Allowed: Yes
+           Source_SSL_CA_File: /etc/mysql/rampart-tls/ca.pem
+Source_SSL_Verify_Server_Cert: Yes
 `;
 
 describe('status parsing', () => {
   test('MariaDB SHOW SLAVE STATUS (old column names, Using_Gtid)', () => {
     expect(parseReplicaStatus(MARIADB_OK)).toEqual({
       sourceHost: SRC.host, sourcePort: 3306, sourceUser: 'rampart_repl', ioRunning: 'Yes', sqlRunning: 'Yes', gtid: true,
-      ioErrno: 0, ioError: '', sqlErrno: 0, sqlError: '', retryCount: null,
+      ioErrno: 0, ioError: '', sqlErrno: 0, sqlError: '', retryCount: null, ssl: true,
     });
   });
 
@@ -119,6 +125,19 @@ describe('what is wrong, and the least that repairs it', () => {
     const purged = MYSQL_OK.replace('Replica_IO_Running: Yes', 'Replica_IO_Running: No').replace('Last_IO_Errno: 0', 'Last_IO_Errno: 1236')
       .replace('Last_IO_Error: ', 'Last_IO_Error: Got fatal error 1236 from source when reading data from binary log');
     expect(dec(purged)).toMatchObject({ action: 'fail', hint: expect.stringContaining('mysqldump --single-transaction --gtid') });
+  });
+
+  test('replication without TLS, or without verifying the manager, -> configure with SSL options', () => {
+    const src = { ...SRC, ca: '/etc/mysql/rampart-tls/ca.pem' };
+    const plain = MARIADB_OK.replace('Master_SSL_Allowed: Yes', 'Master_SSL_Allowed: No');
+    const unverified = MARIADB_OK.replace('Master_SSL_Verify_Server_Cert: Yes', 'Master_SSL_Verify_Server_Cert: No');
+    for (const out of [plain, unverified]) expect(replicaDecision(parseReplicaStatus(out), src)).toMatchObject({ action: 'configure', reason: expect.stringContaining('TLS') });
+    expect(replicaDecision(parseReplicaStatus(MARIADB_OK), src)).toMatchObject({ action: 'ok' });
+    expect(changeSourceSql('mariadb', src, PW)).toContain(`MASTER_SSL=1, MASTER_SSL_CA='${src.ca}', MASTER_SSL_VERIFY_SERVER_CERT=1`);
+    expect(changeSourceSql('mysql', src, PW)).toContain(`SOURCE_SSL=1, SOURCE_SSL_CA='${src.ca}', SOURCE_SSL_VERIFY_SERVER_CERT=1`);
+    // the catch-up query over the network verifies the manager too
+    expect(catchUpScript('mariadb', src)).toContain(`ssl-ca=${src.ca}\\nssl-verify-server-cert`);
+    expect(catchUpScript('mysql', src)).toContain(`ssl-ca=${src.ca}\\nssl-mode=VERIFY_IDENTITY`);
   });
 
   test('the role check uses the facts only and carries the decision to apply', () => {

@@ -2,7 +2,7 @@
 // (accepted by the services' own validator), units without any secret, the
 // runtime choice, and reproducible bundles.
 import { describe, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -30,21 +30,36 @@ const secrets = new MemorySecrets();
 const SERVICES: ServiceName[] = ['gatekeeper', 'trustedhost', 'proxy'];
 
 describe('service configs', () => {
-  test('gatekeeper: listens on its private address :80, API key, policy, limits, upstream = trusted host', () => {
+  test('gatekeeper: serves HTTPS on its private address :443, API key, policy, limits, upstream = trusted host over https', () => {
     const c = validateConfig(serviceConfig(cluster, host('gatekeeper'), hosts, secrets), 'gatekeeper') as GatekeeperConfig;
-    expect(c.listen).toEqual({ host: ip.gatekeeper, port: 80 });
+    expect(c.listen).toEqual({ host: ip.gatekeeper, port: 443 });
+    expect(c.tls).toEqual({ cert: '/etc/rampart/tls/server.pem', key: '/etc/rampart/tls/server.key' });
     expect(c.apiKeys).toEqual([secrets.get(SECRETS.apiKey)]);
     expect(c.policy).toEqual({ statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'] });
     expect(c.maxBodyBytes).toBe(65536);
     expect(c.rateLimit).toEqual({ requests: 2000, perSeconds: 1 });
-    expect(c.upstream).toEqual({ url: `http://${ip.trustedhost}:5000`, credential: secrets.get(SECRETS.gatekeeperToTrusted) });
+    expect(c.upstream).toEqual({ url: `https://${ip.trustedhost}:5000`, credential: secrets.get(SECRETS.gatekeeperToTrusted), ca: '/etc/rampart/tls/ca.pem' });
+  });
+
+  test('a team\'s own API key (services.gatekeeper.apiKeyFile) replaces the generated one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rampart-key-'));
+    try {
+      const file = join(dir, 'api.key');
+      writeFileSync(file, 'team-key-0123456789abcdef\nignored second line\n', { mode: 0o600 });
+      const own: Cluster = { ...cluster, services: { ...cluster.services, gatekeeper: { ...cluster.services.gatekeeper, apiKeyFile: file } } };
+      const c = validateConfig(serviceConfig(own, host('gatekeeper'), hosts, secrets), 'gatekeeper') as GatekeeperConfig;
+      expect(c.apiKeys).toEqual(['team-key-0123456789abcdef']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('trusted host: expects the gatekeeper credential, forwards to the proxy with its own', () => {
     const c = validateConfig(serviceConfig(cluster, host('trustedhost'), hosts, secrets), 'trustedhost') as TrustedHostConfig;
     expect(c.listen).toEqual({ host: ip.trustedhost, port: 5000 });
     expect(c.credential).toBe(secrets.get(SECRETS.gatekeeperToTrusted));
-    expect(c.upstream).toEqual({ url: `http://${ip.proxy}:5000`, credential: secrets.get(SECRETS.trustedToProxy) });
+    expect(c.upstream).toEqual({ url: `https://${ip.proxy}:5000`, credential: secrets.get(SECRETS.trustedToProxy), ca: '/etc/rampart/tls/ca.pem' });
+    expect(c.tls).toEqual({ cert: '/etc/rampart/tls/server.pem', key: '/etc/rampart/tls/server.key' });
     expect(c.credential).not.toBe(c.upstream.credential);
   });
 
@@ -56,6 +71,7 @@ describe('service configs', () => {
     expect(c.db.user).toBe(DB_USERS.app);
     expect(c.db.password).toBe(secrets.get(SECRETS.mysqlApp));
     expect(c.db.database).toBe('sakila');
+    expect(c.db.ssl).toEqual({ ca: '/etc/rampart/tls/ca.pem' });
     expect([c.defaultMode, c.modes, c.probeIntervalMs, c.maxLagSeconds]).toEqual(['customized', ['direct', 'random', 'customized'], 250, 5]);
   });
 

@@ -34,7 +34,7 @@ const BASE = [
   '    roles: [base, mysql, replication, iptables]', //              22
   'security:', //                                                    23
   '  flows:', //                                                     24
-  '    - { from: internet, to: gatekeeper, port: 80 }', //           25
+  '    - { from: internet, to: gatekeeper, port: 443 }', //          25
   '    - { from: gatekeeper, to: trustedhost, port: 5000 }', //      26
   '    - { from: trustedhost, to: proxy, port: 5000 }', //           27
   '    - { from: proxy, to: [manager, worker1], port: 3306 }', //    28
@@ -83,7 +83,7 @@ describe('valid specs', () => {
     expect(c.provider.local.suite).toBe('bookworm'); // schema default (not in the file)
     expect(c.provider.aws.keyName).toBe('rampart-rampart');
     // from/to always lists
-    expect(c.security.flows[0]).toEqual({ from: ['internet'], to: ['gatekeeper'], port: 80 });
+    expect(c.security.flows[0]).toEqual({ from: ['internet'], to: ['gatekeeper'], port: 443 });
     expect(c.security.flows[3].to).toEqual(['manager', 'worker1', 'worker2']);
     expect(c.security.egress).toEqual([{ node: 'trustedhost', mirror: true }]);
     // sakila.path is resolved against the file's folder
@@ -108,7 +108,7 @@ describe('valid specs', () => {
       sysbench: { tables: 10, tableSize: 10000, threads: 4, time: 10 },
     });
     expect(c.services).toEqual({
-      gatekeeper: { port: 80, statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'], routines: [], maxBodyBytes: 65536, rateLimit: { requests: 2000, perSeconds: 1 } },
+      gatekeeper: { port: 443, statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'], routines: [], maxBodyBytes: 65536, rateLimit: { requests: 2000, perSeconds: 1 } },
       trustedhost: { port: 5000 },
       proxy: { port: 5000, defaultMode: 'random', modes: ['direct', 'random'], probeIntervalMs: 250, maxLagSeconds: 5 },
     });
@@ -169,8 +169,8 @@ const BAD: [string, string, string[]][] = [
   ['wrong type (string for boolean)', edit('public: true', 'public: "yes"'), [
     'cluster.yaml:8:13: nodes[0].public must be true or false (got "yes")',
   ]],
-  ['wrong type (string for port)', edit('port: 80 }', 'port: "80" }'), [
-    'cluster.yaml:25:47: security.flows[0].port must be a whole number (got "80")',
+  ['wrong type (string for port)', edit('port: 443 }', 'port: "443" }'), [
+    'cluster.yaml:25:47: security.flows[0].port must be a whole number (got "443")',
   ]],
   ['nodes is a mapping', edit(BASE.slice(BASE.indexOf('nodes:'), BASE.indexOf('security:')), 'nodes: { gatekeeper: { roles: [base] } }\n'), [
     'cluster.yaml:6:8: nodes must be a list (got a mapping)',
@@ -187,7 +187,7 @@ const BAD: [string, string, string[]][] = [
   ['role listed twice', edit('roles: [base, mysql, replication, iptables]\n  - name: worker1', 'roles: [base, mysql, base, iptables]\n  - name: worker1'), [
     'cluster.yaml:19:26: nodes[3].roles lists "base" more than once',
   ]],
-  ['flow port out of range', edit('port: 80 }', 'port: 70000 }'), [
+  ['flow port out of range', edit('port: 443 }', 'port: 70000 }'), [
     'cluster.yaml:25:47: security.flows[0].port must be between 1 and 65535 (got 70000)',
   ]],
   ['service port out of range', edit('  proxy:\n    defaultMode', '  proxy:\n    port: 0\n    defaultMode'), [
@@ -279,8 +279,8 @@ const BAD: [string, string, string[]][] = [
   ['explicit service port with no flow', edit('  proxy:\n    defaultMode', '  proxy:\n    port: 6000\n    defaultMode'), [
     'cluster.yaml:34:11: services.proxy.port 6000: no flow in security.flows lets "trustedhost" reach "proxy" on port 6000 (its iptables would drop every request)',
   ]],
-  ['gatekeeper port with no flow from anywhere', edit('to: gatekeeper, port: 80 }', 'to: gatekeeper, port: 8080 }'), [
-    'cluster.yaml:9:14: nodes[0].service gatekeeper listens on port 80 (services.gatekeeper.port default) but no flow in security.flows reaches node "gatekeeper" on port 80 (its iptables would drop every request)',
+  ['gatekeeper port with no flow from anywhere', edit('to: gatekeeper, port: 443 }', 'to: gatekeeper, port: 8080 }'), [
+    'cluster.yaml:9:14: nodes[0].service gatekeeper listens on port 443 (services.gatekeeper.port default) but no flow in security.flows reaches node "gatekeeper" on port 443 (its iptables would drop every request)',
   ]],
   ['proxy cannot reach a database node', edit('to: [manager, worker1]', 'to: [worker1]'), [
     'cluster.yaml:18:9: nodes[3] (manager): no flow in security.flows lets "proxy" reach it on port 3306 (MySQL)',
