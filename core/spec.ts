@@ -799,6 +799,7 @@ function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster 
       keepUsers: [...raw.database.keepUsers],
       sakila: { url: sakila.url, sha256: sakila.sha256, ...(sakila.path ? { path: path.resolve(dir, sakila.path) } : {}) },
       sysbench: { ...raw.database.sysbench },
+      semiSync: { ...raw.database.semiSync },
     },
     services: {
       gatekeeper: {

@@ -88,6 +88,16 @@ export interface DatabaseSpec {
   keepUsers: string[];
   sakila: SakilaSpec;
   sysbench: { tables: number; tableSize: number; threads: number; time: number };
+  semiSync: SemiSyncSpec;
+}
+
+/** Semi-synchronous replication (database.semiSync). */
+export interface SemiSyncSpec {
+  enabled: boolean;
+  /** A commit waits this long for a worker's acknowledgement, then the manager falls back to async. */
+  timeoutMs: number;
+  /** async: writes go on without the guarantee; refuse: the proxy refuses writes while no worker acknowledges. */
+  onTimeout: 'async' | 'refuse';
 }
 
 export interface GatekeeperSpec {

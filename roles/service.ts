@@ -102,6 +102,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
     modes: [...px.modes],
     probeIntervalMs: px.probeIntervalMs,
     maxLagSeconds: px.maxLagSeconds,
+    semiSync: { enabled: cluster.database.semiSync.enabled, onTimeout: cluster.database.semiSync.onTimeout },
   };
   return c;
 }

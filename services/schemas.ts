@@ -113,6 +113,13 @@ export const ProxyConfig = T.Object({
   probeIntervalMs: T.Integer({ minimum: 10, description: 'Interval of the active health/latency/lag probes.', error: 'probeIntervalMs must be an integer >= 10' }),
   probeTimeoutMs: T.Optional(T.Integer({ minimum: 1, description: 'Probe timeout (default min(750, 3 * probeIntervalMs)): a node silent that long is down.', error: 'probeTimeoutMs must be a positive integer' })),
   maxLagSeconds: T.Number({ minimum: 0, description: 'Workers whose replication lag exceeds this (or whose replication is stopped) get no reads.', error: 'maxLagSeconds must be >= 0' }),
+  semiSync: T.Optional(T.Object({
+    enabled: T.Boolean(),
+    onTimeout: T.Union([T.Literal('async'), T.Literal('refuse')]),
+  }, {
+    description: 'database.semiSync as the proxy holds it: /health reports when the primary runs without the guarantee; with onTimeout refuse, writes are refused (503 DB_UNAVAILABLE, not executed) meanwhile.',
+    error: 'semiSync must be { enabled, onTimeout: async|refuse }',
+  })),
 });
 export type ProxyConfig = Static<typeof ProxyConfig>;
 

@@ -79,6 +79,31 @@ export interface DialectSql {
   monitorPrivilege: string;
   /** The client option that lets a replica / client fetch the server's RSA key for caching_sha2_password without TLS. */
   clientPublicKeyOption: string;
+  /** Semi-synchronous replication's names in this dialect. */
+  semiSync: SemiSyncNames;
+}
+
+/**
+ * Semi-sync differs by dialect: MariaDB (>= 10.3) has it built in as
+ * rpl_semi_sync_master_* / rpl_semi_sync_slave_*; MySQL (>= 8.0.26) loads the
+ * semisync_source.so / semisync_replica.so plugins, named rpl_semi_sync_source_* /
+ * rpl_semi_sync_replica_*.
+ */
+export interface SemiSyncNames {
+  /** Plugin libraries to load (plugin_load_add), none where built in. */
+  plugins: string[];
+  /** Option-file prefix for the plugin's options: `loose-` so a missing plugin never stops the server (the live check names it instead). */
+  optionPrefix: string;
+  sourceEnabled: string;
+  replicaEnabled: string;
+  /** ms a commit waits for an acknowledgement before falling back to async. */
+  timeout: string;
+  /** AFTER_SYNC: the commit is visible to nobody before a replica has it (lossless). */
+  waitPoint: string;
+  /** Global status: ON while the source waits for acknowledgements (OFF: fallen back to async). */
+  statusVar: string;
+  /** Global status: semi-sync replicas connected now. */
+  clientsVar: string;
 }
 
 /** A string literal in either dialect's default sql_mode. */
@@ -104,6 +129,16 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     gtidWait: (pos, t) => `SELECT MASTER_GTID_WAIT(${q(pos)}, ${t})`,
     monitorPrivilege: 'SLAVE MONITOR',
     clientPublicKeyOption: '',
+    semiSync: {
+      plugins: [],
+      optionPrefix: '',
+      sourceEnabled: 'rpl_semi_sync_master_enabled',
+      replicaEnabled: 'rpl_semi_sync_slave_enabled',
+      timeout: 'rpl_semi_sync_master_timeout',
+      waitPoint: 'rpl_semi_sync_master_wait_point',
+      statusVar: 'Rpl_semi_sync_master_status',
+      clientsVar: 'Rpl_semi_sync_master_clients',
+    },
   },
   mysql: {
     replicaStatus: 'SHOW REPLICA STATUS',
@@ -117,5 +152,15 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     gtidWait: (pos, t) => `SELECT WAIT_FOR_EXECUTED_GTID_SET(${q(pos)}, ${t})`,
     monitorPrivilege: 'REPLICATION CLIENT',
     clientPublicKeyOption: ' --get-server-public-key',
+    semiSync: {
+      plugins: ['semisync_source.so', 'semisync_replica.so'],
+      optionPrefix: 'loose-',
+      sourceEnabled: 'rpl_semi_sync_source_enabled',
+      replicaEnabled: 'rpl_semi_sync_replica_enabled',
+      timeout: 'rpl_semi_sync_source_timeout',
+      waitPoint: 'rpl_semi_sync_source_wait_point',
+      statusVar: 'Rpl_semi_sync_source_status',
+      clientsVar: 'Rpl_semi_sync_source_clients',
+    },
   },
 };

@@ -8,7 +8,8 @@ import type { ProxyConfig } from '../schemas.ts';
 import { buildHop, type Hop } from '../hop.ts';
 import { HttpError, jsonResponse, secretChecker, since } from '../http.ts';
 import type { ValidQuery } from '../validate.ts';
-import { DbNode, isTimeout, isUnavailable, type MysqlLikeError, type QueryResult } from './nodes.ts';
+import { DbNode, isTimeout, isUnavailable, wasSent, type MysqlLikeError, type QueryResult } from './nodes.ts';
+import type { QueryType } from '../sql/classifier.ts';
 import { Router } from './router.ts';
 
 export interface ProxyRuntime {
@@ -25,6 +26,8 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
   const manager = new DbNode(config.db.manager, 'manager', config.db, queryTimeoutMs, probeTimeoutMs);
   const workers = config.db.workers.map((w) => new DbNode(w, 'worker', config.db, queryTimeoutMs, probeTimeoutMs));
   const router = new Router(manager, workers, config.maxLagSeconds);
+  const semiSync = config.semiSync?.enabled === true;
+  for (const n of [manager, ...workers]) n.watchSemiSync = semiSync;
   const all = [manager, ...workers];
   let timer: ReturnType<typeof setInterval> | undefined;
   const probeAll = (): Promise<unknown> => Promise.all(all.map((n) => n.probe(probeTimeoutMs)));
@@ -42,11 +45,23 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
   };
 }
 
-/** Maps a database error to the API's error: user errors are 422/403, an unreachable node 503. */
-function dbError(e: unknown): HttpError {
+/** The server refuses the statement because it is read-only (a fenced or demoted primary): nothing ran. */
+const ER_OPTION_PREVENTS_STATEMENT = 1290;
+
+/**
+ * Maps a database error to the API's error. The outcome of a write is said
+ * exactly: 503 DB_UNAVAILABLE means it was NOT executed (no connection, or the
+ * node refused it before running it: safe to retry); 504 OUTCOME_UNKNOWN means
+ * the connection died or timed out after the statement was sent, so it may
+ * have committed (check before retrying). User errors are 422/403.
+ */
+export function dbError(e: unknown, type: QueryType): HttpError {
   const err = e as MysqlLikeError;
+  if (type === 'write' && wasSent(e) && (isTimeout(e) || isUnavailable(e)) && !refusedBeforeRunning(err)) {
+    return new HttpError(504, 'OUTCOME_UNKNOWN', 'the connection to the database was lost after the write was sent: it may or may not have been committed; check before retrying');
+  }
   if (isTimeout(e)) return new HttpError(503, 'QUERY_TIMEOUT', 'the query did not finish in time');
-  if (isUnavailable(e)) return new HttpError(503, 'DB_UNAVAILABLE', 'no database node could serve the statement');
+  if (isUnavailable(e) || err?.errno === ER_OPTION_PREVENTS_STATEMENT) return notExecuted('no database node could serve the statement');
   if (err?.errno === 1142 || err?.errno === 1143 || err?.errno === 1044 || err?.errno === 1227) {
     return new HttpError(403, 'DB_ACCESS_DENIED', err.sqlMessage ?? 'access denied');
   }
@@ -54,25 +69,55 @@ function dbError(e: unknown): HttpError {
   return new HttpError(503, 'DB_ERROR', 'the database failed to run the statement');
 }
 
+/** Errors a server answers before running anything (too many connections, shutting down at connect). */
+function refusedBeforeRunning(err: MysqlLikeError): boolean {
+  return err?.code === 'ER_CON_COUNT_ERROR' || err?.code === 'ER_TOO_MANY_USER_CONNECTIONS';
+}
+
+/** 503 DB_UNAVAILABLE: the statement was not executed anywhere; safe to retry. */
+export function notExecuted(why: string): HttpError {
+  return new HttpError(503, 'DB_UNAVAILABLE', `${why}: not executed, safe to retry`);
+}
+
+/** Semi-sync holds: the primary waits for acknowledgements and a worker is connected to give them. */
+function semiSyncHolds(s: DbNode['semiSync']): boolean {
+  return s !== null && s.active && s.clients > 0;
+}
+
+/**
+ * /health's semi_sync: whether writes acknowledged now are on a worker too
+ * (guarantee false: the primary fell back to async or no worker is connected;
+ * null: semi-sync not wanted or not read yet).
+ */
+export function semiSyncReport(config: ProxyConfig, s: DbNode['semiSync']): { wanted: boolean; on_timeout: string | null; guarantee: boolean | null; clients: number | null } {
+  const wanted = config.semiSync?.enabled === true;
+  return { wanted, on_timeout: wanted ? config.semiSync!.onTimeout : null, guarantee: wanted && s ? semiSyncHolds(s) : null, clients: s ? s.clients : null };
+}
+
 function buildApp(config: ProxyConfig, router: Router): Hop {
   const credentialMatches = secretChecker([config.credential]);
 
+  const refuseUnsynced = config.semiSync?.enabled === true && config.semiSync.onTimeout === 'refuse';
+
   async function execute(q: ValidQuery, mode: ProxyMode): Promise<{ node: string; result: QueryResult }> {
     let node = router.pick(q.type, mode);
-    if (!node) throw new HttpError(503, 'DB_UNAVAILABLE', 'no database node is available');
+    if (!node) throw notExecuted('no database node is available');
+    if (q.type === 'write' && refuseUnsynced && !semiSyncHolds(node.semiSync)) {
+      throw notExecuted('no worker acknowledges writes (database.semiSync.onTimeout: refuse)');
+    }
     try {
       return { node: node.name, result: await node.run(q.sql, q.params) };
     } catch (e) {
       // A read on a node that just died (or hung, now marked down by the probe) runs once more elsewhere.
       const retry = q.type === 'read' && (isUnavailable(e) && (!isTimeout(e) || !node.healthy));
-      if (!retry) throw dbError(e);
+      if (!retry) throw dbError(e, q.type);
       const failed = node;
       node = router.pick(q.type, mode, failed);
-      if (!node) throw dbError(e);
+      if (!node) throw dbError(e, q.type);
       try {
         return { node: node.name, result: await node.run(q.sql, q.params) };
       } catch (e2) {
-        throw dbError(e2);
+        throw dbError(e2, q.type);
       }
     }
   }
@@ -91,8 +136,9 @@ function buildApp(config: ProxyConfig, router: Router): Hop {
     health() {
       const nodes = router.states();
       const managerUp = nodes[0].healthy;
-      const status = !managerUp ? 'down' : nodes.every((n) => n.usable) ? 'ok' : 'degraded';
-      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, nodes });
+      const semi = semiSyncReport(config, router.manager.semiSync);
+      const status = !managerUp ? 'down' : nodes.every((n) => n.usable) && semi.guarantee !== false ? 'ok' : 'degraded';
+      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, semi_sync: semi, nodes });
     },
     async query(q, { requestId, start, note }) {
       const mode: ProxyMode = q.mode ?? config.defaultMode;

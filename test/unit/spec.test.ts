@@ -106,6 +106,7 @@ describe('valid specs', () => {
       keepUsers: [],
       sakila: { url: 'https://downloads.mysql.com/docs/sakila-db.tar.gz', sha256: '51bf9a9314f9d164ffde94646ff70f445a1cb9a2e53aad1a773b007c13ad7b4f' },
       sysbench: { tables: 10, tableSize: 10000, threads: 4, time: 10 },
+      semiSync: { enabled: true, timeoutMs: 10000, onTimeout: 'async' },
     });
     expect(c.services).toEqual({
       gatekeeper: { port: 80, statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'], maxBodyBytes: 65536, rateLimit: { requests: 2000, perSeconds: 1 } },
