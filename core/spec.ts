@@ -809,7 +809,7 @@ function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster 
         rateLimit: { ...raw.services.gatekeeper.rateLimit },
       },
       trustedhost: { port: raw.services.trustedhost.port },
-      proxy: { ...raw.services.proxy, modes: [...raw.services.proxy.modes] },
+      proxy: { ...raw.services.proxy, modes: [...raw.services.proxy.modes], failover: { ...raw.services.proxy.failover } },
     },
     bench: { ...raw.bench },
     apt: { ...raw.apt },

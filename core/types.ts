@@ -108,7 +108,15 @@ export interface GatekeeperSpec {
   rateLimit: { requests: number; perSeconds: number };
 }
 
+/** services.proxy.failover: when the proxy declares the manager dead and promotes a worker. */
+export interface FailoverSpec {
+  enabled: boolean;
+  failCount: number;
+  downAfterMs: number;
+}
+
 export interface ProxySpec {
+  failover: FailoverSpec;
   port: number;
   defaultMode: ProxyMode;
   modes: ProxyMode[];

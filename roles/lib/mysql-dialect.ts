@@ -77,6 +77,14 @@ export interface DialectSql {
   gtidWait(pos: string, timeoutS: string | number): string;
   /** The only global privilege the proxy's probes need. */
   monitorPrivilege: string;
+  /**
+   * What the proxy's failover account needs, nothing more (no data access):
+   * stop/start/re-point replication (REPLICATION SLAVE ADMIN / REPLICATION_SLAVE_ADMIN),
+   * RESET SLAVE/REPLICA ALL on the promoted node (RELOAD: both servers ask for it),
+   * set read_only (MariaDB >= 10.11: READ_ONLY ADMIN, no longer part of SUPER;
+   * MySQL: SYSTEM_VARIABLES_ADMIN, also for super_read_only) and read replica status.
+   */
+  failoverPrivileges: string[];
   /** The client option that lets a replica / client fetch the server's RSA key for caching_sha2_password without TLS. */
   clientPublicKeyOption: string;
   /** Semi-synchronous replication's names in this dialect. */
@@ -128,6 +136,7 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     gtidPosition: 'SELECT @@GLOBAL.gtid_binlog_pos',
     gtidWait: (pos, t) => `SELECT MASTER_GTID_WAIT(${q(pos)}, ${t})`,
     monitorPrivilege: 'SLAVE MONITOR',
+    failoverPrivileges: ['RELOAD', 'REPLICATION SLAVE ADMIN', 'READ_ONLY ADMIN', 'SLAVE MONITOR'],
     clientPublicKeyOption: '',
     semiSync: {
       plugins: [],
@@ -151,6 +160,7 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     gtidPosition: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '')",
     gtidWait: (pos, t) => `SELECT WAIT_FOR_EXECUTED_GTID_SET(${q(pos)}, ${t})`,
     monitorPrivilege: 'REPLICATION CLIENT',
+    failoverPrivileges: ['RELOAD', 'REPLICATION CLIENT', 'REPLICATION_SLAVE_ADMIN', 'SYSTEM_VARIABLES_ADMIN'],
     clientPublicKeyOption: ' --get-server-public-key',
     semiSync: {
       plugins: ['semisync_source.so', 'semisync_replica.so'],
