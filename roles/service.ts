@@ -96,12 +96,14 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
       user: DB_USERS.app,
       password: secrets.get(SECRETS.mysqlApp),
       monitor: { user: DB_USERS.monitor, password: secrets.get(SECRETS.mysqlMonitor) },
+      ...(px.failover.enabled ? { admin: { user: DB_USERS.failover, password: secrets.get(SECRETS.mysqlFailover) } } : {}),
       database: cluster.database.schema,
     },
     defaultMode: px.defaultMode,
     modes: [...px.modes],
     probeIntervalMs: px.probeIntervalMs,
     maxLagSeconds: px.maxLagSeconds,
+    failover: { ...px.failover },
     semiSync: { enabled: cluster.database.semiSync.enabled, onTimeout: cluster.database.semiSync.onTimeout },
   };
   return c;

@@ -11,6 +11,7 @@ import type { ValidQuery } from '../validate.ts';
 import { DbNode, isTimeout, isUnavailable, wasSent, type MysqlLikeError, type QueryResult } from './nodes.ts';
 import type { QueryType } from '../sql/classifier.ts';
 import { Router } from './router.ts';
+import { Failover } from './failover.ts';
 
 export interface ProxyRuntime {
   app: Hop;
@@ -29,10 +30,15 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
   const semiSync = config.semiSync?.enabled === true;
   for (const n of [manager, ...workers]) n.watchSemiSync = semiSync;
   const all = [manager, ...workers];
+  const endpoints = new Map([config.db.manager, ...config.db.workers].map((e) => [e.name, { host: e.host, port: e.port }]));
+  const failover = new Failover(router, endpoints, config.db, config.failover ?? { enabled: false, failCount: 3, downAfterMs: 3000 }, Math.max(probeTimeoutMs, 1000));
   let timer: ReturnType<typeof setInterval> | undefined;
-  const probeAll = (): Promise<unknown> => Promise.all(all.map((n) => n.probe(probeTimeoutMs)));
+  const probeAll = async (): Promise<void> => {
+    await Promise.all(all.map((n) => n.probe(probeTimeoutMs)));
+    await failover.tick();
+  };
   return {
-    app: buildApp(config, router),
+    app: buildApp(config, router, failover),
     router,
     async start() {
       await probeAll();
@@ -40,7 +46,7 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
     },
     async stop() {
       if (timer) clearInterval(timer);
-      await Promise.all(all.map((n) => n.close()));
+      await Promise.all([...all.map((n) => n.close()), failover.close()]);
     },
   };
 }
@@ -94,7 +100,7 @@ export function semiSyncReport(config: ProxyConfig, s: DbNode['semiSync']): { wa
   return { wanted, on_timeout: wanted ? config.semiSync!.onTimeout : null, guarantee: wanted && s ? semiSyncHolds(s) : null, clients: s ? s.clients : null };
 }
 
-function buildApp(config: ProxyConfig, router: Router): Hop {
+function buildApp(config: ProxyConfig, router: Router, failover: Failover): Hop {
   const credentialMatches = secretChecker([config.credential]);
 
   const refuseUnsynced = config.semiSync?.enabled === true && config.semiSync.onTimeout === 'refuse';
@@ -102,6 +108,8 @@ function buildApp(config: ProxyConfig, router: Router): Hop {
   async function execute(q: ValidQuery, mode: ProxyMode): Promise<{ node: string; result: QueryResult }> {
     let node = router.pick(q.type, mode);
     if (!node) throw notExecuted('no database node is available');
+    // a primary the probes lost (failover pending) is not tried: the write could hang and end unknown
+    if (q.type === 'write' && !node.healthy) throw notExecuted('the primary is not answering (failover pending)');
     if (q.type === 'write' && refuseUnsynced && !semiSyncHolds(node.semiSync)) {
       throw notExecuted('no worker acknowledges writes (database.semiSync.onTimeout: refuse)');
     }
@@ -138,7 +146,7 @@ function buildApp(config: ProxyConfig, router: Router): Hop {
       const managerUp = nodes[0].healthy;
       const semi = semiSyncReport(config, router.manager.semiSync);
       const status = !managerUp ? 'down' : nodes.every((n) => n.usable) && semi.guarantee !== false ? 'ok' : 'degraded';
-      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, semi_sync: semi, nodes });
+      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, semi_sync: semi, primary: router.manager.name, failover: { enabled: config.failover?.enabled === true && !!config.db.admin, last: failover.last, blocked: failover.blocked }, nodes });
     },
     async query(q, { requestId, start, note }) {
       const mode: ProxyMode = q.mode ?? config.defaultMode;

@@ -5,7 +5,8 @@
 import mysql from 'mysql2/promise';
 import type { DbConfig, DbEndpoint, SqlParam } from '../schemas.ts';
 
-export type NodeRole = 'manager' | 'worker';
+/** fenced: a primary replaced by a failover; never routed to again by this proxy. */
+export type NodeRole = 'manager' | 'worker' | 'fenced';
 
 export interface NodeState {
   name: string;
@@ -104,6 +105,9 @@ export class DbNode {
   semiSync: SemiSyncState | null = null;
   /** Read the semi-sync status in the primary's probes. */
   watchSemiSync = false;
+  /** Probes failed in a row, and when the first of them failed (failover's detection). */
+  failedProbes = 0;
+  downSince: number | null = null;
   healthy = false;
   latencyMs: number | null = null;
   lagSeconds: number | null = null;
@@ -166,7 +170,7 @@ export class DbNode {
    * from its source (applier still running) for no longer than maxLag since it was caught up.
    */
   usable(maxLagSeconds: number, now = Date.now()): boolean {
-    if (!this.healthy) return false;
+    if (!this.healthy || this.role === 'fenced') return false;
     if (this.role === 'manager') return true;
     if (this.replicating === true && this.lagSeconds !== null && this.lagSeconds <= maxLagSeconds) return true;
     return this.applying && this.caughtUpAt !== null && this.caughtUpLag + (now - this.caughtUpAt) / 1000 <= maxLagSeconds;
@@ -260,6 +264,8 @@ export class DbNode {
       }
       this.record(performance.now() - start);
       this.healthy = true;
+      this.failedProbes = 0;
+      this.downSince = null;
       // cut off from its source but still applying is not left out (yet): see usable()
       this.setError(this.role === 'worker' && this.replicating === false && !this.applying ? 'replication is not running' : undefined);
     } catch (e) {
@@ -271,6 +277,8 @@ export class DbNode {
         this.lagSeconds = null;
         this.setError(`cannot read replica status (${err.sqlMessage ?? err.message}; grant REPLICA MONITOR on MariaDB, REPLICATION CLIENT on MySQL)`);
       } else {
+        this.failedProbes++;
+        this.downSince ??= Date.now();
         this.markDown(e);
       }
     } finally {
@@ -285,7 +293,7 @@ export class DbNode {
       healthy: this.healthy,
       latency_ms: this.latencyMs === null ? null : Math.round(this.latencyMs * 100) / 100,
       lag_seconds: this.lagSeconds,
-      replicating: this.role === 'manager' ? null : this.replicating,
+      replicating: this.role === 'worker' ? this.replicating : null,
       usable: this.usable(maxLagSeconds),
     };
     if (this.lastError) s.error = this.lastError;

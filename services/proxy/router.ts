@@ -7,9 +7,13 @@ import type { QueryType } from '../sql/classifier.ts';
 import type { DbNode, NodeState } from './nodes.ts';
 
 export class Router {
+  /** Primaries replaced by a failover: reported, never routed to. */
+  readonly fenced: DbNode[] = [];
+
   constructor(
-    readonly manager: DbNode,
-    readonly workers: DbNode[],
+    /** The live primary (cluster.yaml's manager until a failover). */
+    public manager: DbNode,
+    public workers: DbNode[],
     /** Workers lagging more get no reads (the one place it is held at run time). */
     readonly maxLagSeconds: number,
     private readonly random: () => number = Math.random,
@@ -27,8 +31,18 @@ export class Router {
     return best;
   }
 
-  /** Every node's state as /health reports it, manager first. */
+  /** Every node's state as /health reports it, the primary first, fenced ones last. */
   states(): NodeState[] {
-    return [this.manager, ...this.workers].map((n) => n.state(this.maxLagSeconds));
+    return [this.manager, ...this.workers, ...this.fenced].map((n) => n.state(this.maxLagSeconds));
+  }
+
+  /** After a failover: `winner` takes every write, `old` gets nothing from now on. */
+  promote(winner: DbNode, old: DbNode): void {
+    this.workers = this.workers.filter((w) => w !== winner && w !== old);
+    old.role = 'fenced';
+    winner.role = 'manager';
+    winner.watchSemiSync = old.watchSemiSync;
+    this.fenced.push(old);
+    this.manager = winner;
   }
 }

@@ -111,7 +111,7 @@ describe('valid specs', () => {
     expect(c.services).toEqual({
       gatekeeper: { port: 80, statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'], maxBodyBytes: 65536, rateLimit: { requests: 2000, perSeconds: 1 } },
       trustedhost: { port: 5000 },
-      proxy: { port: 5000, defaultMode: 'random', modes: ['direct', 'random'], probeIntervalMs: 250, maxLagSeconds: 5, failover: { enabled: true, failCount: 3, downAfterMs: 3000 } },
+      proxy: { port: 5000, defaultMode: 'random', modes: ['direct', 'random'], probeIntervalMs: 250, maxLagSeconds: 5, failover: { enabled: true, failCount: 5, downAfterMs: 10000 } },
     });
     expect(c.bench).toEqual({ writes: 1000, reads: 1000, concurrency: 32, firstName: 'RAMPART', lastName: 'BENCH' });
   });
