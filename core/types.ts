@@ -360,6 +360,8 @@ export interface RunReport {
   provider?: PlanItem[];
   /** The run log (.rampart/logs/...jsonl): every command sent, its result and duration. */
   log?: string;
+  /** Where the live primary is (set by apply): cluster.yaml's manager unless a failover moved it. */
+  primary?: { live: string; preferred: string; moved: boolean };
 }
 
 export interface SecretStore {

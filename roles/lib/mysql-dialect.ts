@@ -69,6 +69,8 @@ export interface DialectSql {
   replicaStatus: string;
   startReplica: string;
   stopReplica: string;
+  /** Run after stopping and before pointing: makes a former primary continue from its own GTID position (null: not needed). */
+  adoptOwnPosition: string | null;
   /** Point the replica at its source with GTID auto-positioning (the password is in it: stdin only). */
   changeSource(src: { host: string; port: number; user: string }, password: string, connectRetryS: number, retryCount: number): string;
   /** This server's GTID position as one line. */
@@ -131,6 +133,9 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     startReplica: 'START SLAVE',
     stopReplica: 'STOP SLAVE',
     // MariaDB retries the source master_retry_count times (server option, default 100000)
+    // a former primary rejoining has its history in gtid_binlog_pos and an empty gtid_slave_pos:
+    // start from its own position, not from the beginning (a no-op on a replica that has one)
+    adoptOwnPosition: "SET GLOBAL gtid_slave_pos = IF(@@GLOBAL.gtid_slave_pos = '', @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_slave_pos)",
     changeSource: (src, pw, connectRetryS) =>
       `CHANGE MASTER TO MASTER_HOST=${q(src.host)}, MASTER_PORT=${src.port}, MASTER_USER=${q(src.user)}, MASTER_PASSWORD=${q(pw)}, MASTER_CONNECT_RETRY=${connectRetryS}, MASTER_USE_GTID=slave_pos`,
     gtidPosition: 'SELECT @@GLOBAL.gtid_binlog_pos',
@@ -155,6 +160,8 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     stopReplica: 'STOP REPLICA',
     // SOURCE_RETRY_COUNT: 8.4 lowered the default to 10 attempts, so a replica gave up after
     // a minute of manager outage and stayed stopped until the next apply
+    // auto-positioning starts from gtid_executed, which a former primary has
+    adoptOwnPosition: null,
     changeSource: (src, pw, connectRetryS, retryCount) =>
       `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${q(src.host)}, SOURCE_PORT=${src.port}, SOURCE_USER=${q(src.user)}, SOURCE_PASSWORD=${q(pw)}, SOURCE_CONNECT_RETRY=${connectRetryS}, SOURCE_RETRY_COUNT=${retryCount}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1`,
     gtidPosition: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '')",
