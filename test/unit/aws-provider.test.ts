@@ -336,10 +336,11 @@ const REPO = resolve(import.meta.dir, '../..');
 const CONTROLLER_IP = '203.0.113.7';
 const CONTROLLER = `${CONTROLLER_IP}/32`;
 const stateDir = mkdtempSync(join(tmpdir(), 'rampart-aws-test-'));
-const base = loadCluster(join(REPO, 'cluster.yaml'));
+// the reference cluster as a fixture (never the repo's own cluster.yaml, which is the user's to edit)
+const base = loadCluster(join(REPO, 'test/fixtures/cluster.yaml'));
 const MUTATING = /^(Create|Run|Import|Authorize|Revoke|Delete|Terminate|Modify|Start|Stop)/;
 
-/** The repo's default cluster.yaml switched to aws, with its state folder in a temp dir. */
+/** The reference cluster switched to aws, with its state folder in a temp dir. */
 function awsCluster(change?: (c: Cluster) => void): Cluster {
   const c = structuredClone(base);
   c.dir = stateDir;
