@@ -7,7 +7,7 @@
 // image cache folder and outlives the clusters, so a rebuilt cluster fetches
 // no .deb again; the daemon stops when the last registered cluster goes down.
 import { createHash } from 'node:crypto';
-import { chown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
@@ -152,13 +152,51 @@ async function startDaemon(config: string, gateways: string[]): Promise<void> {
   await writeFile(join(RUN_DIR, 'config.digest'), `${digest(config)}\n`, { mode: 0o644 });
 }
 
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Two clusters' up/down at once would both (re)start the daemon: one at a time (a dead holder's lock is taken over). */
+async function locked<T>(fn: () => Promise<T>): Promise<T> {
+  await mkdir(CONF_DIR, { recursive: true, mode: 0o755 });
+  const path = join(CONF_DIR, 'lock');
+  for (let i = 0; ; i++) {
+    try {
+      const fh = await open(path, 'wx', 0o600);
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    if (!pid || !pidAlive(pid)) await unlink(path).catch(() => undefined);
+    else if (i > 600) throw new ProviderError(`the package cache is locked by process ${pid} for over a minute`, `remove ${path} if that process is gone`);
+    else await new Promise((r) => setTimeout(r, 100));
+  }
+  try {
+    return await fn();
+  } finally {
+    await unlink(path).catch(() => undefined);
+  }
+}
+
 /**
  * Register this cluster and make the daemon serve it: started when not
  * running, restarted when the set of gateways/mirrors changed (a transfer in
  * flight for another cluster is then cut; apt's retry in the install fetches
  * it again). Returns what it did.
  */
-export async function ensurePackageCache(reg: CacheRegistration): Promise<CacheState> {
+export function ensurePackageCache(reg: CacheRegistration): Promise<CacheState> {
+  return locked(() => ensureLocked(reg));
+}
+
+async function ensureLocked(reg: CacheRegistration): Promise<CacheState> {
   const state = await cacheState(reg);
   await mkdir(join(CONF_DIR, 'clusters'), { recursive: true, mode: 0o755 });
   await writeFile(join(CONF_DIR, 'clusters', `${reg.table}.json`), JSON.stringify(reg) + '\n', { mode: 0o644 });
@@ -174,6 +212,11 @@ export async function ensurePackageCache(reg: CacheRegistration): Promise<CacheS
  * or stopped when no cluster is left; the cache store stays. Returns what it did, or null.
  */
 export async function releasePackageCache(table: string): Promise<'stopped' | 'restarted' | null> {
+  if (!(await readFile(join(CONF_DIR, 'clusters', `${table}.json`)).then(() => true, () => false))) return null;
+  return locked(() => releaseLocked(table));
+}
+
+async function releaseLocked(table: string): Promise<'stopped' | 'restarted' | null> {
   const path = join(CONF_DIR, 'clusters', `${table}.json`);
   const had = await readFile(path, 'utf8').then(() => true, () => false);
   if (!had) return null;
