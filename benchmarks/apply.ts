@@ -13,10 +13,10 @@
 //
 //   node_modules/.bin/tsx benchmarks/apply.ts [-f cluster.yaml] [--roles base] [--runs 5] [--fresh | --cache]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { CACHE_PORT, CACHE_STORE } from '../providers/local/cache.ts';
+import { CACHE_LOG_DIR, CACHE_PORT, CACHE_STORE } from '../providers/local/cache.ts';
 import { parseArgs } from 'node:util';
 import { loadClusterWithRoles } from '../core/spec.ts';
 import { statePaths } from '../core/state.ts';
@@ -75,11 +75,26 @@ if (flags.cache) {
   doc.setIn(['provider', 'local', 'packageCache'], true);
   writeFileSync(withCache, doc.toString());
   const teardown = (f: string) => execFileSync(zx, ['teardown', '-f', f, '--json'], { cwd: ROOT, stdio: 'ignore' });
+  // the cache's own transfer log: `time|I|bytes|client|path` = fetched from the mirror, `|O|` = served to a node
+  const log = join(CACHE_LOG_DIR, 'apt-cacher.log');
+  const logSize = () => (existsSync(log) ? statSync(log).size : 0);
+  const traffic = (from: number) => {
+    const t = { I: { deb: [0, 0], idx: [0, 0] }, O: { deb: [0, 0], idx: [0, 0] } } as Record<string, Record<string, number[]>>;
+    const text = existsSync(log) ? readFileSync(log).subarray(from).toString('utf8') : '';
+    for (const [, kind, bytes, , path] of text.split('\n').map((l) => l.split('|')).filter((x) => x.length >= 5)) {
+      const c = t[kind]?.[path.endsWith('.deb') ? 'deb' : 'idx'];
+      if (c) { c[0]++; c[1] += Number(bytes); }
+    }
+    const mb = (x: number[]) => `${x[0]} files ${(x[1] / 1e6).toFixed(1)} MB`;
+    return `fetched from the mirror: .deb ${mb(t.I.deb)}, lists ${mb(t.I.idx)}; served to the nodes: .deb ${mb(t.O.deb)}, lists ${mb(t.O.idx)}`;
+  };
   const fresh = (label: string, f: string) => {
     teardown(f);
+    const from = logSize();
     const r = timed('apply', f);
     if (r.code !== 0) throw new Error(`${label}: fresh apply failed (exit ${r.code})`);
     console.log(`${label.padEnd(22)} ${s(r.wallMs)} wall (provider ${s(r.providerMs)}, roles ${s(r.engineMs)}), changed=${r.changed}`);
+    if (f === withCache) console.log(`${''.padEnd(22)} ${traffic(from)}`);
     return r;
   };
   const noops = (f: string) => {
