@@ -234,8 +234,9 @@ export function parseMirrorFact(stdout: string): MirrorAccess {
   for (const line of stdout.split('\n')) {
     const [kind, ip, port] = line.trim().split(/\s+/);
     if (!ip || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) continue;
-    if (kind === 'addr' && port && /^\d{1,5}$/.test(port)) endpoints.set(`${ip}:${port}`, { address: ip, port: Number(port) });
-    else if (kind === 'addr') addresses.push(ip);
+    if (kind === 'addr' && port) {
+      if (/^\d{1,5}$/.test(port) && Number(port) > 0 && Number(port) < 65536) endpoints.set(`${ip}:${port}`, { address: ip, port: Number(port) });
+    } else if (kind === 'addr') addresses.push(ip);
     if (kind === 'dns') resolvers.push(ip);
   }
   const out: MirrorAccess = { addresses: uniqSorted(addresses), resolvers: uniqSorted(resolvers) };
