@@ -10,7 +10,7 @@ import { rm } from 'node:fs/promises';
 import { ProviderError } from '../core/errors.ts';
 import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } from '../core/state.ts';
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
-import { cacheRoot, cacheState, CACHE_PORT, ensurePackageCache, releasePackageCache } from './local/cache.ts';
+import { APT_CACHE_CONF, APT_CACHE_CONF_PATH, cacheRoot, cacheState, CACHE_PORT, ensurePackageCache, releasePackageCache } from './local/cache.ts';
 import { checkPlatform, ensureHostLimits, ensureHostPackages, hostPackages, missingHostPackages } from './local/host.ts';
 import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath } from './local/image.ts';
 import {
@@ -70,6 +70,11 @@ export class LocalProvider implements Provider {
     return this.spec.packageCache
       ? { fence: null, pin: [], detail: `subnet only; packages through the cache on ${this.subnet.gateway}:${CACHE_PORT}` }
       : { fence: mirrorAddrs, pin: mirrorAddrs, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` };
+  }
+
+  /** The nodes' apt options for the cache (removed again with packageCache: false). */
+  private get aptConf() {
+    return { path: APT_CACHE_CONF_PATH, text: this.spec.packageCache ? APT_CACHE_CONF : '' };
   }
 
   private get cacheReg() {
@@ -176,7 +181,7 @@ export class LocalProvider implements Provider {
       if (!c || !c.marker?.complete) items.push({ action: 'create', resource, detail: `${t.address}, then start` });
       else if (c.marker.address !== t.address) items.push({ action: 'change', resource, detail: `recreate: address ${c.marker.address} -> ${t.address}` });
       else if (!c.running) items.push({ action: 'change', resource, detail: 'start' });
-      else if (await syncMirror(t.container, this.spec.mirror, egress.pin, this.sources, false)) {
+      else if (await syncMirror(t.container, this.spec.mirror, egress.pin, this.sources, false, this.aptConf)) {
         items.push({ action: 'change', resource, detail: 'rewrite mirror pin (/etc/hosts) and apt sources' });
       } else items.push({ action: 'ok', resource, detail: t.address });
     }
@@ -261,7 +266,7 @@ export class LocalProvider implements Provider {
           name: t.container, cluster: this.cluster.name, node: t.node.name, hostname: t.node.name,
           address: t.address, prefix: this.subnet.prefix, gateway: this.subnet.gateway, bridge: this.spec.bridge,
           baseRootfs: base.path, adminUser: this.user, publicKey: key.publicKey,
-          mirror: this.spec.mirror, mirrorAddrs: egress.pin, aptSources: sources, hostKeyPath,
+          mirror: this.spec.mirror, mirrorAddrs: egress.pin, aptSources: sources, aptConf: this.aptConf, hostKeyPath,
         });
         action = c ? 'change' : 'create';
         newNode = t.node.name; // a new machine: apply pins its new host key
@@ -270,7 +275,7 @@ export class LocalProvider implements Provider {
         await startContainer(t.container);
         started.add(t.container);
       } else {
-        if (await syncMirror(t.container, this.spec.mirror, egress.pin, sources)) {
+        if (await syncMirror(t.container, this.spec.mirror, egress.pin, sources, true, this.aptConf)) {
           action = 'change';
           detail = `mirror pin (/etc/hosts) or apt sources updated`;
         }

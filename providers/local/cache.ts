@@ -35,6 +35,19 @@ export interface CacheRegistration {
   mirror: string;
 }
 
+/**
+ * apt options on a node using the cache: apt-cacher-ng 3.7 sometimes answers
+ * one of several simultaneous requests for the same index file (the nodes of a
+ * fresh cluster refresh at once) with an empty body, and a pipelined apt then
+ * waited for ever; no pipelining, a read timeout and retries make it fetch again.
+ */
+export const APT_CACHE_CONF_PATH = '/etc/apt/apt.conf.d/80rampart-package-cache';
+export const APT_CACHE_CONF = `// managed by rampart: the package cache on the gateway (providers/local/cache.ts)
+Acquire::http::Pipeline-Depth "0";
+Acquire::http::Timeout "30";
+Acquire::Retries "3";
+`;
+
 /** The apt URL root a node uses for `mirror` through the cache on its gateway. */
 export function cacheRoot(gateway: string, mirror: string): string {
   return `http://${gateway}:${CACHE_PORT}/${mirror}`;

@@ -19,7 +19,7 @@ import { lookup } from 'node:dns/promises';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PlanItem, RunReport } from '../../core/types.ts';
-import { CACHE_LOG_DIR, CACHE_PORT, CACHE_STORE } from '../../providers/local/cache.ts';
+import { APT_CACHE_CONF, APT_CACHE_CONF_PATH, CACHE_LOG_DIR, CACHE_PORT, CACHE_STORE } from '../../providers/local/cache.ts';
 import { e2eAvailable, onNode, zx } from '../support/cluster.ts';
 
 const RUN = e2eAvailable();
@@ -118,6 +118,7 @@ describe.skipIf(!RUN)('package cache on the controller (2 clusters x 2 LXC nodes
       expect(sources).toContain(`deb http://${one.net}.1:${CACHE_PORT}/${MIRROR}/debian bookworm main`);
       expect(sources).toContain(`deb http://${one.net}.1:${CACHE_PORT}/${MIRROR}/debian-security bookworm-security main`);
       expect(sources).not.toContain(`http://${MIRROR}/`);
+      expect(onNode(one.file, addr(one, node), `cat ${APT_CACHE_CONF_PATH}`).stdout).toBe(APT_CACHE_CONF);
     }
     const t = transfers(from);
     // both nodes were served their packages by the cache; none was fetched from the mirror twice
