@@ -6,9 +6,17 @@
 // (one connection each): the floor any SSH-based tool pays before doing work.
 // Ansible pays about that per task; rampart pays it about once per run.
 //
-//   node_modules/.bin/tsx benchmarks/apply.ts [-f cluster.yaml] [--roles base] [--runs 5] [--fresh]
+//   --cache   (local provider) the package cache: fresh converge without it, with a
+//   cold cache (emptied first) and with a warm one, in that order, each after a
+//   teardown, then N no-op re-applies with and without it; ratios against the
+//   run without the cache.
+//
+//   node_modules/.bin/tsx benchmarks/apply.ts [-f cluster.yaml] [--roles base] [--runs 5] [--fresh | --cache]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { join, resolve } from 'node:path';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { CACHE_LOG_DIR, CACHE_PORT, CACHE_STORE } from '../providers/local/cache.ts';
 import { parseArgs } from 'node:util';
 import { loadClusterWithRoles } from '../core/spec.ts';
 import { statePaths } from '../core/state.ts';
@@ -20,6 +28,7 @@ const { values: flags } = parseArgs({
     roles: { type: 'string' },
     runs: { type: 'string', default: '5' },
     fresh: { type: 'boolean', default: false },
+    cache: { type: 'boolean', default: false },
   },
 });
 const ROOT = resolve(import.meta.dirname, '..');
@@ -35,9 +44,9 @@ function ensureGnuTime(): void {
 
 interface Sample { wallMs: number; engineMs: number; providerMs: number; peakKb: number; changed: number; code: number }
 
-function timed(command: string): Sample {
+function timed(command: string, on = file): Sample {
   const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', '@@peak %M', zx, command, '-f', file, '--json', ...extra], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync('/usr/bin/time', ['-f', '@@peak %M', zx, command, '-f', on, '--json', ...extra], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
   const wallMs = performance.now() - t0;
   const peakKb = Number(/@@peak (\d+)/.exec(r.stderr)?.[1] ?? NaN);
   let report: Partial<RunReport> = {};
@@ -54,6 +63,70 @@ const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 ensureGnuTime();
 const cluster = await loadClusterWithRoles(file);
 console.log(`cluster ${cluster.name}: ${cluster.nodes.length} nodes, provider ${cluster.provider.type}${flags.roles ? `, roles ${flags.roles}` : ''}`);
+
+if (flags.cache) {
+  if (cluster.provider.type !== 'local') throw new Error('--cache needs a local cluster');
+  // the same cluster without the cache: a copy of the file beside it (same name, same state folder)
+  const plain = join(dirname(file), `.bench-${cluster.name}-nocache.yaml`);
+  const doc = parseDocument(readFileSync(file, 'utf8'));
+  doc.setIn(['provider', 'local', 'packageCache'], false);
+  writeFileSync(plain, doc.toString());
+  const withCache = join(dirname(file), `.bench-${cluster.name}-cache.yaml`);
+  doc.setIn(['provider', 'local', 'packageCache'], true);
+  writeFileSync(withCache, doc.toString());
+  const teardown = (f: string) => execFileSync(zx, ['teardown', '-f', f, '--json'], { cwd: ROOT, stdio: 'ignore' });
+  // the cache's own transfer log: `time|I|bytes|client|path` = fetched from the mirror, `|O|` = served to a node
+  const log = join(CACHE_LOG_DIR, 'apt-cacher.log');
+  const logSize = () => (existsSync(log) ? statSync(log).size : 0);
+  const traffic = (from: number) => {
+    const t = { I: { deb: [0, 0], idx: [0, 0] }, O: { deb: [0, 0], idx: [0, 0] } } as Record<string, Record<string, number[]>>;
+    const text = existsSync(log) ? readFileSync(log).subarray(from).toString('utf8') : '';
+    for (const [, kind, bytes, , path] of text.split('\n').map((l) => l.split('|')).filter((x) => x.length >= 5)) {
+      const c = t[kind]?.[path.endsWith('.deb') ? 'deb' : 'idx'];
+      if (c) { c[0]++; c[1] += Number(bytes); }
+    }
+    const mb = (x: number[]) => `${x[0]} files ${(x[1] / 1e6).toFixed(1)} MB`;
+    return `fetched from the mirror: .deb ${mb(t.I.deb)}, lists ${mb(t.I.idx)}; served to the nodes: .deb ${mb(t.O.deb)}, lists ${mb(t.O.idx)}`;
+  };
+  const fresh = (label: string, f: string) => {
+    teardown(f);
+    const from = logSize();
+    const r = timed('apply', f);
+    if (r.code !== 0) throw new Error(`${label}: fresh apply failed (exit ${r.code})`);
+    console.log(`${label.padEnd(22)} ${s(r.wallMs)} wall (provider ${s(r.providerMs)}, roles ${s(r.engineMs)}), changed=${r.changed}`);
+    if (f === withCache) console.log(`${''.padEnd(22)} ${traffic(from)}`);
+    return r;
+  };
+  const noops = (f: string) => {
+    const xs: Sample[] = [];
+    for (let i = 0; i < runs; i++) {
+      const r = timed('apply', f);
+      if (r.code !== 0 || r.changed !== 0) throw new Error(`no-op apply: exit ${r.code}, changed=${r.changed}`);
+      xs.push(r);
+    }
+    return median(xs.map((r) => r.wallMs));
+  };
+  try {
+    const f0 = fresh('fresh, no cache', plain);
+    const n0 = noops(plain);
+    console.log(`${'no-op, no cache'.padEnd(22)} ${s(n0)} (median of ${runs})`);
+    teardown(plain);
+    // cold: nothing cached (the daemon is down once no rampart cluster is left)
+    if (spawnSync('ss', ['-Hltn', `sport = :${CACHE_PORT}`], { encoding: 'utf8' }).stdout.trim()) {
+      throw new Error(`the package cache still serves another cluster: cannot empty ${CACHE_STORE} for a cold run`);
+    }
+    for (const e of readdirSync(CACHE_STORE, { withFileTypes: true }).filter((d) => d.isDirectory())) rmSync(join(CACHE_STORE, e.name), { recursive: true, force: true });
+    const f1 = fresh('fresh, cold cache', withCache);
+    const f2 = fresh('fresh, warm cache', withCache);
+    const n2 = noops(withCache);
+    console.log(`${'no-op, warm cache'.padEnd(22)} ${s(n2)} (median of ${runs})`);
+    console.log(`ratios against no cache: cold ${(f1.wallMs / f0.wallMs).toFixed(2)}, warm ${(f2.wallMs / f0.wallMs).toFixed(2)}; no-op ${(n2 / n0).toFixed(2)}`);
+  } finally {
+    rmSync(plain, { force: true });
+    rmSync(withCache, { force: true });
+  }
+  process.exit(0);
+}
 
 if (flags.fresh) {
   execFileSync(zx, ['teardown', '-f', file, '--json'], { cwd: ROOT, stdio: 'ignore' });

@@ -46,6 +46,8 @@ export interface LocalProviderSpec {
   suite: string;    // Debian suite for the base image
   /** apt refuses a Release file past its Valid-Until (false only for a frozen snapshot mirror). */
   checkValidUntil: boolean;
+  /** Nodes fetch packages through apt-cacher-ng on the controller (their gateway), not from the mirror. */
+  packageCache: boolean;
 }
 
 /** Ubuntu LTS releases the AWS provider knows images of. */

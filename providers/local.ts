@@ -3,13 +3,15 @@
 //   host.ts     prerequisites (Linux, root, apt packages)
 //   image.ts    the cached debootstrap base image
 //   network.ts  bridge, nftables fence, ip_forward
+//   cache.ts    the package cache (apt-cacher-ng) the nodes fetch through
 //   lxc.ts      containers and SSH readiness
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import { ProviderError } from '../core/errors.ts';
 import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } from '../core/state.ts';
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
-import { checkPlatform, ensureHostLimits, ensureHostPackages, missingHostPackages } from './local/host.ts';
+import { APT_CACHE_CONF, APT_CACHE_CONF_PATH, cacheRoot, cacheState, CACHE_PORT, ensurePackageCache, releasePackageCache } from './local/cache.ts';
+import { checkPlatform, ensureHostLimits, ensureHostPackages, hostPackages, missingHostPackages } from './local/host.ts';
 import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
@@ -55,6 +57,28 @@ export class LocalProvider implements Provider {
 
   private get spec() {
     return this.cluster.provider.local;
+  }
+
+  /** apt sources for the nodes: through the cache on their gateway, or straight from the mirror. */
+  private get sources(): string {
+    const root = this.spec.packageCache ? cacheRoot(this.subnet.gateway, this.spec.mirror) : undefined;
+    return aptSources(this.spec.mirror, this.suite, this.spec.checkValidUntil, root);
+  }
+
+  /** What the fence admits besides the subnet (null: nothing, the nodes use the cache) and the nodes' /etc/hosts pin. */
+  private egress(mirrorAddrs: string[]): { fence: string[] | null; pin: string[]; detail: string } {
+    return this.spec.packageCache
+      ? { fence: null, pin: [], detail: `subnet only; packages through the cache on ${this.subnet.gateway}:${CACHE_PORT}` }
+      : { fence: mirrorAddrs, pin: mirrorAddrs, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` };
+  }
+
+  /** The nodes' apt options for the cache (removed again with packageCache: false). */
+  private get aptConf() {
+    return { path: APT_CACHE_CONF_PATH, text: this.spec.packageCache ? APT_CACHE_CONF : '' };
+  }
+
+  private get cacheReg() {
+    return { table: this.table, gateway: this.subnet.gateway, mirror: this.spec.mirror };
   }
 
   private get user(): string {
@@ -128,7 +152,7 @@ export class LocalProvider implements Provider {
     checkPlatform();
     const targets = this.targets();
     const items: PlanItem[] = [];
-    const missing = await missingHostPackages();
+    const missing = await missingHostPackages(hostPackages(this.spec.packageCache));
     const installed = missing.length === 0;
     items.push(installed ? { action: 'ok', resource: 'host packages' } : { action: 'create', resource: 'host packages', detail: `apt-get install ${missing.join(' ')}` });
     items.push(imageExists(this.suite)
@@ -138,9 +162,14 @@ export class LocalProvider implements Provider {
     const bridge = await bridgeState(this.spec.bridge, this.subnet);
     items.push({ action: bridge === 'ok' ? 'ok' : bridge === 'missing' ? 'create' : 'change', resource: `bridge ${this.spec.bridge}`, detail: `${this.subnet.gateway}/${this.subnet.prefix}` });
     const mirrorAddrs = await resolveMirror(this.spec.mirror);
-    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, mirrorAddrs);
+    const egress = this.egress(mirrorAddrs);
+    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, egress.fence);
     const fence = installed ? await fenceState(this.table, ruleset) : 'missing';
-    items.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` });
+    items.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: egress.detail });
+    if (this.spec.packageCache) {
+      const cache = installed ? await cacheState(this.cacheReg) : 'missing';
+      items.push({ action: cache === 'ok' ? 'ok' : cache === 'missing' ? 'create' : 'change', resource: 'package cache', detail: `apt-cacher-ng on ${this.subnet.gateway}:${CACHE_PORT} for ${this.spec.mirror}` });
+    }
 
     const fwd = await ipForward();
     items.push({ action: fwd === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwd === '1' ? 'on' : 'turn on (restored by down)' });
@@ -152,7 +181,7 @@ export class LocalProvider implements Provider {
       if (!c || !c.marker?.complete) items.push({ action: 'create', resource, detail: `${t.address}, then start` });
       else if (c.marker.address !== t.address) items.push({ action: 'change', resource, detail: `recreate: address ${c.marker.address} -> ${t.address}` });
       else if (!c.running) items.push({ action: 'change', resource, detail: 'start' });
-      else if (await syncMirror(t.container, this.spec.mirror, mirrorAddrs, aptSources(this.spec.mirror, this.suite, this.spec.checkValidUntil), false)) {
+      else if (await syncMirror(t.container, this.spec.mirror, egress.pin, this.sources, false, this.aptConf)) {
         items.push({ action: 'change', resource, detail: 'rewrite mirror pin (/etc/hosts) and apt sources' });
       } else items.push({ action: 'ok', resource, detail: t.address });
     }
@@ -170,7 +199,7 @@ export class LocalProvider implements Provider {
     const progress = (m: string) => events?.progress?.(m);
     const changes: PlanItem[] = [];
 
-    const installed = await ensureHostPackages(events);
+    const installed = await ensureHostPackages(events, hostPackages(this.spec.packageCache));
     const raised = await ensureHostLimits(events);
     if (raised.length) changes.push({ action: 'change', resource: 'host limits', detail: raised.join(' ') });
     changes.push(installed.length ? { action: 'create', resource: 'host packages', detail: installed.join(' ') } : { action: 'ok', resource: 'host packages' });
@@ -188,13 +217,19 @@ export class LocalProvider implements Provider {
 
     // The fence and the nodes' /etc/hosts pin are rewritten from the same lookup, so they always agree.
     const mirrorAddrs = await resolveMirror(this.spec.mirror);
-    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, mirrorAddrs);
+    const egress = this.egress(mirrorAddrs);
+    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, egress.fence);
     const fence = await fenceState(this.table, ruleset);
     if (fence !== 'ok') {
-      progress(`writing nftables fence inet ${this.table} (mirror ${this.spec.mirror}: ${mirrorAddrs.join(', ')})`);
+      progress(`writing nftables fence inet ${this.table} (${egress.detail})`);
       await applyFence(this.table, ruleset);
     }
-    changes.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: `subnet + ${this.spec.mirror} (${mirrorAddrs.join(', ')}) tcp 80/443` });
+    changes.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: egress.detail });
+    if (this.spec.packageCache) {
+      const cache = await ensurePackageCache(this.cacheReg);
+      if (cache !== 'ok') progress(`${cache === 'missing' ? 'starting' : 'restarting'} the package cache (apt-cacher-ng) on ${this.subnet.gateway}:${CACHE_PORT}`);
+      changes.push({ action: cache === 'ok' ? 'ok' : cache === 'missing' ? 'create' : 'change', resource: 'package cache', detail: `apt-cacher-ng on ${this.subnet.gateway}:${CACHE_PORT} for ${this.spec.mirror}` });
+    }
 
     // Forwarding only once the fence stands; what was found is recorded so down can put it back.
     ensureStateDir(this.cluster.dir);
@@ -215,7 +250,7 @@ export class LocalProvider implements Provider {
     const found = await this.containers(targets);
     for (const name of this.extras(found, targets)) progress(`container ${name} is not in cluster.yaml: left alone (down removes it)`);
 
-    const sources = aptSources(this.spec.mirror, this.suite, this.spec.checkValidUntil);
+    const sources = this.sources;
     const started = new Set<string>();
     const results = await Promise.all(targets.map(async (t): Promise<PlanItem> => {
       const resource = `container ${t.container}`;
@@ -231,7 +266,7 @@ export class LocalProvider implements Provider {
           name: t.container, cluster: this.cluster.name, node: t.node.name, hostname: t.node.name,
           address: t.address, prefix: this.subnet.prefix, gateway: this.subnet.gateway, bridge: this.spec.bridge,
           baseRootfs: base.path, adminUser: this.user, publicKey: key.publicKey,
-          mirror: this.spec.mirror, mirrorAddrs, aptSources: sources, hostKeyPath,
+          mirror: this.spec.mirror, mirrorAddrs: egress.pin, aptSources: sources, aptConf: this.aptConf, hostKeyPath,
         });
         action = c ? 'change' : 'create';
         newNode = t.node.name; // a new machine: apply pins its new host key
@@ -240,7 +275,7 @@ export class LocalProvider implements Provider {
         await startContainer(t.container);
         started.add(t.container);
       } else {
-        if (await syncMirror(t.container, this.spec.mirror, mirrorAddrs, sources)) {
+        if (await syncMirror(t.container, this.spec.mirror, egress.pin, sources, true, this.aptConf)) {
           action = 'change';
           detail = `mirror pin (/etc/hosts) or apt sources updated`;
         }
@@ -312,6 +347,9 @@ export class LocalProvider implements Provider {
       await deleteBridge(this.spec.bridge);
       items.push({ action: 'delete', resource: `bridge ${this.spec.bridge}` });
     }
+    // the cache's files stay (a rebuilt cluster downloads nothing); the daemon stops with the last cluster
+    const cache = await releasePackageCache(this.table);
+    if (cache) items.push({ action: cache === 'stopped' ? 'delete' : 'change', resource: 'package cache', detail: cache === 'stopped' ? 'daemon stopped (last cluster); cached files kept' : 'serves the other clusters only' });
     const state = readJson<LocalState | null>(this.statePath, null);
     const restored = installed ? await restoreIpForward(this.table, state?.ipForwardFound) : null;
     if (restored !== null) items.push({ action: 'change', resource: 'ip_forward', detail: `restored to ${restored}` });

@@ -24,7 +24,7 @@ function mirrorFacts(ctx: FactCtx): Record<string, string> {
 function desired(ctx: TaskContext): string {
   const egress = egressOf(ctx.cluster, ctx.host);
   const mirror = egress?.mirror ? parseMirrorFact(ctx.facts.mirror?.stdout ?? '') : undefined;
-  if (egress?.mirror && mirror && mirror.addresses.length === 0) {
+  if (egress?.mirror && mirror && mirror.addresses.length === 0 && !mirror.endpoints?.length) {
     throw new HostError(`${ctx.host.name}: no address found for the package mirror named in the node's apt sources (egress mirror: true)`,
       'check /etc/apt/sources.list* on the node and that it resolves the mirror (getent ahostsv4 <mirror>)');
   }

@@ -8,6 +8,11 @@ import { run } from './exec.ts';
 
 export const HOST_PACKAGES = ['lxc', 'debootstrap', 'nftables', 'iptables', 'rsync', 'openssh-client', 'zstd'];
 
+/** The host packages a cluster needs: apt-cacher-ng too with provider.local.packageCache. */
+export function hostPackages(packageCache: boolean): string[] {
+  return packageCache ? [...HOST_PACKAGES, 'apt-cacher-ng'] : HOST_PACKAGES;
+}
+
 export function checkPlatform(): void {
   if (process.platform !== 'linux') {
     throw new ProviderError(`the local provider needs Linux (this is ${process.platform})`, 'use provider.type: aws in cluster.yaml, or run on a Linux machine');
@@ -20,7 +25,7 @@ export function checkPlatform(): void {
 /** The command each package provides (what is checked where there is no dpkg). */
 const PACKAGE_COMMANDS: Record<string, string> = {
   lxc: 'lxc-start', debootstrap: 'debootstrap', nftables: 'nft', iptables: 'iptables',
-  rsync: 'rsync', 'openssh-client': 'ssh-keygen', zstd: 'zstd',
+  rsync: 'rsync', 'openssh-client': 'ssh-keygen', zstd: 'zstd', 'apt-cacher-ng': 'apt-cacher-ng',
 };
 
 function onPath(cmd: string): boolean {
@@ -29,20 +34,20 @@ function onPath(cmd: string): boolean {
 }
 
 /** Host packages that are not installed (dpkg's view; the commands on PATH without dpkg). */
-export async function missingHostPackages(): Promise<string[]> {
-  const res = await run('dpkg-query', ['-W', '-f=${Package} ${db:Status-Status}\n', ...HOST_PACKAGES], { check: false }).catch(() => null);
-  if (!res) return HOST_PACKAGES.filter((p) => !onPath(PACKAGE_COMMANDS[p]));
+export async function missingHostPackages(packages: string[] = HOST_PACKAGES): Promise<string[]> {
+  const res = await run('dpkg-query', ['-W', '-f=${Package} ${db:Status-Status}\n', ...packages], { check: false }).catch(() => null);
+  if (!res) return packages.filter((p) => !onPath(PACKAGE_COMMANDS[p]));
   const installed = new Set(
     res.stdout.split('\n').filter((l) => l.endsWith(' installed')).map((l) => l.split(' ')[0]),
   );
-  return HOST_PACKAGES.filter((p) => !installed.has(p));
+  return packages.filter((p) => !installed.has(p));
 }
 
 const APT_ENV = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C' };
 
 /** Install missing host packages; returns what was installed. */
-export async function ensureHostPackages(events?: ProviderEvents): Promise<string[]> {
-  const missing = await missingHostPackages();
+export async function ensureHostPackages(events?: ProviderEvents, packages: string[] = HOST_PACKAGES): Promise<string[]> {
+  const missing = await missingHostPackages(packages);
   if (missing.length === 0) return [];
   try {
     await run('apt-get', ['--version'], { check: true });
@@ -59,11 +64,11 @@ export async function ensureHostPackages(events?: ProviderEvents): Promise<strin
     await run('apt-get', ['-q', 'update'], { env: APT_ENV, hint: 'the host needs to reach its Debian mirror for apt' });
     res = await run('apt-get', install, { check: false, env: APT_ENV });
   }
-  const still = await missingHostPackages();
+  const still = await missingHostPackages(packages);
   if (res.code !== 0 || still.length > 0) {
     const tail = res.stderr.trim().split('\n').slice(-3).join('\n');
     throw new ProviderError(`LXC is missing and could not be installed (${still.join(', ') || missing.join(', ')}): ${tail}`,
-      `install them by hand: apt-get install --no-install-recommends ${HOST_PACKAGES.join(' ')}`);
+      `install them by hand: apt-get install --no-install-recommends ${packages.join(' ')}`);
   }
   return missing;
 }

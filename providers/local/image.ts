@@ -36,12 +36,14 @@ const ROLLING_SUITES = new Set(['sid', 'unstable', 'experimental']);
  * apt sources for a node: the suite, its updates and its security updates (where the
  * suite has them: sid has neither), all from the one mirror. `checkValidUntil: false`
  * marks each line [check-valid-until=no], for a mirror serving a frozen snapshot.
+ * `root` is where apt fetches from: the mirror itself, or the package cache on the
+ * node's gateway (cacheRoot in cache.ts: http://<gateway>:3142/<mirror>).
  */
-export function aptSources(mirror: string, suite: string, checkValidUntil = true): string {
+export function aptSources(mirror: string, suite: string, checkValidUntil = true, root = `http://${mirror}`): string {
   const opt = checkValidUntil ? '' : '[check-valid-until=no] ';
-  const lines = [`deb ${opt}http://${mirror}/debian ${suite} main`];
+  const lines = [`deb ${opt}${root}/debian ${suite} main`];
   if (!ROLLING_SUITES.has(suite)) {
-    lines.push(`deb ${opt}http://${mirror}/debian ${suite}-updates main`, `deb ${opt}http://${mirror}/debian-security ${suite}-security main`);
+    lines.push(`deb ${opt}${root}/debian ${suite}-updates main`, `deb ${opt}${root}/debian-security ${suite}-security main`);
   }
   return [...lines, ''].join('\n');
 }

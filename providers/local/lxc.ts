@@ -76,6 +76,12 @@ async function safeWrite(path: string, content: string, mode: number): Promise<v
   await rename(tmp, path);
 }
 
+/** A file under the node's /etc/apt/apt.conf.d that rampart owns; empty text = the file must not exist. */
+export interface AptConf {
+  path: string;
+  text: string;
+}
+
 const HOSTS_BEGIN = '# BEGIN rampart: package mirror (no DNS on nodes)';
 const HOSTS_END = '# END rampart';
 
@@ -137,7 +143,7 @@ async function openRootfs(name: string): Promise<RootfsAccess> {
  * DNS) and the apt sources. True when a file changed (or, with write=false,
  * would change).
  */
-export async function syncMirror(name: string, mirror: string, addrs: string[], sources: string, write = true): Promise<boolean> {
+export async function syncMirror(name: string, mirror: string, addrs: string[], sources: string, write = true, aptConf: AptConf | null = null): Promise<boolean> {
   const root = await openRootfs(name);
   try {
     let changed = false;
@@ -147,6 +153,14 @@ export async function syncMirror(name: string, mirror: string, addrs: string[], 
     if (next !== current) {
       if (write) await safeWrite(hosts, next, 0o644);
       changed = true;
+    }
+    if (aptConf) {
+      const conf = join(root.path, aptConf.path);
+      const have = await readFile(conf, 'utf8').catch(() => null);
+      if (have !== (aptConf.text || null)) {
+        if (write) await (aptConf.text ? safeWrite(conf, aptConf.text, 0o644) : rm(conf, { force: true }));
+        changed = true;
+      }
     }
     const list = join(root.path, 'etc/apt/sources.list');
     if ((await readFile(list, 'utf8').catch(() => '')) !== sources) {
@@ -200,6 +214,8 @@ export interface CreateOptions {
   mirrorAddrs: string[];
   /** apt sources.list content for the cluster's mirror. */
   aptSources: string;
+  /** An apt.conf.d file (text '' = none). */
+  aptConf?: AptConf;
   /** The node's SSH host key (private; `.pub` beside it) on the controller. */
   hostKeyPath: string;
 }
@@ -252,6 +268,7 @@ export async function createContainer(o: CreateOptions): Promise<void> {
     const hosts = `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${o.address} ${o.hostname}\n`;
     await safeWrite(join(etc, 'hosts'), hostsWithMirror(hosts, o.mirror, o.mirrorAddrs), 0o644);
     await safeWrite(join(etc, 'apt/sources.list'), o.aptSources, 0o644);
+    if (o.aptConf?.text) await safeWrite(join(rootfs, o.aptConf.path), o.aptConf.text, 0o644);
 
     // The node's SSH host key comes from the controller's state folder: made
     // there once (ed25519, milliseconds, where first-boot `ssh-keygen -A`

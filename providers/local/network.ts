@@ -133,22 +133,28 @@ export function fenceTable(clusterName: string): string {
   return `rampart_${clusterName.replace(/[^A-Za-z0-9_]/g, '_')}`;
 }
 
-/** The fence as an nft script; the digest in its comment tells whether the live table matches. */
-export function fenceRuleset(table: string, bridge: string, subnet: Subnet, mirrorAddrs: string[]): string {
+/**
+ * The fence as an nft script; the digest in its comment tells whether the live table matches.
+ * `mirrorAddrs` null = the nodes use the package cache on the controller (their gateway, not
+ * forwarded traffic): nothing leaves the subnet, so no mirror rule and no NAT.
+ */
+export function fenceRuleset(table: string, bridge: string, subnet: Subnet, mirrorAddrs: string[] | null): string {
   const body = [
-    `  set mirror4 { type ipv4_addr; elements = { ${mirrorAddrs.join(', ')} } }`,
+    ...(mirrorAddrs ? [`  set mirror4 { type ipv4_addr; elements = { ${mirrorAddrs.join(', ')} } }`] : []),
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
     '    ct state established,related accept',
     `    iifname "${bridge}" ip daddr ${subnet.cidr} accept`,
-    `    iifname "${bridge}" ip daddr @mirror4 tcp dport { 80, 443 } accept`,
+    ...(mirrorAddrs ? [`    iifname "${bridge}" ip daddr @mirror4 tcp dport { 80, 443 } accept`] : []),
     `    iifname "${bridge}" counter drop`,
     `    oifname "${bridge}" counter drop`,
     '  }',
-    '  chain postrouting {',
-    '    type nat hook postrouting priority srcnat; policy accept;',
-    `    ip saddr ${subnet.cidr} oifname != "${bridge}" masquerade`,
-    '  }',
+    ...(mirrorAddrs ? [
+      '  chain postrouting {',
+      '    type nat hook postrouting priority srcnat; policy accept;',
+      `    ip saddr ${subnet.cidr} oifname != "${bridge}" masquerade`,
+      '  }',
+    ] : []),
   ].join('\n');
   const digest = createHash('sha256').update(body).digest('hex').slice(0, 16);
   return `table inet ${table} {\n  comment "rampart fence ${digest}"\n${body}\n}\n`;

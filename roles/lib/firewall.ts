@@ -11,6 +11,8 @@ export interface MirrorAccess {
   addresses: string[];
   /** IPv4 DNS resolvers the node uses (not loopback); empty when names are pinned in /etc/hosts. */
   resolvers: string[];
+  /** Sources with an explicit port (the package cache: http://<gateway>:3142/...): that port only. */
+  endpoints?: { address: string; port: number }[];
 }
 
 export const RULES_PATH = '/etc/iptables/rules.v4';
@@ -82,6 +84,7 @@ export function firewallRules(cluster: Cluster, host: Host, hosts: Host[], mirro
       for (const a of uniqSorted(mirror.addresses)) {
         output.push(`-A OUTPUT -d ${cidr(a)} ${tcp(80)} -j ACCEPT`, `-A OUTPUT -d ${cidr(a)} ${tcp(443)} -j ACCEPT`);
       }
+      for (const e of mirror.endpoints ?? []) output.push(`-A OUTPUT -d ${cidr(e.address)} ${tcp(e.port)} -j ACCEPT`);
     }
   }
   return [
@@ -213,26 +216,32 @@ export const LIVE_RULES_FACT = 'iptables-save -t filter 2>/dev/null || iptables-
 export const LIVE_RULES6_FACT = 'ip6tables-save -t filter 2>/dev/null || ip6tables-save 2>/dev/null';
 
 /**
- * Prints `addr <ip>` for every IPv4 address of the hosts in the node's apt
+ * Prints `addr <ip>` (`addr <ip> <port>` for a source with its own port) for every IPv4 address of the hosts in the node's apt
  * sources (one-line and deb822 formats) and `dns <ip>` for each non-loopback
  * IPv4 resolver (resolv.conf and systemd-resolved's upstream list).
  */
 export const MIRROR_FACT = [
-  `hosts=$( { grep -hE '^[[:space:]]*deb(-src)?[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null; grep -hiE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null; } | grep -oE 'https?://[^/[:space:]]+' | sed -E 's#^https?://##; s#^[^@]*@##; s#:[0-9]+$##' | sort -u )`,
-  `for h in $hosts; do getent ahostsv4 "$h" | awk '{print "addr " $1}'; done | sort -u`,
+  `hosts=$( { grep -hE '^[[:space:]]*deb(-src)?[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null; grep -hiE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null; } | grep -oE 'https?://[^/[:space:]]+' | sed -E 's#^https?://##; s#^[^@]*@##' | sort -u )`,
+  // host[:port]: a source with its own port (the package cache) gets that port only, the others 80/443
+  `for h in $hosts; do p=\${h##*:}; [ "$p" = "$h" ] && p=; getent ahostsv4 "\${h%:*}" | awk -v p="$p" '{print "addr " $1 (p == "" ? "" : " " p)}'; done | sort -u`,
   `cat /etc/resolv.conf /run/systemd/resolve/resolv.conf 2>/dev/null | awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ && $2 !~ /^127\\./ {print "dns " $2}' | sort -u`,
 ].join('\n');
 
 export function parseMirrorFact(stdout: string): MirrorAccess {
   const addresses: string[] = [];
   const resolvers: string[] = [];
+  const endpoints = new Map<string, { address: string; port: number }>();
   for (const line of stdout.split('\n')) {
-    const [kind, ip] = line.trim().split(/\s+/);
+    const [kind, ip, port] = line.trim().split(/\s+/);
     if (!ip || !/^\d+\.\d+\.\d+\.\d+$/.test(ip)) continue;
-    if (kind === 'addr') addresses.push(ip);
+    if (kind === 'addr' && port) {
+      if (/^\d{1,5}$/.test(port) && Number(port) > 0 && Number(port) < 65536) endpoints.set(`${ip}:${port}`, { address: ip, port: Number(port) });
+    } else if (kind === 'addr') addresses.push(ip);
     if (kind === 'dns') resolvers.push(ip);
   }
-  return { addresses: uniqSorted(addresses), resolvers: uniqSorted(resolvers) };
+  const out: MirrorAccess = { addresses: uniqSorted(addresses), resolvers: uniqSorted(resolvers) };
+  if (endpoints.size) out.endpoints = [...endpoints.keys()].sort().map((k) => endpoints.get(k)!);
+  return out;
 }
 
 /** The oneshot unit that loads rules.v4 before any network interface comes up. */

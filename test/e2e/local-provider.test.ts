@@ -44,6 +44,7 @@ provider:
     subnet: 10.78.0.0/24
     bridge: ${BRIDGE}
     mirror: ${MIRROR}
+    packageCache: false   # the nodes fetch from the mirror through the fence (the cache: package-cache.test.ts)
 nodes:
   - { name: n1, type: t2.micro, db: manager, roles: [base, mysql] }
   - { name: n2, type: t2.micro, db: worker, roles: [base, mysql] }

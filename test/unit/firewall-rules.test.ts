@@ -194,4 +194,13 @@ describe('mirror fact', () => {
     const f = parseMirrorFact('addr 151.101.66.132\naddr 151.101.2.132\naddr 2a04:4e42::644\ndns 10.0.0.2\nwarning: foo\naddr 151.101.2.132\n');
     expect(f).toEqual({ addresses: ['151.101.2.132', '151.101.66.132'], resolvers: ['10.0.0.2'] });
   });
+
+  test('a source with its own port (the package cache on the gateway) is admitted on that port only', () => {
+    const f = parseMirrorFact('addr 10.77.0.1 3142\naddr 10.77.0.1 3142\naddr 10.77.0.1 99999x\n');
+    expect(f).toEqual({ addresses: [], resolvers: [], endpoints: [{ address: '10.77.0.1', port: 3142 }] });
+    const out = firewallRules(cluster, host('trustedhost'), hosts, f).split('\n').filter((l) => l.startsWith('-A OUTPUT'));
+    expect(out).toContain('-A OUTPUT -d 10.77.0.1/32 -p tcp -m tcp --dport 3142 -j ACCEPT');
+    expect(out.filter((l) => / --dport (80|443) /.test(l))).toEqual([]);
+    expect(out.at(-1)).toBe('-A OUTPUT -j DROP');
+  });
 });
