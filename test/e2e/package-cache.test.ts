@@ -48,6 +48,7 @@ provider:
     subnet: ${c.net}.0/24
     bridge: ${c.name}0
     mirror: ${MIRROR}
+    packageCache: true
 nodes:
   - { name: manager, db: manager, roles: [base, mysql] }
   - { name: worker1, db: worker, roles: [base, mysql, iptables] }

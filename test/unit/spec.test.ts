@@ -96,7 +96,7 @@ describe('valid specs', () => {
     expect(c.dir).toBe(path.join(ROOT, 'x'));
     expect(c.timezone).toBe('UTC');
     expect(c.adminUser).toBe('ubuntu');
-    expect(c.provider.local).toEqual({ subnet: '10.9.0.0/24', bridge: 'rampart0', mirror: 'deb.debian.org', suite: 'bookworm', checkValidUntil: true, packageCache: true });
+    expect(c.provider.local).toEqual({ subnet: '10.9.0.0/24', bridge: 'rampart0', mirror: 'deb.debian.org', suite: 'bookworm', checkValidUntil: true, packageCache: false });
     expect(c.provider.aws).toEqual({ ubuntu: '26.04', jump: true, keyName: 'rampart-demo', sshTimeoutSeconds: 600 });
     expect(c.nodes[3]).toEqual({ name: 'manager', type: 't2.micro', roles: ['base', 'mysql', 'replication', 'iptables'], db: 'manager', public: false, address: '10.9.0.13' });
     expect(c.security.egress).toEqual([{ node: 'trustedhost', mirror: true }]);
