@@ -37,7 +37,7 @@ if (!avail.ok && process.env.CI === 'true') {
 
 /** What the fixture's cluster must look like on the server: group -> [ingress, egress]. */
 const RULES: Record<string, [string[], string[]]> = {
-  gatekeeper: [['tcp/22-22 198.51.100.7/32', 'tcp/80-80 0.0.0.0/0'], ['all 0.0.0.0/0']],
+  gatekeeper: [['tcp/22-22 198.51.100.7/32', 'tcp/443-443 0.0.0.0/0'], ['all 0.0.0.0/0']],
   trustedhost: [['tcp/22-22 sg:rpmoto-gatekeeper', 'tcp/5000-5000 sg:rpmoto-gatekeeper'], ['tcp/443-443 0.0.0.0/0', 'tcp/5000-5000 sg:rpmoto-proxy', 'tcp/80-80 0.0.0.0/0']],
   proxy: [['tcp/22-22 sg:rpmoto-gatekeeper', 'tcp/5000-5000 sg:rpmoto-trustedhost'], ['all 0.0.0.0/0']],
   manager: [['tcp/22-22 sg:rpmoto-gatekeeper', 'tcp/3306-3306 sg:rpmoto-proxy', 'tcp/3306-3306 sg:rpmoto-worker1', 'tcp/3306-3306 sg:rpmoto-worker2'], ['all 0.0.0.0/0']],
@@ -226,7 +226,9 @@ describe.skipIf(!avail.ok)('AWS provider against a real EC2 API (moto)', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('provider: nothing to do\nprovider: hourly cost: $');
     expect(r.stderr).toContain('could not inspect (tasks not checked):');
-    const listed = r.stderr.slice(r.stderr.indexOf('could not inspect')).split('\n').slice(1).filter(Boolean);
+    // the list runs to the first blank line (the endpoint line follows it)
+    const after = r.stderr.slice(r.stderr.indexOf('could not inspect')).split('\n').slice(1);
+    const listed = after.slice(0, after.findIndex((l) => l.trim() === ''));
     expect(listed.map((l) => l.split(':')[0].trim())).toEqual(['gatekeeper', 'trustedhost', 'proxy', 'manager', 'worker1']);
     for (const l of listed) expect(l).toContain('ENETUNREACH');
     // the plan comes before the engine's connect attempts, which give up after 10 s, not 60
