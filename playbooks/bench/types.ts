@@ -1,7 +1,6 @@
 // The shapes of one bench run: every request's outcome, the statistics
 // derived from them, and the summary written to summary.json.
 import type { ProxyMode } from '../../core/types.ts';
-import type { FailoverSeen, WriteAccounting } from './writes.ts';
 
 /** A load phase: the writes, then one read phase per proxy mode. */
 export type Phase = 'write' | ProxyMode;
@@ -125,10 +124,7 @@ export interface BenchSummary {
   target: string;
   concurrency: number;
   rate?: number;
-  /** Every write accounted for (planned = --writes). */
-  writes: WriteAccounting;
-  /** The primary changed during the writes (null: it did not). */
-  failover: FailoverSeen | null;
+  writes: number;
   reads: number;
   modes: ProxyMode[];
   phases: PhaseStats[];
