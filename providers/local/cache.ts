@@ -12,7 +12,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import { CACHE_DIR } from './image.ts';
-import { run } from './exec.ts';
+import { pidAlive, run } from './exec.ts';
 
 export const CACHE_PACKAGE = 'apt-cacher-ng';
 export const CACHE_PORT = 3142;
@@ -163,15 +163,6 @@ async function startDaemon(config: string, gateways: string[]): Promise<void> {
     await new Promise((r) => setTimeout(r, 150));
   }
   await writeFile(join(RUN_DIR, 'config.digest'), `${digest(config)}\n`, { mode: 0o644 });
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Two clusters' up/down at once would both (re)start the daemon: one at a time (a dead holder's lock is taken over). */

@@ -70,3 +70,13 @@ export async function unmountUnder(path: string): Promise<void> {
     .sort((a, b) => b.length - a.length);
   for (const m of mounts) await run('umount', ['-l', m], { check: false });
 }
+
+/** Is a process (a lock holder) still running? EPERM: it is, as another user's. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
 import { LISTS_STAMP } from '../../roles/lib/apt.ts';
-import { run, unmountUnder } from './exec.ts';
+import { pidAlive, run, unmountUnder } from './exec.ts';
 
 /** How old the cached image is, for the plan: "built 3 h ago" (nodes refresh older package lists). */
 export async function imageAge(suite: string): Promise<string> {
@@ -69,15 +69,6 @@ const UDEV_UNITS = [
   'systemd-udev-trigger.service',
   'systemd-udev-settle.service',
 ];
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Take the build lock, or wait for the other builder to finish. Returns false when the image appeared meanwhile. */
 async function lock(lockPath: string, suite: string, events?: ProviderEvents): Promise<boolean> {
