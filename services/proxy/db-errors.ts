@@ -90,10 +90,10 @@ export function dbError(e: unknown, sql = '', params: readonly unknown[] = []): 
   return new HttpError(m.status, m.code, shown, m.headers, detail);
 }
 
-/** Does the client's SQL spell `name` (or its last dotted part), outside of nothing we could leak? */
+/** Does the client's SQL spell every dotted part of `name` (so quoting it back tells the client nothing new)? */
 function sqlMentions(sql: string, name: string): boolean {
   const lower = sql.toLowerCase();
   const n = name.toLowerCase();
   if (n.length === 0 || n.length > 128) return false;
-  return lower.includes(n) || n.split('.').every((part) => lower.includes(part));
+  return n.split('.').every((part) => lower.includes(part));
 }
