@@ -10,7 +10,7 @@ import { buildGatekeeper } from '../../services/gatekeeper/app.ts';
 import type { QueryRequest } from '../../services/schemas.ts';
 import { secretMatches } from '../../services/http.ts';
 import { createProxy } from '../../services/proxy/app.ts';
-import { DbNode } from '../../services/proxy/nodes.ts';
+import { DbNode, PREPARED_CACHE } from '../../services/proxy/nodes.ts';
 import { Router } from '../../services/proxy/router.ts';
 import { buildTrustedHost } from '../../services/trustedhost/app.ts';
 
@@ -225,6 +225,16 @@ describe('router', () => {
     const r = new Router(m, [node('w', 'worker', false, 1, 0)], 5);
     expect(r.pick('read', 'random')?.name).toBe('manager');
     expect(r.pick('read', 'customized', m)).toBeNull();
+  });
+});
+
+describe('db node pools', () => {
+  test('query connections keep a bounded prepared statement cache (mysql2 allocates it at full size per connection)', async () => {
+    const n = new DbNode({ name: 'm', host: '127.0.0.1', port: 9 }, 'manager', { manager: { name: 'm', host: '127.0.0.1', port: 9 }, workers: [], user: 'u', password: 'p', database: 'd' }, 1000);
+    const config = (n as unknown as { pool: { pool: { config: { connectionConfig: { maxPreparedStatements: number } } } } }).pool.pool.config.connectionConfig;
+    expect(config.maxPreparedStatements).toBe(PREPARED_CACHE);
+    expect(PREPARED_CACHE).toBeLessThan(16000);
+    await n.close();
   });
 });
 
