@@ -12,6 +12,7 @@
 //   run without the cache.
 //
 //   node_modules/.bin/tsx benchmarks/apply.ts [-f cluster.yaml] [--roles base] [--runs 5] [--fresh | --cache]
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';

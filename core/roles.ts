@@ -4,6 +4,10 @@
 // is derived here: the engine's order (a topological sort over `after`), the
 // node rules the spec checks, the package union base installs in one apt
 // transaction, and the schema (role list + role sections).
+//
+// core/ never imports roles/ (a unit test reads the imports): the built-in
+// roles register themselves here when an entry point imports roles/index.ts,
+// and the spec asks this module for them.
 import { RampartError } from './errors.ts';
 import { suggest } from './suggest.ts';
 import type { Cluster, DbEngine, Handler, NodeSpec, Role, Serial, Task } from './types.ts';
@@ -234,4 +238,28 @@ function cycleOf(left: RoleManifest[], byName: Map<string, RoleManifest>): strin
     cur = byName.get(cur.after.find((a) => names.has(a))!)!;
   }
   return [...path.slice(path.indexOf(cur.name)), cur.name].map((n) => `"${n}"`).join(' -> ');
+}
+
+// ------------------------------------------------------------------ the built-in roles
+
+let builtins: { roles: RoleRegistry; kit: object } | undefined;
+
+/** Called once by roles/index.ts: the built-in roles and the kit handed to a user role's factory function. */
+export function registerBuiltinRoles(roles: RoleRegistry, kit: object): void {
+  builtins = { roles, kit };
+}
+
+function registered(): { roles: RoleRegistry; kit: object } {
+  if (!builtins) throw new RoleError('no built-in roles are registered: the entry point imports roles/index.ts before reading a cluster');
+  return builtins;
+}
+
+/** The built-in roles (what a cluster without roleDirs may use). */
+export function builtinRoles(): RoleRegistry {
+  return registered().roles;
+}
+
+/** What a user role file exporting a function is called with (roles/lib/kit.ts). */
+export function userRoleKit(): object {
+  return registered().kit;
 }

@@ -14,11 +14,9 @@ import ajvFormats from 'ajv-formats';
 import { LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Document, type YAMLMap } from 'yaml';
 // The built-in role manifests carry the node rules and sections this file
 // checks: the spec reads them, it does not restate them.
-import { BUILTIN_ROLES } from '../roles/index.ts';
-import { roleKit } from '../roles/lib/kit.ts';
 import { SpecError } from './errors.ts';
 import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
-import { isRoleManifest, RoleError, type JsonSchema, type RoleManifest, type RoleRegistry } from './roles.ts';
+import { builtinRoles, isRoleManifest, RoleError, userRoleKit, type JsonSchema, type RoleManifest, type RoleRegistry } from './roles.ts';
 import { suggest } from './suggest.ts';
 import { readApiKeyFile } from './secrets.ts';
 import { allows, flowPolicy, RESERVED_PEERS } from './flows.ts';
@@ -35,7 +33,7 @@ export const schemaPath = fileURLToPath(new URL('../schema/cluster.schema.json',
 const baseSchema = JSON.parse(readFileSync(BASE_SCHEMA_FILE, 'utf8')) as JsonSchema;
 
 /** The full schema for a role set (what schema/cluster.schema.json holds for the built-ins). */
-export function clusterSchema(roles: RoleRegistry = BUILTIN_ROLES): JsonSchema {
+export function clusterSchema(roles: RoleRegistry = builtinRoles()): JsonSchema {
   return roles.schema(baseSchema);
 }
 
@@ -51,7 +49,7 @@ function validator(roles: RoleRegistry): ValidateFunction {
   if (!v) {
     const schema = clusterSchema(roles);
     // ajv keeps one schema per $id: a cluster's own role set compiles as an anonymous variant
-    if (roles !== BUILTIN_ROLES) delete schema.$id;
+    if (roles !== builtinRoles()) delete schema.$id;
     compiled.set(roles, (v = ajv.compile(schema)));
   }
   return v;
@@ -103,7 +101,7 @@ export async function loadClusterWithRoles(file: string): Promise<Cluster> {
   if (ctx.problems.length) throw ctx.error();
   let registry: RoleRegistry;
   try {
-    registry = BUILTIN_ROLES.with(roles);
+    registry = builtinRoles().with(roles);
   } catch (e) {
     if (!(e instanceof RoleError)) throw e;
     ctx.report(['roleDirs'], `roleDirs: ${e.message}`);
@@ -135,7 +133,7 @@ export function parseCluster(source: string, file: string, roles?: RoleRegistry)
   // Semantic checks only once the shape is right: on a broken shape they would
   // mostly repeat the schema's complaints in vaguer words (`db: boss` is not
   // also "no manager").
-  const registry = roles ?? BUILTIN_ROLES;
+  const registry = roles ?? builtinRoles();
   const validate = validator(registry);
   if (!validate(data)) {
     ctx.schemaProblems(validate.errors ?? []);
@@ -194,7 +192,7 @@ async function importRoles(dirs: string[], base: string, ctx: Context): Promise<
       const rel = path.relative(base, path.join(abs, f)) || f;
       try {
         const made = await importTs(pathToFileURL(path.join(abs, f)).href);
-        const exported = typeof made === 'function' ? (made as (kit: typeof roleKit) => unknown)(roleKit) : made;
+        const exported = typeof made === 'function' ? (made as (kit: object) => unknown)(userRoleKit()) : made;
         if (!isRoleManifest(exported)) {
           ctx.report(['roleDirs', j], `roleDirs[${j}]: ${rel} does not export a role (export default defineRole({...}), or a function of the role kit returning one)`);
           continue;

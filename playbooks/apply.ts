@@ -1,4 +1,5 @@
 // `npx zx apply`: create the nodes (provider.up), then converge every role.
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.ts';
 import { resolveLimit } from '../core/limit.ts';

@@ -1,6 +1,7 @@
 // `npx zx bench`: load through the gatekeeper (writes, then reads per proxy
 // mode), statistics, service logs and dumps collected over SSH, the
 // replication proof, sysbench standalone vs cluster, report.md + report.html.
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Listr } from 'listr2';

@@ -1,6 +1,7 @@
 // `npx zx exec [--limit ...] -- CMD`: run an ad-hoc command on the nodes in
 // parallel over the same pinned, jump-aware SSH connections apply uses (as
 // root, or as the login user with --no-sudo), output per host.
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.ts';
 import { resolveLimit } from '../core/limit.ts';
 import { RunLog } from '../core/runlog.ts';

@@ -1,6 +1,7 @@
 // `npx zx facts HOST`: what the roles see on a host: every fact command of the
 // host's roles, read in the same single round trip apply uses, printed per
 // role and task (no change is made).
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.ts';
 import { gatherFacts, hostFactCommands } from '../core/run.ts';
 import { RunLog } from '../core/runlog.ts';

@@ -1,5 +1,6 @@
 // `npx zx teardown`: remove everything apply created (provider.down) and the
 // pinned host keys of the removed nodes. The SSH key and secrets stay unless --purge.
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { rmSync } from 'node:fs';
 import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain } from '../core/cli.ts';

@@ -5,22 +5,24 @@
 //   network.ts  bridge, nftables fence, ip_forward
 //   cache.ts    the package cache (apt-cacher-ng) the nodes fetch through
 //   lxc.ts      containers and SSH readiness
+//   resource.ts the resource contract (check / apply): plan() checks, up() checks and applies
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import { ProviderError } from '../core/errors.ts';
 import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } from '../core/state.ts';
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
 import { APT_CACHE_CONF, APT_CACHE_CONF_PATH, cacheRoot, cacheState, CACHE_PORT, ensurePackageCache, releasePackageCache } from './local/cache.ts';
-import { checkPlatform, ensureHostLimits, ensureHostPackages, hostPackages, missingHostPackages } from './local/host.ts';
+import { checkPlatform, ensureHostLimits, ensureHostPackages, hostPackages, lowHostLimits, missingHostPackages } from './local/host.ts';
 import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
-  fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type Subnet,
+  fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type BridgeState, type Subnet,
 } from './local/network.ts';
 import {
-  createContainer, destroyContainer, ensureHostKey, forgetHostKey, listContainers, reattachVeth, sshBanner, sshLogin, startContainer, syncMirror, waitForSsh,
-  type ContainerInfo,
+  containerDrift, createContainer, destroyContainer, detachedVeth, ensureHostKey, forgetHostKey, listContainers, reattachVeth, sshBanner, sshLogin,
+  startContainer, syncMirror, waitForSsh, type ContainerInfo, type ContainerTodo,
 } from './local/lxc.ts';
+import { converge, resource, type Resource, type Step } from './local/resource.ts';
 
 /** What the provider remembers about the host between runs (.rampart/local.json, 0600). */
 export interface LocalState {
@@ -146,49 +148,198 @@ export class LocalProvider implements Provider {
     return [...found.values()].filter((c) => c.marker?.cluster === this.cluster.name && !wanted.has(c.name)).map((c) => c.name).sort();
   }
 
+  // ---------------------------------------------------------------- resources
+
+  /**
+   * Every resource of the cluster on this host, each declared once (check:
+   * reads only; apply: makes it so): host packages and limits, the base
+   * image, the bridge, the fence, the package cache registration,
+   * ip_forward and the record down restores it from, then one container per
+   * node (created, configured, started, on the bridge). plan() checks them,
+   * up() checks and applies them (providers/local/resource.ts).
+   */
+  private resources(events?: ProviderEvents, started = new Set<string>()): Step[] {
+    const progress = (m: string) => events?.progress?.(m);
+    const targets = this.targets();
+    const packages = hostPackages(this.spec.packageCache);
+    const bridgeLine = `${this.subnet.gateway}/${this.subnet.prefix}`;
+    // What the later checks need to know of the earlier ones (the same in plan and up).
+    let hostReady = false;
+    let bridgeWas: BridgeState = 'ok';
+    let fwdFound = '1';
+    // The fence and the nodes' /etc/hosts pin come from the same lookup, so they always agree.
+    let mirror: Promise<string[]> | undefined;
+    const mirrorAddrs = () => (mirror ??= resolveMirror(this.spec.mirror));
+    let base: Promise<{ path: string }> | undefined;
+    const baseRootfs = () => (base ??= ensureBaseRootfs(this.suite, events));
+    const stateOf = (action: 'missing' | 'incomplete' | 'differs' | 'ok') => (action === 'ok' ? 'ok' : action === 'missing' ? 'create' : 'change');
+
+    return [
+      resource<string[]>({
+        resource: 'host packages',
+        check: async () => {
+          const missing = await missingHostPackages(packages);
+          hostReady = missing.length === 0;
+          return hostReady ? { action: 'ok' } : { action: 'create', detail: `apt-get install ${missing.join(' ')}`, data: missing };
+        },
+        apply: async () => {
+          const installed = await ensureHostPackages(events, packages);
+          hostReady = true;
+          return { detail: installed.join(' ') };
+        },
+      }),
+      resource<undefined>({
+        resource: 'host limits',
+        check: async () => {
+          const low = lowHostLimits();
+          return low.length === 0
+            ? { action: 'ok' }
+            : { action: 'change', detail: low.map((l) => `${l.key.replaceAll('/', '.')} ${l.now} -> ${l.min}`).join(' '), data: undefined };
+        },
+        apply: async () => ({ detail: (await ensureHostLimits(events)).join(' ') }),
+      }),
+      resource<undefined>({
+        resource: 'base image',
+        check: async () => (imageExists(this.suite)
+          ? { action: 'ok', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)} (nodes refresh its package lists once older than apt.cacheValidSeconds)` }
+          : { action: 'create', detail: `debootstrap ${this.suite} -> ${imagePath(this.suite)} (about 70 s)`, data: undefined }),
+        apply: async () => {
+          await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil);
+          return { detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)}` };
+        },
+      }),
+      resource<undefined>({
+        resource: `bridge ${this.spec.bridge}`,
+        check: async () => {
+          bridgeWas = await bridgeState(this.spec.bridge, this.subnet);
+          return bridgeWas === 'ok' ? { action: 'ok', detail: bridgeLine } : { action: stateOf(bridgeWas) as 'create', detail: bridgeLine, data: undefined };
+        },
+        apply: async () => {
+          progress(`creating bridge ${this.spec.bridge} (${bridgeLine})`);
+          await ensureBridge(this.spec.bridge, this.subnet);
+        },
+      }),
+      resource<string>({
+        resource: `fence inet ${this.table}`,
+        check: async () => {
+          const egress = this.egress(await mirrorAddrs());
+          const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, egress.fence);
+          const fence = hostReady ? await fenceState(this.table, ruleset) : 'missing';
+          return fence === 'ok' ? { action: 'ok', detail: egress.detail } : { action: stateOf(fence) as 'create', detail: egress.detail, data: ruleset };
+        },
+        apply: async ({ detail, data }) => {
+          progress(`writing nftables fence inet ${this.table} (${detail})`);
+          await applyFence(this.table, data);
+        },
+      }),
+      ...(this.spec.packageCache ? [resource<undefined>({
+        resource: 'package cache',
+        check: async () => {
+          const detail = `apt-cacher-ng on ${this.subnet.gateway}:${CACHE_PORT} for ${this.spec.mirror}`;
+          const cache = hostReady ? await cacheState(this.cacheReg) : 'missing';
+          return cache === 'ok' ? { action: 'ok', detail } : { action: stateOf(cache) as 'create', detail, data: undefined };
+        },
+        apply: async ({ action }) => {
+          progress(`${action === 'create' ? 'starting' : 'restarting'} the package cache (apt-cacher-ng) on ${this.subnet.gateway}:${CACHE_PORT}`);
+          await ensurePackageCache(this.cacheReg);
+        },
+      })] : []),
+      // Forwarding only once the fence stands; what was found is recorded so down can put it back.
+      resource<undefined>({
+        resource: 'ip_forward',
+        check: async () => {
+          fwdFound = await ipForward();
+          return fwdFound === '1' ? { action: 'ok', detail: 'on' } : { action: 'change', detail: 'turn on (restored by down)', data: undefined };
+        },
+        apply: async () => ({ detail: `turned on (was ${await enableIpForward()})` }),
+      }),
+      resource<LocalState>({
+        resource: 'provider record .rampart/local.json',
+        check: async () => {
+          const prev = readJson<LocalState | null>(this.statePath, null);
+          const want: LocalState = {
+            cluster: this.cluster.name,
+            bridge: this.spec.bridge,
+            subnet: this.subnet.cidr,
+            table: this.table,
+            ipForwardFound: prev?.ipForwardFound ?? fwdFound,
+            mirrorAddrs: await mirrorAddrs(),
+          };
+          if (prev && JSON.stringify(prev) === JSON.stringify(want)) return { action: 'ok', detail: 'bridge, fence, ip_forward as found' };
+          return { action: prev ? 'change' : 'create', detail: 'bridge, fence, ip_forward as found', data: want };
+        },
+        apply: async ({ data }) => {
+          ensureStateDir(this.cluster.dir);
+          writeFileAtomic(this.statePath, JSON.stringify(data, null, 2) + '\n', 0o600);
+        },
+      }),
+      async () => {
+        const found = await this.containers(targets, hostReady);
+        const extras = this.extras(found, targets).map((name) => resource<undefined>({
+          resource: `container ${name}`,
+          // no apply: up leaves it, down removes it
+          check: async () => ({ action: 'delete', detail: 'not in cluster.yaml; removed by down', data: undefined }),
+        }));
+        return [...targets.map((t) => this.container(t, found, () => bridgeWas, baseRootfs, mirrorAddrs, progress, started)), ...extras];
+      },
+    ];
+  }
+
+  /** A node's container: created from the base image, its mirror pin and apt sources, on the bridge, started. */
+  private container(
+    t: NodeTarget, found: Map<string, ContainerInfo>, bridgeWas: () => BridgeState,
+    baseRootfs: () => Promise<{ path: string }>, mirrorAddrs: () => Promise<string[]>, progress: (m: string) => void,
+    started: Set<string>,
+  ): Resource {
+    const sources = this.sources;
+    return resource<ContainerTodo>({
+      resource: `container ${t.container}`,
+      check: async () => {
+        const info = this.ours(found.get(t.container), t);
+        const usable = info?.marker?.complete && info.marker.address === t.address;
+        const pin = this.egress(await mirrorAddrs()).pin;
+        return containerDrift(t.address, {
+          info,
+          mirrorStale: usable ? await syncMirror(t.container, this.spec.mirror, pin, sources, false, this.aptConf) : false,
+          // a bridge deleted under running nodes takes their veths with it
+          vethDetached: usable && info.running && bridgeWas() !== 'ok' ? (await detachedVeth(t.container, this.spec.bridge)) !== null : false,
+        });
+      },
+      apply: async ({ data }) => {
+        const pin = this.egress(await mirrorAddrs()).pin;
+        if (data.kind === 'create') {
+          if (data.info) await destroyContainer(t.container);
+          progress(`creating ${t.node.name} (${t.container}, ${t.address})`);
+          const hostKeyPath = await ensureHostKey(this.hostKeyDir, t.container, t.node.name);
+          await createContainer({
+            name: t.container, cluster: this.cluster.name, node: t.node.name, hostname: t.node.name,
+            address: t.address, prefix: this.subnet.prefix, gateway: this.subnet.gateway, bridge: this.spec.bridge,
+            baseRootfs: (await baseRootfs()).path, adminUser: this.user, publicKey: ensureSshKey(this.cluster.dir).publicKey,
+            mirror: this.spec.mirror, mirrorAddrs: pin, aptSources: sources, aptConf: this.aptConf, hostKeyPath,
+          });
+          progress(`starting ${t.node.name}`);
+          await startContainer(t.container);
+          started.add(t.container);
+          return { newNode: t.node.name }; // a new machine: apply pins its new host key
+        }
+        if (data.sync) await syncMirror(t.container, this.spec.mirror, pin, sources, true, this.aptConf);
+        if (data.reattach) await reattachVeth(t.container, this.spec.bridge);
+        if (data.start) {
+          await baseRootfs(); // the overlay's lower layer
+          progress(`starting ${t.node.name}`);
+          await startContainer(t.container);
+          started.add(t.container);
+        }
+      },
+    });
+  }
+
   // ---------------------------------------------------------------- plan
 
-  async plan(_events?: ProviderEvents): Promise<PlanItem[]> {
+  /** What up() would do: the same checks, nothing applied. */
+  async plan(events?: ProviderEvents): Promise<PlanItem[]> {
     checkPlatform();
-    const targets = this.targets();
-    const items: PlanItem[] = [];
-    const missing = await missingHostPackages(hostPackages(this.spec.packageCache));
-    const installed = missing.length === 0;
-    items.push(installed ? { action: 'ok', resource: 'host packages' } : { action: 'create', resource: 'host packages', detail: `apt-get install ${missing.join(' ')}` });
-    items.push(imageExists(this.suite)
-      ? { action: 'ok', resource: 'base image', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)} (nodes refresh its package lists once older than apt.cacheValidSeconds)` }
-      : { action: 'create', resource: 'base image', detail: `debootstrap ${this.suite} -> ${imagePath(this.suite)} (about 70 s)` });
-
-    const bridge = await bridgeState(this.spec.bridge, this.subnet);
-    items.push({ action: bridge === 'ok' ? 'ok' : bridge === 'missing' ? 'create' : 'change', resource: `bridge ${this.spec.bridge}`, detail: `${this.subnet.gateway}/${this.subnet.prefix}` });
-    const mirrorAddrs = await resolveMirror(this.spec.mirror);
-    const egress = this.egress(mirrorAddrs);
-    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, egress.fence);
-    const fence = installed ? await fenceState(this.table, ruleset) : 'missing';
-    items.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: egress.detail });
-    if (this.spec.packageCache) {
-      const cache = installed ? await cacheState(this.cacheReg) : 'missing';
-      items.push({ action: cache === 'ok' ? 'ok' : cache === 'missing' ? 'create' : 'change', resource: 'package cache', detail: `apt-cacher-ng on ${this.subnet.gateway}:${CACHE_PORT} for ${this.spec.mirror}` });
-    }
-
-    const fwd = await ipForward();
-    items.push({ action: fwd === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwd === '1' ? 'on' : 'turn on (restored by down)' });
-
-    const found = await this.containers(targets, installed);
-    for (const t of targets) {
-      const c = this.ours(found.get(t.container), t);
-      const resource = `container ${t.container}`;
-      if (!c || !c.marker?.complete) items.push({ action: 'create', resource, detail: `${t.address}, then start` });
-      else if (c.marker.address !== t.address) items.push({ action: 'change', resource, detail: `recreate: address ${c.marker.address} -> ${t.address}` });
-      else if (!c.running) items.push({ action: 'change', resource, detail: 'start' });
-      else if (await syncMirror(t.container, this.spec.mirror, egress.pin, this.sources, false, this.aptConf)) {
-        items.push({ action: 'change', resource, detail: 'rewrite mirror pin (/etc/hosts) and apt sources' });
-      } else items.push({ action: 'ok', resource, detail: t.address });
-    }
-    for (const name of this.extras(found, targets)) {
-      items.push({ action: 'delete', resource: `container ${name}`, detail: 'not in cluster.yaml; removed by down' });
-    }
-    return items;
+    return converge(this.resources(events), false);
   }
 
   // ---------------------------------------------------------------- up
@@ -196,107 +347,15 @@ export class LocalProvider implements Provider {
   async up(events?: ProviderEvents): Promise<{ hosts: Host[]; changes: PlanItem[] }> {
     checkPlatform();
     const targets = this.targets();
-    const progress = (m: string) => events?.progress?.(m);
-    const changes: PlanItem[] = [];
-
-    const installed = await ensureHostPackages(events, hostPackages(this.spec.packageCache));
-    const raised = await ensureHostLimits(events);
-    if (raised.length) changes.push({ action: 'change', resource: 'host limits', detail: raised.join(' ') });
-    changes.push(installed.length ? { action: 'create', resource: 'host packages', detail: installed.join(' ') } : { action: 'ok', resource: 'host packages' });
-
-    const built = await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil);
-    changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)}` });
-    const base = await ensureBaseRootfs(this.suite, events);
-
-    const bridge = await bridgeState(this.spec.bridge, this.subnet);
-    if (bridge !== 'ok') {
-      progress(`creating bridge ${this.spec.bridge} (${this.subnet.gateway}/${this.subnet.prefix})`);
-      await ensureBridge(this.spec.bridge, this.subnet);
-    }
-    changes.push({ action: bridge === 'ok' ? 'ok' : bridge === 'missing' ? 'create' : 'change', resource: `bridge ${this.spec.bridge}`, detail: `${this.subnet.gateway}/${this.subnet.prefix}` });
-
-    // The fence and the nodes' /etc/hosts pin are rewritten from the same lookup, so they always agree.
-    const mirrorAddrs = await resolveMirror(this.spec.mirror);
-    const egress = this.egress(mirrorAddrs);
-    const ruleset = fenceRuleset(this.table, this.spec.bridge, this.subnet, egress.fence);
-    const fence = await fenceState(this.table, ruleset);
-    if (fence !== 'ok') {
-      progress(`writing nftables fence inet ${this.table} (${egress.detail})`);
-      await applyFence(this.table, ruleset);
-    }
-    changes.push({ action: fence === 'ok' ? 'ok' : fence === 'missing' ? 'create' : 'change', resource: `fence inet ${this.table}`, detail: egress.detail });
-    if (this.spec.packageCache) {
-      const cache = await ensurePackageCache(this.cacheReg);
-      if (cache !== 'ok') progress(`${cache === 'missing' ? 'starting' : 'restarting'} the package cache (apt-cacher-ng) on ${this.subnet.gateway}:${CACHE_PORT}`);
-      changes.push({ action: cache === 'ok' ? 'ok' : cache === 'missing' ? 'create' : 'change', resource: 'package cache', detail: `apt-cacher-ng on ${this.subnet.gateway}:${CACHE_PORT} for ${this.spec.mirror}` });
-    }
-
-    // Forwarding only once the fence stands; what was found is recorded so down can put it back.
-    ensureStateDir(this.cluster.dir);
-    const prev = readJson<LocalState | null>(this.statePath, null);
-    const fwdFound = await enableIpForward();
-    const state: LocalState = {
-      cluster: this.cluster.name,
-      bridge: this.spec.bridge,
-      subnet: this.subnet.cidr,
-      table: this.table,
-      ipForwardFound: prev?.ipForwardFound ?? fwdFound,
-      mirrorAddrs,
-    };
-    writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n', 0o600);
-    changes.push({ action: fwdFound === '1' ? 'ok' : 'change', resource: 'ip_forward', detail: fwdFound === '1' ? 'on' : `turned on (was ${fwdFound})` });
-
     const key = ensureSshKey(this.cluster.dir);
-    const found = await this.containers(targets);
-    for (const name of this.extras(found, targets)) progress(`container ${name} is not in cluster.yaml: left alone (down removes it)`);
-
-    const sources = this.sources;
     const started = new Set<string>();
-    const results = await Promise.all(targets.map(async (t): Promise<PlanItem> => {
-      const resource = `container ${t.container}`;
-      const c = this.ours(found.get(t.container), t);
-      let action: PlanItem['action'] = 'ok';
-      let detail = t.address;
-      let newNode: string | undefined;
-      if (!c || !c.marker?.complete || c.marker.address !== t.address) {
-        if (c) await destroyContainer(t.container);
-        progress(`creating ${t.node.name} (${t.container}, ${t.address})`);
-        const hostKeyPath = await ensureHostKey(this.hostKeyDir, t.container, t.node.name);
-        await createContainer({
-          name: t.container, cluster: this.cluster.name, node: t.node.name, hostname: t.node.name,
-          address: t.address, prefix: this.subnet.prefix, gateway: this.subnet.gateway, bridge: this.spec.bridge,
-          baseRootfs: base.path, adminUser: this.user, publicKey: key.publicKey,
-          mirror: this.spec.mirror, mirrorAddrs: egress.pin, aptSources: sources, aptConf: this.aptConf, hostKeyPath,
-        });
-        action = c ? 'change' : 'create';
-        newNode = t.node.name; // a new machine: apply pins its new host key
-        detail = c ? `recreated (${c.marker?.complete ? 'address changed' : 'incomplete'}), ${t.address}` : t.address;
-        progress(`starting ${t.node.name}`);
-        await startContainer(t.container);
-        started.add(t.container);
-      } else {
-        if (await syncMirror(t.container, this.spec.mirror, egress.pin, sources, true, this.aptConf)) {
-          action = 'change';
-          detail = `mirror pin (/etc/hosts) or apt sources updated`;
-        }
-        // A bridge deleted under running nodes takes their veths with it.
-        if (c.running && bridge !== 'ok' && (await reattachVeth(t.container, this.spec.bridge))) {
-          action = 'change';
-          detail = `re-attached to ${this.spec.bridge}${detail === t.address ? '' : `; ${detail}`}`;
-        }
-        if (!c.running) {
-          progress(`starting ${t.node.name}`);
-          await startContainer(t.container);
-          started.add(t.container);
-          action = 'change';
-          detail = `started${detail === t.address ? '' : `; ${detail}`}`;
-        }
-      }
-      return newNode ? { action, resource, detail, newNode } : { action, resource, detail };
-    }));
-    changes.push(...results);
+    const changes = await converge(this.resources(events, started), true);
+    for (const c of changes) {
+      if (c.action === 'delete') events?.progress?.(`${c.resource} is not in cluster.yaml: left alone (down removes it)`);
+    }
 
-    if (started.size) progress(`waiting for SSH on ${started.size} node(s)`);
+    // Nodes just started: wait for sshd and one login; the others: one banner read.
+    if (started.size) events?.progress?.(`waiting for SSH on ${started.size} node(s)`);
     await Promise.all(targets.map(async (t) => {
       if (started.has(t.container)) {
         await waitForSsh(t.node.name, t.address, SSH_TIMEOUT_MS);

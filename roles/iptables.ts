@@ -6,7 +6,7 @@
 import { fileFactCommand, shq } from '../core/ssh.ts';
 import { HostError } from '../core/errors.ts';
 import { defineRole } from '../core/roles.ts';
-import type { Fact, Task, TaskContext, TaskWith } from '../core/types.ts';
+import type { Fact, TaskContext, TaskWith } from '../core/types.ts';
 import {
   egressOf, FIREWALL_UNIT, FIREWALL_UNIT_PATH, FIREWALL_UNIT_TEXT, firewallRules, firewallRules6, LIVE_RULES6_FACT, LIVE_RULES_FACT,
   MIRROR_FACT, normaliseRuleset, parseMirrorFact, RULES6_PATH, RULES_PATH, rulesetDelta, sameRuleset,
@@ -42,7 +42,7 @@ interface Load {
   v6?: string;
 }
 
-const live: Task = {
+const live: TaskWith<Load> = {
   name: 'firewall rules',
   facts: (ctx) => ({ live: LIVE_RULES_FACT, live6: LIVE_RULES6_FACT, ...mirrorFacts(ctx) }),
   check: (ctx) => {
@@ -69,7 +69,7 @@ const live: Task = {
     return { message: `load ruleset (${msg.join('; ')})`, data: load, detail };
   },
   apply: async ({ conn }, diff) => {
-    const load = diff.data as Load;
+    const load = diff.data;
     // test the exact text first, then swap the whole table in one transaction
     const restore = (tool: string) => `set -e; t=$(mktemp); trap 'rm -f "$t"' EXIT; cat > "$t"; ${tool} --test "$t"; ${tool} "$t"`;
     if (load.v4) await conn.exec(restore('iptables-restore'), { stdin: load.v4 });

@@ -16,7 +16,7 @@ import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, U
 import { CPU_FACT, runtimeArtifact, runtimePackage, serviceBundle } from './lib/artifact.ts';
 import { fileTask } from './lib/files.ts';
 import { DB_USERS, SECRETS } from './lib/names.ts';
-import { files } from './lib/ops.ts';
+import { files, unitRunning } from './lib/ops.ts';
 import { nodeTls, publicKeyPin } from './lib/tls.ts';
 
 export const SERVICE_USER = 'rampart';
@@ -272,28 +272,19 @@ const unit = fileTask({
   notify: RESTART,
 });
 
-const running: Task = {
+/** Enabled, running and answering /health 200; (re)started by the handler, which waits for /health. */
+const running = unitRunning({ among: (ctx) => [unitName(svc(ctx))], pick: (ctx) => unitName(svc(ctx)) }, {
   name: 'service enabled and running',
-  notifies: [RESTART],
   when: noService,
-  facts: (ctx) => ({
-    state: `systemctl is-enabled ${unitName(svc(ctx))}; systemctl is-active ${unitName(svc(ctx))}`,
-    health: healthFact(svc(ctx), ctx.host.privateAddress, servicePort(ctx.cluster, svc(ctx)), healthTls(ctx)),
-  }),
-  check: (ctx) => {
-    const [enabled, active] = ctx.facts.state.stdout.trim().split('\n');
-    const code = ctx.facts.health.stdout.trim() || '000';
-    const todo = [
-      enabled !== 'enabled' && 'enable',
-      active !== 'active' ? `start (${active || 'unknown'})` : code !== '200' && `restart (/health: HTTP ${code})`,
-    ].filter(Boolean);
-    return todo.length ? { message: todo.join(', ') } : null;
+  probe: {
+    command: (ctx) => healthFact(svc(ctx), ctx.host.privateAddress, servicePort(ctx.cluster, svc(ctx)), healthTls(ctx)),
+    failure: (out) => {
+      const code = out.stdout.trim() || '000';
+      return code === '200' ? null : `/health: HTTP ${code}`;
+    },
   },
-  apply: async (ctx) => {
-    await ctx.conn.exec(`systemctl enable ${unitName(svc(ctx))} 2>&1`);
-    ctx.notify(RESTART); // the handler (re)starts and waits for /health, once
-  },
-};
+  handler: RESTART,
+});
 
 /**
  * How the node's own /health probe trusts the service: the cluster CA, or,

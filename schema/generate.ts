@@ -1,6 +1,7 @@
 // `npm run schema`: writes schema/cluster.schema.json, the schema editors read
 // (yaml-language-server), from schema/cluster.base.json and the built-in roles'
 // manifests (role list + role sections). A unit test fails when it is stale.
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { writeFileSync } from 'node:fs';
 import { clusterSchema, schemaPath } from '../core/spec.ts';
 

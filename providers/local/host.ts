@@ -85,14 +85,18 @@ export const INOTIFY_MIN: Record<string, number> = {
   'fs/inotify/max_user_watches': 524288,
 };
 
+/** The limits below their minimum (reads only). */
+export function lowHostLimits(): { key: string; now: number; min: number }[] {
+  return Object.entries(INOTIFY_MIN)
+    .map(([key, min]) => ({ key, min, now: Number(readFileSync(join('/proc/sys', key), 'utf8').trim()) }))
+    .filter((l) => l.now < l.min);
+}
+
 export async function ensureHostLimits(events?: ProviderEvents): Promise<string[]> {
   const raised: string[] = [];
-  for (const [key, min] of Object.entries(INOTIFY_MIN)) {
-    const path = join('/proc/sys', key);
-    const now = Number(readFileSync(path, 'utf8').trim());
-    if (now >= min) continue;
+  for (const { key, now, min } of lowHostLimits()) {
     events?.progress?.(`raising ${key.replaceAll('/', '.')} from ${now} to ${min}`);
-    writeFileSync(path, `${min}\n`);
+    writeFileSync(join('/proc/sys', key), `${min}\n`);
     raised.push(`${key.replaceAll('/', '.')}=${min}`);
   }
   return raised;

@@ -314,15 +314,57 @@ export async function createContainer(o: CreateOptions): Promise<void> {
  * bridge was deleted and recreated under it). True when it had to.
  */
 export async function reattachVeth(name: string, bridge: string): Promise<boolean> {
-  const info = await run('lxc-info', ['-n', name], { check: false });
-  const link = /^Link:\s*(\S+)/m.exec(info.stdout)?.[1];
+  const link = await detachedVeth(name, bridge);
   if (!link) return false;
-  const res = await run('ip', ['-j', 'link', 'show', 'dev', link], { check: false });
-  const master = res.code === 0 ? (JSON.parse(res.stdout) as { master?: string }[])[0]?.master : undefined;
-  if (master === bridge) return false;
   await run('ip', ['link', 'set', 'dev', link, 'master', bridge]);
   await run('ip', ['link', 'set', 'dev', link, 'up']);
   return true;
+}
+
+/** A running container's host-side veth when it is not on the bridge (reads only); null when it is, or there is none. */
+export async function detachedVeth(name: string, bridge: string): Promise<string | null> {
+  const info = await run('lxc-info', ['-n', name], { check: false });
+  const link = /^Link:\s*(\S+)/m.exec(info.stdout)?.[1];
+  if (!link) return null;
+  const res = await run('ip', ['-j', 'link', 'show', 'dev', link], { check: false });
+  const master = res.code === 0 ? (JSON.parse(res.stdout) as { master?: string }[])[0]?.master : undefined;
+  return master === bridge ? null : link;
+}
+
+// ------------------------------------------------------------------ a node's container as a resource
+
+/** What the container resource's check reads: the container found (if any) and, for an existing one, its drift. */
+export interface ContainerFacts {
+  info?: ContainerInfo;
+  /** The node's /etc/hosts pin, apt sources or apt.conf file differ from the wanted ones. */
+  mirrorStale?: boolean;
+  /** Its veth is off the bridge (read only when the bridge was not as wanted). */
+  vethDetached?: boolean;
+}
+
+/** What up() does to a node's container. */
+export type ContainerTodo =
+  | { kind: 'create'; info?: ContainerInfo }
+  | { kind: 'repair'; sync: boolean; reattach: boolean; start: boolean };
+
+/** The container's check, from its facts: ok, or create / recreate / repair (pin, veth, start). */
+export function containerDrift(address: string, f: ContainerFacts):
+  | { action: 'ok'; detail: string }
+  | { action: 'create' | 'change'; detail: string; data: ContainerTodo } {
+  const c = f.info;
+  if (!c) return { action: 'create', detail: `${address}, then start`, data: { kind: 'create' } };
+  if (!c.marker?.complete) return { action: 'change', detail: `recreate (incomplete), ${address}`, data: { kind: 'create', info: c } };
+  if (c.marker.address !== address) return { action: 'change', detail: `recreate: address ${c.marker.address} -> ${address}`, data: { kind: 'create', info: c } };
+  const sync = !!f.mirrorStale;
+  const reattach = c.running && !!f.vethDetached;
+  const start = !c.running;
+  if (!sync && !reattach && !start) return { action: 'ok', detail: address };
+  const detail = [
+    start && 'start',
+    reattach && 're-attach to the bridge',
+    sync && 'rewrite mirror pin (/etc/hosts) and apt sources',
+  ].filter(Boolean).join('; ');
+  return { action: 'change', detail, data: { kind: 'repair', sync, reattach, start } };
 }
 
 export async function startContainer(name: string): Promise<void> {

@@ -173,10 +173,17 @@ export const unitStates = (units: string[]) =>
     return states;
   });
 
-/** Which unit, when it depends on the node's facts (MariaDB's or MySQL's server): all candidates are read, `pick` chooses. */
+/** Which unit, when it depends on the node (the service it runs) or its facts (MariaDB's or MySQL's server): the candidates are read, `pick` chooses. */
 export interface UnitChoice {
-  among: string[];
+  among: string[] | ((ctx: FactCtx) => string[]);
   pick(ctx: TaskContext): string;
+}
+
+/** A readiness probe of the running unit (e.g. an HTTP /health request), read as a fact. */
+export interface UnitProbe {
+  command(ctx: FactCtx): string;
+  /** null when the unit is ready; else why it is restarted (e.g. `/health: HTTP 503`). */
+  failure(out: Fact, ctx: FactCtx): string | null;
 }
 
 export interface UnitRunningOptions {
@@ -184,25 +191,54 @@ export interface UnitRunningOptions {
   when?: Task['when'];
   /** More fact commands `pick` reads through ctx.facts (e.g. the OS id). */
   facts?: Record<string, string>;
+  /** A unit that is active but fails this probe is restarted. */
+  probe?: UnitProbe;
+  /**
+   * (Re)start through this handler (after `systemctl enable`) instead of
+   * `systemctl enable --now` / `restart`: one that also waits until the unit
+   * is ready, run once however many tasks notify it.
+   */
+  handler?: string;
 }
 
-/** A systemd unit enabled and running (started if it is not). Pair with restartUnit() for "restarted when its inputs changed". */
-export function unitRunning(unit: string | UnitChoice, opts: UnitRunningOptions = {}): Task {
+/** What unitRunning found: the unit, and whether it has to be restarted (active but failing its probe) rather than started. */
+export interface UnitTodo {
+  unit: string;
+  restart: boolean;
+}
+
+/** A systemd unit enabled and running (started if it is not, restarted if its probe fails). Pair with restartUnit() for "restarted when its inputs changed". */
+export function unitRunning(unit: string | UnitChoice, opts: UnitRunningOptions = {}): TaskWith<UnitTodo> {
   const choice: UnitChoice = typeof unit === 'string' ? { among: [unit], pick: () => unit } : unit;
+  const among = (ctx: FactCtx) => (typeof choice.among === 'function' ? choice.among(ctx) : choice.among);
   const extra = Object.fromEntries(Object.entries(opts.facts ?? {}).map(([k, cmd]) => [k, fact(cmd, (out) => out.stdout)]));
+  const probe = opts.probe;
+  const todo = (u: string, restart: boolean): UnitTodo => ({ unit: u, restart });
   return task({
-    name: opts.name ?? `${choice.among.join('/')} enabled and running`,
+    name: opts.name ?? (typeof choice.among === 'function' ? 'unit enabled and running' : `${choice.among.join('/')} enabled and running`),
     when: opts.when,
-    facts: { ...extra, state: unitStates(choice.among) },
-    check: ({ state }, ctx) => {
-      const u = choice.pick(ctx);
-      const { enabled, active } = state.get(u) ?? { enabled: '', active: '' };
-      return enabled === 'enabled' && active === 'active'
-        ? null
-        : { message: `${u}: ${enabled || 'not installed'}/${active || 'inactive'} -> enabled/active`, data: u };
+    ...(opts.handler ? { notifies: [opts.handler] } : {}),
+    facts: {
+      ...extra,
+      state: fact((ctx) => unitStates(among(ctx)).command(ctx), (out, ctx) => unitStates(among(ctx)).parse(out, ctx)),
+      ...(probe ? { probe: fact((ctx) => probe.command(ctx), (out, ctx) => probe.failure(out, ctx)) } : {}),
     },
-    apply: async ({ conn }, diff) => {
-      await conn.exec(`systemctl enable --now ${shq(diff.data)} 2>&1`);
+    check: (have, ctx) => {
+      const u = choice.pick(ctx);
+      const { enabled, active } = have.state.get(u) ?? { enabled: '', active: '' };
+      if (enabled === 'enabled' && active === 'active') {
+        const failed = have.probe;
+        return failed ? { message: `${u}: restart (${failed})`, data: todo(u, true) } : null;
+      }
+      return { message: `${u}: ${enabled || 'not installed'}/${active || 'inactive'} -> enabled/active`, data: todo(u, false) };
+    },
+    apply: async (ctx, { data }) => {
+      if (opts.handler) {
+        await ctx.conn.exec(`systemctl enable ${shq(data.unit)} 2>&1`);
+        ctx.notify(opts.handler);
+        return;
+      }
+      await ctx.conn.exec(data.restart ? `systemctl restart ${shq(data.unit)}` : `systemctl enable --now ${shq(data.unit)} 2>&1`);
     },
   });
 }

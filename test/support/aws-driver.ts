@@ -11,6 +11,7 @@
 // the SDK's default chain (AWS_ENDPOINT_URL_EC2 etc. from the environment), and
 // on the same runtime: Node through tsx. (Bun 1.4 reports a connect that fails
 // with ENETUNREACH as ECONNREFUSED, which would hide what the SSH wait must see.)
+import '../../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import {
   DescribeInstancesCommand,
   DescribeKeyPairsCommand,

@@ -1,5 +1,6 @@
 // The fixture cluster.yaml with the hosts the local provider would hand out
 // (.10 + index, controller .1): the fixture of the roles' unit tests.
+import '../../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { join } from 'node:path';
 import { loadCluster } from '../../core/spec.ts';
 import type { Cluster, Host } from '../../core/types.ts';

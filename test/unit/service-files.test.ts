@@ -6,13 +6,13 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Cluster, Host, SecretStore, ServiceName } from '../../core/types.ts';
+import type { Cluster, Host, SecretStore, ServiceName, TaskContext } from '../../core/types.ts';
 import { validateConfig, type GatekeeperConfig, type ProxyConfig, type TrustedHostConfig } from '../../services/config.ts';
 import { buildDir, runtimeBinary, runtimePackage, serviceBundle } from '../../roles/lib/artifact.ts';
 import { REPLICA_STATUS_SQL } from '../../services/proxy/nodes.ts';
 import { DB_USERS, SECRETS } from '../../roles/lib/names.ts';
 import {
-  configText, healthCurlConfig, healthFact, healthScript, runtimeState, serviceConfig, unitText,
+  configText, healthCurlConfig, healthFact, healthScript, runtimeState, serviceConfig, serviceRole, unitText,
 } from '../../roles/service.ts';
 
 import { cluster, host, hosts, ip } from '../support/hosts.ts';
@@ -202,4 +202,46 @@ describe('bundle', () => {
       rmSync(dir, { recursive: true });
     }
   }, 60_000);
+});
+
+// The "running" task is the operations library's unit operation (roles/lib/ops.ts)
+// with a /health probe; a table: facts in, diff out.
+describe('service enabled and running', () => {
+  const running = serviceRole.tasks.find((t) => t.name === 'service enabled and running')!;
+  const ctx = (facts: Record<string, string>, exec: string[] = [], notified: string[] = []): TaskContext => ({
+    host: host('proxy'), cluster, hosts, check: false, secrets, notify: (h) => void notified.push(h),
+    conn: { exec: async (cmd: string) => { exec.push(cmd); return { stdout: '', stderr: '', code: 0 }; } } as never,
+    facts: Object.fromEntries(Object.entries(facts).map(([k, stdout]) => [k, { stdout, code: 0 }])),
+  });
+
+  test('its facts: the unit state and one /health probe, in the host round trip', () => {
+    const facts = running.facts!(ctx({}));
+    expect(Object.keys(facts)).toEqual(['state', 'probe']);
+    expect(facts.state).toContain("'rampart-proxy.service'");
+    expect(facts.probe).toBe(healthFact('proxy', ip.proxy, 5000, '--cacert /etc/rampart/tls/ca.pem'));
+  });
+
+  test.each([
+    ['rampart-proxy.service enabled active\n', '200', null],
+    ['rampart-proxy.service enabled active\n', '503', 'rampart-proxy.service: restart (/health: HTTP 503)'],
+    ['rampart-proxy.service enabled active\n', '', 'rampart-proxy.service: restart (/health: HTTP 000)'],
+    ['rampart-proxy.service disabled active\n', '200', 'rampart-proxy.service: disabled/active -> enabled/active'],
+    ['rampart-proxy.service enabled failed\n', '000', 'rampart-proxy.service: enabled/failed -> enabled/active'],
+    ['', '000', 'rampart-proxy.service: not installed/inactive -> enabled/active'],
+  ])('state %j, /health %j -> %p', (state, probe, message) => {
+    const diff = running.check(ctx({ state, probe })) as { message: string } | null;
+    expect(diff?.message ?? null).toBe(message);
+  });
+
+  test('apply enables the unit and hands the (re)start to the handler that waits for /health', async () => {
+    const exec: string[] = [];
+    const notified: string[] = [];
+    const c = ctx({ state: 'rampart-proxy.service enabled active\n', probe: '503' }, exec, notified);
+    const diff = running.check(c);
+    expect(diff).not.toBeNull();
+    await running.apply(c, diff as never);
+    expect(exec).toEqual(["systemctl enable 'rampart-proxy.service' 2>&1"]);
+    expect(notified).toEqual(['restart service']);
+    expect(running.notifies).toEqual(['restart service']);
+  });
 });
