@@ -21,6 +21,7 @@ import { dbAlive } from './bench/db.ts';
 import { health, keepAliveAgent, LoadClient, queryOnce, runPhase, type Expectation } from './bench/load.ts';
 import { judge } from './bench/judge.ts';
 import { countRows, proveReplication, syncWorkers, type DbNodes } from './bench/replication.ts';
+import { accountWrites, failoverSeen } from './bench/writes.ts';
 import { writeReports } from './bench/report.ts';
 import { phaseStats } from './bench/stats.ts';
 import { runSysbench, type DbHost } from './bench/sysbench.ts';
@@ -348,7 +349,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
 
     const summary: BenchSummary = {
       cluster: cluster.name, startedAt: startedAt.toISOString(), wallMs: 0, target, concurrency: opts.concurrency, rate: opts.rate,
-      writes: opts.writes, reads: opts.reads, modes: opts.modes, phases, distribution, logs: accounting, replication: proof, sysbench,
+      writes: accountWrites(opts.writes, records.write ?? [], proof?.nodes ?? null), failover: failoverSeen(records.write ?? []), reads: opts.reads, modes: opts.modes, phases, distribution, logs: accounting, replication: proof, sysbench,
       incidents: [...new Set(incidents)], timings, ok, dir,
     };
     makeResultsDir(dir);

@@ -69,6 +69,8 @@ export interface DialectSql {
   replicaStatus: string;
   startReplica: string;
   stopReplica: string;
+  /** Run after stopping and before pointing: makes a former primary continue from its own GTID position (null: not needed). */
+  adoptOwnPosition: string | null;
   /** Point the replica at its source with GTID auto-positioning (the password is in it: stdin only). */
   changeSource(src: { host: string; port: number; user: string }, password: string, connectRetryS: number, retryCount: number): string;
   /** This server's GTID position as one line. */
@@ -83,8 +85,41 @@ export interface DialectSql {
   clientTls(ca: string): string[];
   /** Reloads the certificate files without a restart. */
   reloadTls: string;
+  /**
+   * What the proxy's failover account needs, nothing more (no data access):
+   * stop/start/re-point replication (REPLICATION SLAVE ADMIN / REPLICATION_SLAVE_ADMIN),
+   * RESET SLAVE/REPLICA ALL on the promoted node (RELOAD: both servers ask for it),
+   * set read_only (MariaDB >= 10.11: READ_ONLY ADMIN, no longer part of SUPER;
+   * MySQL: SYSTEM_VARIABLES_ADMIN, also for super_read_only) and read replica status.
+   */
+  failoverPrivileges: string[];
   /** The client option that lets a replica / client fetch the server's RSA key for caching_sha2_password without TLS. */
   clientPublicKeyOption: string;
+  /** Semi-synchronous replication's names in this dialect. */
+  semiSync: SemiSyncNames;
+}
+
+/**
+ * Semi-sync differs by dialect: MariaDB (>= 10.3) has it built in as
+ * rpl_semi_sync_master_* / rpl_semi_sync_slave_*; MySQL (>= 8.0.26) loads the
+ * semisync_source.so / semisync_replica.so plugins, named rpl_semi_sync_source_* /
+ * rpl_semi_sync_replica_*.
+ */
+export interface SemiSyncNames {
+  /** Plugin libraries to load (plugin_load_add), none where built in. */
+  plugins: string[];
+  /** Option-file prefix for the plugin's options: `loose-` so a missing plugin never stops the server (the live check names it instead). */
+  optionPrefix: string;
+  sourceEnabled: string;
+  replicaEnabled: string;
+  /** ms a commit waits for an acknowledgement before falling back to async. */
+  timeout: string;
+  /** AFTER_SYNC: the commit is visible to nobody before a replica has it (lossless). */
+  waitPoint: string;
+  /** Global status: ON while the source waits for acknowledgements (OFF: fallen back to async). */
+  statusVar: string;
+  /** Global status: semi-sync replicas connected now. */
+  clientsVar: string;
 }
 
 /** A string literal in either dialect's default sql_mode. */
@@ -104,6 +139,9 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     startReplica: 'START SLAVE',
     stopReplica: 'STOP SLAVE',
     // MariaDB retries the source master_retry_count times (server option, default 100000)
+    // a former primary rejoining has its history in gtid_binlog_pos and an empty gtid_slave_pos:
+    // start from its own position, not from the beginning (a no-op on a replica that has one)
+    adoptOwnPosition: "SET GLOBAL gtid_slave_pos = IF(@@GLOBAL.gtid_slave_pos = '', @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_slave_pos)",
     changeSource: (src, pw, connectRetryS) =>
       `CHANGE MASTER TO MASTER_HOST=${q(src.host)}, MASTER_PORT=${src.port}, MASTER_USER=${q(src.user)}, MASTER_PASSWORD=${q(pw)}, MASTER_CONNECT_RETRY=${connectRetryS}, MASTER_USE_GTID=slave_pos`,
     gtidPosition: 'SELECT @@GLOBAL.gtid_binlog_pos',
@@ -112,7 +150,18 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     sourceTls: (ca) => `, MASTER_SSL=1, MASTER_SSL_CA=${q(ca)}, MASTER_SSL_VERIFY_SERVER_CERT=1`,
     clientTls: (ca) => ['ssl', `ssl-ca=${ca}`, 'ssl-verify-server-cert'],
     reloadTls: 'FLUSH SSL',
+    failoverPrivileges: ['RELOAD', 'REPLICATION SLAVE ADMIN', 'READ_ONLY ADMIN', 'SLAVE MONITOR'],
     clientPublicKeyOption: '',
+    semiSync: {
+      plugins: [],
+      optionPrefix: '',
+      sourceEnabled: 'rpl_semi_sync_master_enabled',
+      replicaEnabled: 'rpl_semi_sync_slave_enabled',
+      timeout: 'rpl_semi_sync_master_timeout',
+      waitPoint: 'rpl_semi_sync_master_wait_point',
+      statusVar: 'Rpl_semi_sync_master_status',
+      clientsVar: 'Rpl_semi_sync_master_clients',
+    },
   },
   mysql: {
     replicaStatus: 'SHOW REPLICA STATUS',
@@ -120,6 +169,8 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     stopReplica: 'STOP REPLICA',
     // SOURCE_RETRY_COUNT: 8.4 lowered the default to 10 attempts, so a replica gave up after
     // a minute of manager outage and stayed stopped until the next apply
+    // auto-positioning starts from gtid_executed, which a former primary has
+    adoptOwnPosition: null,
     changeSource: (src, pw, connectRetryS, retryCount) =>
       `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${q(src.host)}, SOURCE_PORT=${src.port}, SOURCE_USER=${q(src.user)}, SOURCE_PASSWORD=${q(pw)}, SOURCE_CONNECT_RETRY=${connectRetryS}, SOURCE_RETRY_COUNT=${retryCount}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1`,
     gtidPosition: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '')",
@@ -128,6 +179,17 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     sourceTls: (ca) => `, SOURCE_SSL=1, SOURCE_SSL_CA=${q(ca)}, SOURCE_SSL_VERIFY_SERVER_CERT=1`,
     clientTls: (ca) => [`ssl-ca=${ca}`, 'ssl-mode=VERIFY_IDENTITY'],
     reloadTls: 'ALTER INSTANCE RELOAD TLS',
+    failoverPrivileges: ['RELOAD', 'REPLICATION CLIENT', 'REPLICATION_SLAVE_ADMIN', 'SYSTEM_VARIABLES_ADMIN'],
     clientPublicKeyOption: ' --get-server-public-key',
+    semiSync: {
+      plugins: ['semisync_source.so', 'semisync_replica.so'],
+      optionPrefix: 'loose-',
+      sourceEnabled: 'rpl_semi_sync_source_enabled',
+      replicaEnabled: 'rpl_semi_sync_replica_enabled',
+      timeout: 'rpl_semi_sync_source_timeout',
+      waitPoint: 'rpl_semi_sync_source_wait_point',
+      statusVar: 'Rpl_semi_sync_source_status',
+      clientsVar: 'Rpl_semi_sync_source_clients',
+    },
   },
 };

@@ -19,7 +19,7 @@ function generated(d: Dialect): string[] {
   const accounts = desiredAccounts(d, cluster, hosts);
   const fresh = planAccounts(d, cluster, hosts, parseAccounts(''), (s) => secrets.get(s))!;
   return [
-    renderConfig(d, serverSettings(d, host('manager'), 'manager')),
+    renderConfig(d, serverSettings(d, host('manager'), 'manager', { enabled: true, timeoutMs: 10000, onTimeout: 'async' })),
     renderConfig(d, serverSettings(d, host('worker1'), 'worker')),
     LIVE_VARIABLES_FACT, ACCOUNTS_FACT, fresh.sql,
     ...accounts.flatMap((a) => accountStatements(a, 'pw')),
