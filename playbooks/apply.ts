@@ -118,7 +118,8 @@ export async function main(args: string[]): Promise<never> {
     // and the roles follow it (it is never demoted by apply; the old manager rejoins as a replica)
     const preferred = cluster.nodes.find((n) => n.db === 'manager')?.name;
     let primary: RunReport['primary'];
-    if (preferred) {
+    // only roles that place the primary need it: `--roles base --limit workers` contacts the workers alone
+    if (preferred && roles.some((r) => !PRIMARY_BLIND_ROLES.has(r.name))) {
       const topo = await readTopology(hosts.filter((h) => h.node.db), { privateKey: key.privateKey, knownHosts, log: runLog.record, retryForMs: check ? CHECK_CONNECT_RETRY_MS : 5_000 });
       const live = livePrimary(preferred, topo);
       if (!live.ok) throw new HostError(live.reason, 'make every other DB node read-only (SET GLOBAL read_only = ON), then apply again');
@@ -166,6 +167,15 @@ export async function main(args: string[]): Promise<never> {
     return detailed && changed ? EXIT.changes : EXIT.ok;
   }, { detailedExitcode: detailed });
 }
+
+/**
+ * Built-in roles that never look at which DB node is the primary (the host's
+ * OS, the firewall rendered from the flows by node name). Any other role,
+ * user roles included, may, so apply reads the live topology first: on every
+ * DB node, even under --limit (a limited worker must not be pointed at a
+ * demoted manager).
+ */
+const PRIMARY_BLIND_ROLES: ReadonlySet<string> = new Set(['base', 'iptables']);
 
 /** read_only and replica status of every running DB node (a node that cannot be read counts as unknown). */
 async function readTopology(dbHosts: Host[], opts: Parameters<typeof connect>[1]): Promise<NodeTopology[]> {
