@@ -91,6 +91,7 @@ export function semiSyncSettings(d: Dialect, semi: SemiSyncSpec | undefined): Se
     opt(n.replicaEnabled, 'ON'),
     opt(n.timeout, String(semi.timeoutMs)),
     opt(n.waitPoint, 'AFTER_SYNC'),
+    opt(n.waitNoReplica, 'OFF'),
   ];
 }
 
@@ -148,7 +149,7 @@ const LIVE_NAMES = [
   'ssl_ca', 'ssl_cert', 'ssl_key',
   ...(['mariadb', 'mysql'] as const).flatMap((d) => {
     const n = DIALECT_SQL[d].semiSync;
-    return [n.sourceEnabled, n.replicaEnabled, n.timeout, n.waitPoint];
+    return [n.sourceEnabled, n.replicaEnabled, n.timeout, n.waitPoint, n.waitNoReplica];
   }),
 ];
 

@@ -93,6 +93,8 @@ export interface DialectSql {
    * MySQL: SYSTEM_VARIABLES_ADMIN, also for super_read_only) and read replica status.
    */
   failoverPrivileges: string[];
+  /** The proxy's failover statements (its admin connection runs no others). */
+  failover: FailoverSql;
   /** The client option that lets a replica / client fetch the server's RSA key for caching_sha2_password without TLS. */
   clientPublicKeyOption: string;
   /** Semi-synchronous replication's names in this dialect. */
@@ -116,10 +118,41 @@ export interface SemiSyncNames {
   timeout: string;
   /** AFTER_SYNC: the commit is visible to nobody before a replica has it (lossless). */
   waitPoint: string;
+  /**
+   * OFF: a server with no semi-sync replica connected commits without waiting. Every DB node has
+   * the source side on (a promoted worker keeps the guarantee), and a worker (log_replica_updates)
+   * has no replica of its own: with the default ON its applier waited the whole timeout for an
+   * acknowledgement nobody sends, on the first replicated commit after each start (10 s of lag,
+   * the worker left out of reads). The primary loses nothing by it: with no replica connected it
+   * would run without the guarantee after the timeout anyway (and `refuse` refuses at the proxy).
+   */
+  waitNoReplica: string;
   /** Global status: ON while the source waits for acknowledgements (OFF: fallen back to async). */
   statusVar: string;
   /** Global status: semi-sync replicas connected now. */
   clientsVar: string;
+}
+
+/**
+ * What the proxy's failover runs on a DB node, by dialect (services/proxy/failover.ts).
+ * Re-pointing names only the new source and GTID positioning: CHANGE MASTER / CHANGE
+ * REPLICATION SOURCE keep every option not named, so the replication user, its password
+ * and the TLS link set by roles/replication.ts (sourceTls: TLS, the source's certificate
+ * verified against the cluster CA) stay as they were: the proxy never holds the
+ * replication password, and a re-pointed replica replicates over TLS like the others.
+ */
+export interface FailoverSql {
+  /** GTIDs applied here and this server's own origin (server_id / server_uuid). */
+  state: string;
+  /** Stop fetching from the (dead) source: what was received is final. */
+  stopReceiver: string;
+  startReceiver: string;
+  /** Become a primary: forget the source, accept writes. */
+  promote: string[];
+  /** Follow another primary (GTID auto-positioning; user, password and TLS kept). */
+  repoint(host: string, port: number): string[];
+  /** A replaced primary never accepts writes again. */
+  fence: string[];
 }
 
 /** A string literal in either dialect's default sql_mode. */
@@ -152,6 +185,14 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     reloadTls: 'FLUSH SSL',
     failoverPrivileges: ['RELOAD', 'REPLICATION SLAVE ADMIN', 'READ_ONLY ADMIN', 'SLAVE MONITOR'],
     clientPublicKeyOption: '',
+    failover: {
+      state: 'SELECT @@GLOBAL.gtid_current_pos AS executed, @@GLOBAL.server_id AS self',
+      stopReceiver: 'STOP SLAVE IO_THREAD',
+      startReceiver: 'START SLAVE IO_THREAD',
+      promote: ['STOP SLAVE', 'RESET SLAVE ALL', 'SET GLOBAL read_only = OFF'],
+      repoint: (host, port) => ['STOP SLAVE', `CHANGE MASTER TO MASTER_HOST=${q(host)}, MASTER_PORT=${port}, MASTER_USE_GTID=slave_pos`, 'START SLAVE'],
+      fence: ['SET GLOBAL read_only = ON'],
+    },
     semiSync: {
       plugins: [],
       optionPrefix: '',
@@ -159,6 +200,7 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
       replicaEnabled: 'rpl_semi_sync_slave_enabled',
       timeout: 'rpl_semi_sync_master_timeout',
       waitPoint: 'rpl_semi_sync_master_wait_point',
+      waitNoReplica: 'rpl_semi_sync_master_wait_no_slave',
       statusVar: 'Rpl_semi_sync_master_status',
       clientsVar: 'Rpl_semi_sync_master_clients',
     },
@@ -181,6 +223,14 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     reloadTls: 'ALTER INSTANCE RELOAD TLS',
     failoverPrivileges: ['RELOAD', 'REPLICATION CLIENT', 'REPLICATION_SLAVE_ADMIN', 'SYSTEM_VARIABLES_ADMIN'],
     clientPublicKeyOption: ' --get-server-public-key',
+    failover: {
+      state: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '') AS executed, @@GLOBAL.server_uuid AS self",
+      stopReceiver: 'STOP REPLICA IO_THREAD',
+      startReceiver: 'START REPLICA IO_THREAD',
+      promote: ['STOP REPLICA', 'RESET REPLICA ALL', 'SET GLOBAL super_read_only = OFF', 'SET GLOBAL read_only = OFF'],
+      repoint: (host, port) => ['STOP REPLICA', `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${q(host)}, SOURCE_PORT=${port}, SOURCE_AUTO_POSITION=1`, 'START REPLICA'],
+      fence: ['SET GLOBAL read_only = ON', 'SET GLOBAL super_read_only = ON'],
+    },
     semiSync: {
       plugins: ['semisync_source.so', 'semisync_replica.so'],
       optionPrefix: 'loose-',
@@ -188,6 +238,7 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
       replicaEnabled: 'rpl_semi_sync_replica_enabled',
       timeout: 'rpl_semi_sync_source_timeout',
       waitPoint: 'rpl_semi_sync_source_wait_point',
+      waitNoReplica: 'rpl_semi_sync_source_wait_no_replica',
       statusVar: 'Rpl_semi_sync_source_status',
       clientsVar: 'Rpl_semi_sync_source_clients',
     },

@@ -17,6 +17,7 @@
 //    read_only (+ super_read_only on MySQL) as soon as it answers.
 import { readFileSync } from 'node:fs';
 import mysql from 'mysql2/promise';
+import { DIALECT_SQL, type FailoverSql } from '../../roles/lib/mysql-dialect.ts';
 import type { DbConfig } from '../schemas.ts';
 import { choosePromotion, parseGtidSet, union, type Candidate, type GtidDialect, type GtidSet } from './gtid.ts';
 import type { DbNode } from './nodes.ts';
@@ -38,31 +39,10 @@ export interface FailoverEvent {
   passed_over: { name: string; why: string }[];
 }
 
-/** The statements that differ by dialect (the proxy runs no others on a node's admin connection). */
-const SQL: Record<GtidDialect, {
-  state: string;
-  stopIo: string;
-  wait: (pos: string) => string;
-  promote: string[];
-  repoint: (host: string, port: number) => string[];
-  fence: string[];
-}> = {
-  mariadb: {
-    state: 'SELECT @@GLOBAL.gtid_current_pos AS executed, @@GLOBAL.server_id AS self',
-    stopIo: 'STOP SLAVE IO_THREAD',
-    wait: (pos) => `SELECT MASTER_GTID_WAIT(${mysql.escape(pos)}, 20) AS r`,
-    promote: ['STOP SLAVE', 'RESET SLAVE ALL', 'SET GLOBAL read_only = OFF'],
-    repoint: (host, port) => ['STOP SLAVE', `CHANGE MASTER TO MASTER_HOST=${mysql.escape(host)}, MASTER_PORT=${port}, MASTER_USE_GTID=slave_pos`, 'START SLAVE'],
-    fence: ['SET GLOBAL read_only = ON'],
-  },
-  mysql: {
-    state: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '') AS executed, @@GLOBAL.server_uuid AS self",
-    stopIo: 'STOP REPLICA IO_THREAD',
-    wait: (pos) => `SELECT WAIT_FOR_EXECUTED_GTID_SET(${mysql.escape(pos)}, 20) AS r`,
-    promote: ['STOP REPLICA', 'RESET REPLICA ALL', 'SET GLOBAL super_read_only = OFF', 'SET GLOBAL read_only = OFF'],
-    repoint: (host, port) => ['STOP REPLICA', `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${mysql.escape(host)}, SOURCE_PORT=${port}, SOURCE_AUTO_POSITION=1`, 'START REPLICA'],
-    fence: ['SET GLOBAL read_only = ON', 'SET GLOBAL super_read_only = ON'],
-  },
+/** The statements by dialect: one home, roles/lib/mysql-dialect.ts (`failover`, `gtidWait`). */
+const SQL: Record<GtidDialect, FailoverSql & { wait: (pos: string) => string }> = {
+  mariadb: { ...DIALECT_SQL.mariadb.failover, wait: (pos) => `${DIALECT_SQL.mariadb.gtidWait(pos, 20)} AS r` },
+  mysql: { ...DIALECT_SQL.mysql.failover, wait: (pos) => `${DIALECT_SQL.mysql.gtidWait(pos, 20)} AS r` },
 };
 
 const log = (event: Record<string, unknown>) => process.stderr.write(`${JSON.stringify({ ts: new Date().toISOString(), event: 'failover', ...event })}\n`);
@@ -163,7 +143,7 @@ export class Failover {
     // stop fetching first: nothing more can arrive from the dead primary, and what each received is final
     await Promise.all(workers.map(async (w) => {
       const d = await this.dialect(w).catch(() => null);
-      if (d) await this.q(w, SQL[d].stopIo).catch(() => undefined);
+      if (d) await this.q(w, SQL[d].stopReceiver).catch(() => undefined);
     }));
     const read = (await Promise.all(workers.map((w) => this.candidate(w)))).filter((x) => x !== null);
     const choice = choosePromotion(read.map((x) => x.c), this.primaries, this.router.workers.map((w) => w.name));
@@ -171,7 +151,7 @@ export class Failover {
       if (this.blocked !== choice.reason) log({ step: 'blocked', reason: choice.reason });
       this.blocked = choice.reason;
       // let the workers fetch again in case the primary comes back
-      await Promise.all(read.map(({ c, d }) => this.q(this.byName(c.name), SQL[d].stopIo.replace('STOP', 'START')).catch(() => undefined)));
+      await Promise.all(read.map(({ c, d }) => this.q(this.byName(c.name), SQL[d].startReceiver).catch(() => undefined)));
       return;
     }
     const winner = this.byName(choice.winner);

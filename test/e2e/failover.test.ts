@@ -63,6 +63,8 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
 
   test('manager stopped hard under writes: a worker is promoted within 30 s, no acknowledged write lost, reads never fail, the old manager fenced', async () => {
     const key = (JSON.parse(readFileSync(join(dir, '.rampart', 'secrets.json'), 'utf8')) as Record<string, string>).gatekeeper_api_key;
+    // TLS on every hop: the gatekeeper is HTTPS, verified against the cluster CA
+    const ca = readFileSync(join(dir, '.rampart', 'tls', 'ca.pem'), 'utf8');
     const outcomes: Outcome[] = [];
     let running = true;
     const call = async (kind: 'read' | 'write'): Promise<Outcome> => {
@@ -71,7 +73,7 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
         : { sql: 'INSERT INTO sakila.actor (first_name, last_name) VALUES (?, ?)', params: [MARK, 'FAILOVER'] };
       const at = Date.now();
       try {
-        const r = await fetch(`http://${ADDR.gatekeeper}/query`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body), signal: AbortSignal.timeout(20_000) });
+        const r = await fetch(`https://${ADDR.gatekeeper}/query`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body), signal: AbortSignal.timeout(20_000), tls: { ca } } as RequestInit);
         const v = (await r.json()) as { node?: string; insert_id?: number; error?: { code: string } };
         return { kind, at, status: r.status, node: v.node, id: v.insert_id, code: v.error?.code };
       } catch (e) {

@@ -27,6 +27,8 @@ function generated(d: Dialect): string[] {
     REPLICA_STATUS_FACT, REPLICA_STATUS_SQL,
     sakilaLoadScript('/tmp/s.tgz', cluster.database.sakila.sha256, 'sakila'), sysbenchPrepareScript(cluster.database.sysbench),
     SYSBENCH_DONE_QUERY, SYSBENCH_TABLES_FACT,
+    // the proxy's failover statements
+    ...Object.values(DIALECT_SQL[d].failover).flatMap((v) => (typeof v === 'function' ? v('10.0.0.2', 3306) : v)),
   ];
 }
 

@@ -58,7 +58,10 @@ describe('semi-sync', () => {
     const m = semiSyncSettings('mariadb', on);
     expect(m.map((s) => `${s.option}=${s.value}`)).toEqual([
       'rpl_semi_sync_master_enabled=ON', 'rpl_semi_sync_slave_enabled=ON', 'rpl_semi_sync_master_timeout=7000', 'rpl_semi_sync_master_wait_point=AFTER_SYNC',
+      // a worker (no replica of its own) never waits for an acknowledgement on its applier's commits
+      'rpl_semi_sync_master_wait_no_slave=OFF',
     ]);
+    expect(semiSyncSettings('mysql', on).find((s) => s.variable === 'rpl_semi_sync_source_wait_no_replica')?.value).toBe('OFF');
     const y = semiSyncSettings('mysql', on);
     expect(y.filter((s) => s.option === 'plugin_load_add').map((s) => s.value)).toEqual(['semisync_source.so', 'semisync_replica.so']);
     expect(y.find((s) => s.variable === 'rpl_semi_sync_source_timeout')).toEqual({ option: 'loose-rpl_semi_sync_source_timeout', value: '7000', variable: 'rpl_semi_sync_source_timeout', live: '7000' });
