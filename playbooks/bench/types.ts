@@ -129,6 +129,8 @@ export interface BenchSummary {
   writes: WriteAccounting;
   /** The primary changed during the writes (null: it did not). */
   failover: FailoverSeen | null;
+  /** This run's rows removed after the proof and the id space given back (null: not done, see incidents). */
+  cleanup: { node: string; removed: number; nextId: number } | null;
   reads: number;
   modes: ProxyMode[];
   phases: PhaseStats[];

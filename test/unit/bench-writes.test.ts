@@ -1,6 +1,6 @@
 // Every write of a bench run accounted for, and the failover the writes saw.
 import { describe, expect, test } from 'bun:test';
-import { accountWrites, failoverSeen } from '../../playbooks/bench/writes.ts';
+import { accountWrites, benchLastName, cleanupSql, failoverSeen } from '../../playbooks/bench/writes.ts';
 import type { NodeProof, RequestRecord } from '../../playbooks/bench/types.ts';
 
 const rec = (i: number, status: number, node: string | null, error?: string): RequestRecord => ({
@@ -23,5 +23,16 @@ describe('write accounting', () => {
     expect(failoverSeen(writes)).toEqual({ from: 'manager', to: 'worker1', seconds: 0.4 });
     expect(failoverSeen(writes.slice(0, 5))).toBeNull();
     expect(failoverSeen([])).toBeNull();
+  });
+  test('cleanup: only this run\'s rows (marker in last_name, quoted), then AUTO_INCREMENT from what the table holds', () => {
+    const last = benchLastName('BENCH', 'b20261202014652');
+    expect(last).toBe('BENCH-b20261202014652');
+    expect(last.length).toBeLessThanOrEqual(29 + 16); // schema: lastName <= 29, actor.last_name holds 45
+    const text = cleanupSql('sakila', "O'RAMPART", last);
+    expect(text.split('\n')[0]).toBe("DELETE FROM `sakila`.actor WHERE first_name = 'O\\'RAMPART' AND last_name = 'BENCH-b20261202014652';");
+    expect(text).toContain('SET @next = (SELECT COALESCE(MAX(actor_id), 0) + 1 FROM `sakila`.actor);');
+    expect(text).toContain("SET @stmt = CONCAT('ALTER TABLE `sakila`.actor AUTO_INCREMENT = ', @next);");
+    // two result rows: removed, next id
+    expect(text.match(/^SELECT /gm)).toEqual(['SELECT ', 'SELECT ']);
   });
 });
