@@ -838,6 +838,7 @@ function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster 
       keepUsers: [...raw.database.keepUsers],
       sakila: { url: sakila.url, sha256: sakila.sha256, ...(sakila.path ? { path: path.resolve(dir, sakila.path) } : {}) },
       sysbench: { ...raw.database.sysbench },
+      semiSync: { ...raw.database.semiSync },
     },
     services: {
       gatekeeper: {
@@ -850,7 +851,7 @@ function normalise(raw: RawCluster, file: string, roles: RoleRegistry): Cluster 
         ...(raw.services.gatekeeper.tls ? { tls: { cert: path.resolve(dir, raw.services.gatekeeper.tls.cert), key: path.resolve(dir, raw.services.gatekeeper.tls.key) } } : {}),
       },
       trustedhost: { port: raw.services.trustedhost.port },
-      proxy: { ...raw.services.proxy, modes: [...raw.services.proxy.modes] },
+      proxy: { ...raw.services.proxy, modes: [...raw.services.proxy.modes], failover: { ...raw.services.proxy.failover } },
     },
     bench: { ...raw.bench },
     apt: { ...raw.apt },

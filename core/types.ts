@@ -90,6 +90,16 @@ export interface DatabaseSpec {
   keepUsers: string[];
   sakila: SakilaSpec;
   sysbench: { tables: number; tableSize: number; threads: number; time: number };
+  semiSync: SemiSyncSpec;
+}
+
+/** Semi-synchronous replication (database.semiSync). */
+export interface SemiSyncSpec {
+  enabled: boolean;
+  /** A commit waits this long for a worker's acknowledgement, then the manager falls back to async. */
+  timeoutMs: number;
+  /** async: writes go on without the guarantee; refuse: the proxy refuses writes while no worker acknowledges. */
+  onTimeout: 'async' | 'refuse';
 }
 
 export interface GatekeeperSpec {
@@ -105,7 +115,15 @@ export interface GatekeeperSpec {
   apiKeyFile?: string;
 }
 
+/** services.proxy.failover: when the proxy declares the manager dead and promotes a worker. */
+export interface FailoverSpec {
+  enabled: boolean;
+  failCount: number;
+  downAfterMs: number;
+}
+
 export interface ProxySpec {
+  failover: FailoverSpec;
   port: number;
   defaultMode: ProxyMode;
   modes: ProxyMode[];
@@ -351,6 +369,8 @@ export interface RunReport {
   log?: string;
   /** Where clients query (set by apply when the cluster has a gatekeeper): its HTTPS URL and the CA file to trust (null: its own certificate). */
   endpoint?: { url: string; ca: string | null };
+  /** Where the live primary is (set by apply): cluster.yaml's manager unless a failover moved it. */
+  primary?: { live: string; preferred: string; moved: boolean };
 }
 
 export interface SecretStore {

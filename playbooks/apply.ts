@@ -8,11 +8,13 @@ import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { plannedResults, recapOf, run } from '../core/run.ts';
 import { FileSecretStore, readApiKeyFile } from '../core/secrets.ts';
 import { loadClusterWithRoles } from '../core/spec.ts';
-import { KnownHosts } from '../core/ssh.ts';
+import { HostError } from '../core/errors.ts';
+import { connect, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
 import type { Host, PlanItem, RunReport } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
 import { gatekeeperEndpoint } from '../roles/lib/tls.ts';
+import { livePrimary, parseTopology, TOPOLOGY_FACT, withLivePrimary, type NodeTopology } from '../roles/lib/mysql-replication.ts';
 
 const HELP = `usage: npx zx apply [--check] [--limit host,...] [--json] [-v|-vv] [--detailed-exitcode] [-f cluster.yaml]
 
@@ -113,6 +115,22 @@ export async function main(args: string[]): Promise<never> {
     const created = new Set(changes.flatMap((c) => (c.newNode ? [c.newNode] : [])));
     knownHosts.forget(hosts.filter((h) => created.has(h.node.name)).map((h) => KnownHosts.id(h.jump ? h.privateAddress : h.address, h.port)));
 
+    // cluster.yaml's manager is the preferred primary; after a failover the live one is elsewhere
+    // and the roles follow it (it is never demoted by apply; the old manager rejoins as a replica)
+    const preferred = cluster.nodes.find((n) => n.db === 'manager')?.name;
+    let primary: RunReport['primary'];
+    // only roles that place the primary need it: `--roles base --limit workers` contacts the workers alone
+    if (preferred && roles.some((r) => !PRIMARY_BLIND_ROLES.has(r.name))) {
+      const topo = await readTopology(hosts.filter((h) => h.node.db), { privateKey: key.privateKey, knownHosts, log: runLog.record, retryForMs: check ? CHECK_CONNECT_RETRY_MS : 5_000 });
+      const live = livePrimary(preferred, topo);
+      if (!live.ok) throw new HostError(live.reason, 'make every other DB node read-only (SET GLOBAL read_only = ON), then apply again');
+      primary = { live: live.primary, preferred, moved: live.moved };
+      if (live.moved) {
+        hosts = withLivePrimary(hosts, live.primary);
+        if (!json) process.stderr.write(`primary: ${live.primary} (live, after a failover; cluster.yaml prefers ${preferred}, which ${check ? 'would rejoin' : 'rejoins'} as a replica; npx zx switchover moves it back)\n`);
+      }
+    }
+
     const report = await run({
       cluster, hosts, limit, roles, check,
       privateKey: key.privateKey, knownHosts, secrets, progress: !json && verbosity === 0, log: runLog.record, diff: Boolean(flags.diff), serial,
@@ -121,6 +139,7 @@ export async function main(args: string[]): Promise<never> {
     });
     report.provider = changes;
     report.providerMs = providerMs;
+    if (primary) report.primary = primary;
     report.log = runLog.path;
     const gk = hosts.find((h) => h.node.service === 'gatekeeper');
     if (gk) report.endpoint = gatekeeperEndpoint(cluster, gk);
@@ -148,4 +167,30 @@ export async function main(args: string[]): Promise<never> {
     const changed = report.results.some((r) => r.status === 'changed') || changes.some((c) => c.action !== 'ok');
     return detailed && changed ? EXIT.changes : EXIT.ok;
   }, { detailedExitcode: detailed });
+}
+
+/**
+ * Built-in roles that never look at which DB node is the primary (the host's
+ * OS, the firewall rendered from the flows by node name). Any other role,
+ * user roles included, may, so apply reads the live topology first: on every
+ * DB node, even under --limit (a limited worker must not be pointed at a
+ * demoted manager).
+ */
+const PRIMARY_BLIND_ROLES: ReadonlySet<string> = new Set(['base', 'iptables']);
+
+/** read_only and replica status of every running DB node (a node that cannot be read counts as unknown). */
+async function readTopology(dbHosts: Host[], opts: Parameters<typeof connect>[1]): Promise<NodeTopology[]> {
+  return Promise.all(dbHosts.map(async (h) => {
+    try {
+      const conn = await connect(h, opts);
+      try {
+        const r = await conn.exec(TOPOLOGY_FACT, { sudo: true, check: false });
+        return parseTopology(h.name, h.privateAddress, r.code, r.stdout);
+      } finally {
+        conn.close();
+      }
+    } catch {
+      return parseTopology(h.name, h.privateAddress, 255, '');
+    }
+  }));
 }

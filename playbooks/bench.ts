@@ -18,10 +18,11 @@ import { SECRETS } from '../roles/lib/names.ts';
 import { gatekeeperEndpoint } from '../roles/lib/tls.ts';
 import { clientApiKey } from '../roles/service.ts';
 import { collectLogs, makeResultsDir, resultsDir, writeArtifacts, type ServiceLog } from './bench/collect.ts';
-import { dbAlive } from './bench/db.ts';
+import { dbAlive, scalar, sql } from './bench/db.ts';
 import { health, keepAliveAgent, LoadClient, queryOnce, runPhase, type Expectation } from './bench/load.ts';
 import { judge } from './bench/judge.ts';
 import { countRows, proveReplication, syncWorkers, type DbNodes } from './bench/replication.ts';
+import { accountWrites, benchLastName, cleanupSql, failoverSeen } from './bench/writes.ts';
 import { writeReports } from './bench/report.ts';
 import { phaseStats } from './bench/stats.ts';
 import { runSysbench, type DbHost } from './bench/sysbench.ts';
@@ -188,6 +189,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
   const timings: Record<string, number> = {};
   let before: Record<string, number | null> = {};
   let proof = null as ReplicationProof | null;
+  let cleanup = null as BenchSummary['cleanup'];
   let dumps: Record<string, string> = {};
   let logs: ServiceLog[] = [];
   let sysbench: SysbenchResult[] = [];
@@ -212,7 +214,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
         url: base, apiKey: key, phase, count, concurrency: opts.concurrency, rate: opts.rate, client, expect,
         requestId: (i) => `${runId}-${PHASE_LETTER[phase]}-${i}`,
         body: phase === 'write'
-          ? () => ({ sql: 'INSERT INTO actor (first_name, last_name) VALUES (?, ?)', params: [cluster.bench.firstName, cluster.bench.lastName] })
+          ? () => ({ sql: 'INSERT INTO actor (first_name, last_name) VALUES (?, ?)', params: [cluster.bench.firstName, benchLastName(cluster.bench.lastName, runId)] })
           : (i) => ({ sql: 'SELECT actor_id, first_name, last_name FROM actor WHERE actor_id = ?', params: [1 + (i % 200)], mode: phase }),
         onProgress: (done, errors) => {
           const now = performance.now();
@@ -295,6 +297,25 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
           },
         },
         {
+          title: 'cleanup: this run\'s rows removed on the primary, the id space given back',
+          task: async (_, task) => {
+            // the primary is where the writes were acknowledged (cluster.yaml's manager unless a failover moved it);
+            // never written on a read-only node (a replica: that would be an errant transaction)
+            const acked = (records.write ?? []).filter((r) => r.ok && r.node);
+            const primary = acked.length ? acked[acked.length - 1].node! : topo.manager.node.name;
+            const conn = conns.get(primary);
+            try {
+              if (!conn) throw new Error('no SSH connection');
+              if ((await scalar(conn, 'SELECT @@GLOBAL.read_only')) !== '0') throw new Error('it is read-only (not the primary)');
+              const rows = await sql(conn, cleanupSql(schema, cluster.bench.firstName, benchLastName(cluster.bench.lastName, runId)));
+              cleanup = { node: primary, removed: Number(rows[0]?.[0] ?? 0), nextId: Number(rows[1]?.[0] ?? 0) };
+              task.title = `cleanup: ${cleanup.removed} row(s) of this run removed on ${primary}, next actor_id ${cleanup.nextId}`;
+            } catch (e) {
+              incidents.push(`cleanup: this run's rows were not removed on ${primary} (${(e as Error).message}); remove them with DELETE FROM ${schema}.actor WHERE last_name = '${benchLastName(cluster.bench.lastName, runId)}'`);
+            }
+          },
+        },
+        {
           title: 'collect: service logs',
           task: async () => {
             const s = performance.now();
@@ -349,7 +370,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
 
     const summary: BenchSummary = {
       cluster: cluster.name, startedAt: startedAt.toISOString(), wallMs: 0, target, concurrency: opts.concurrency, rate: opts.rate,
-      writes: opts.writes, reads: opts.reads, modes: opts.modes, phases, distribution, logs: accounting, replication: proof, sysbench,
+      writes: accountWrites(opts.writes, records.write ?? [], proof?.nodes ?? null), failover: failoverSeen(records.write ?? []), cleanup, reads: opts.reads, modes: opts.modes, phases, distribution, logs: accounting, replication: proof, sysbench,
       incidents: [...new Set(incidents)], timings, ok, dir,
     };
     makeResultsDir(dir);

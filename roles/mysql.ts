@@ -65,7 +65,7 @@ export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a`);
 function desiredConfig(ctx: TaskContext): { path: string; content: string } {
   const d = dialect(ctx);
   assertUniqueServerIds(ctx.hosts.filter((h) => h.node.db).map((h) => h.node.name));
-  return { path: configPath(d), content: renderConfig(d, serverSettings(d, ctx.host, ctx.host.node.db!)) };
+  return { path: configPath(d), content: renderConfig(d, serverSettings(d, ctx.host, ctx.host.node.db!, ctx.cluster.database.semiSync)) };
 }
 
 /** A leftover option file of an earlier version (MySQL's 60-rampart.cnf sorted before mysqld.cnf, so its bind_address was lost). */
@@ -167,7 +167,7 @@ const running: TaskWith<{ unsupported?: string }> = {
     const bad = version && unsupportedVersion(version, d);
     if (bad) return { message: `unsupported server: ${bad}`, data: { unsupported: bad } };
     if (ctx.facts.vars.code !== 0) return { message: 'server not answering: restart', data: {} };
-    const drift = liveDrift(serverSettings(d, ctx.host, ctx.host.node.db!), parseVariables(ctx.facts.vars.stdout));
+    const drift = liveDrift(serverSettings(d, ctx.host, ctx.host.node.db!, ctx.cluster.database.semiSync), parseVariables(ctx.facts.vars.stdout));
     return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})`, data: {}, detail: () => drift.map((x) => `${x}\n`).join('') } : null;
   },
   apply: async (ctx, diff) => {
@@ -175,7 +175,7 @@ const running: TaskWith<{ unsupported?: string }> = {
     if (bad) throw new HostError(`${ctx.host.name}: ${bad}`, 'see the support matrix in the README (database.engine, provider.local.suite, provider.aws.ubuntu)');
     const d = dialect(ctx);
     await ctx.conn.exec(`systemctl restart ${dbService(d)}`);
-    await verifyRunning(ctx, serverSettings(d, ctx.host, ctx.host.node.db!));
+    await verifyRunning(ctx, serverSettings(d, ctx.host, ctx.host.node.db!, ctx.cluster.database.semiSync));
     const version = parseServerVersion(ctx.facts.version.stdout);
     return `restarted${version ? ` ${versionText(version)}` : ''}; live variables as configured`;
   },

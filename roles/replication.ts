@@ -5,7 +5,7 @@
 import { defineRole } from '../core/roles.ts';
 import type { TaskContext, TaskWith } from '../core/types.ts';
 import {
-  catchUpScript, changeSourceSql, parseReplicaStatus, REPLICA_STATUS_FACT, replicaDecision, replicaSource, ReplicationError, startReplicaSql, type ReplicaAction,
+  adoptPositionSql, catchUpScript, changeSourceSql, parseReplicaStatus, REPLICA_STATUS_FACT, replicaDecision, replicaSource, ReplicationError, startReplicaSql, type ReplicaAction,
   type ReplicaSource,
 } from './lib/mysql-replication.ts';
 import { SECRETS } from './lib/names.ts';
@@ -30,6 +30,9 @@ const replica: TaskWith<ReplicaAction> = {
     const src = source(ctx);
     if (decision.action === 'fail') throw new ReplicationError(`${ctx.host.name}: ${decision.reason}`, decision.hint);
     const password = ctx.secrets.get(SECRETS.mysqlRepl);
+    // step 0: a returning former primary (after a failover) continues from its own position
+    const adopt = adoptPositionSql(d);
+    if (decision.action === 'configure' && adopt) await ctx.conn.exec('mysql', { stdin: adopt });
     // step 1: (re)point or start; the password reaches mysql through stdin only
     await ctx.conn.exec('mysql', { stdin: decision.action === 'start' ? startReplicaSql(d) : changeSourceSql(d, src, password) });
     // step 2: catch up with the manager's current GTID position

@@ -108,6 +108,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
       user: DB_USERS.app,
       password: secrets.get(SECRETS.mysqlApp),
       monitor: { user: DB_USERS.monitor, password: secrets.get(SECRETS.mysqlMonitor) },
+      ...(px.failover.enabled ? { admin: { user: DB_USERS.failover, password: secrets.get(SECRETS.mysqlFailover) } } : {}),
       database: cluster.database.schema,
       ssl: { ca: TLS_PATHS.ca },
     },
@@ -115,6 +116,8 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
     modes: [...px.modes],
     probeIntervalMs: px.probeIntervalMs,
     maxLagSeconds: px.maxLagSeconds,
+    failover: { ...px.failover },
+    semiSync: { enabled: cluster.database.semiSync.enabled, onTimeout: cluster.database.semiSync.onTimeout },
   };
   return c;
 }

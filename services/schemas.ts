@@ -107,6 +107,10 @@ const DbConfig = T.Object({
     description: 'The probes\' user (health, latency, replication lag), so the application user needs no global privilege: REPLICA MONITOR (MariaDB) / REPLICATION CLIENT (MySQL) only.',
     error: 'db.monitor must be { user, password }',
   })),
+  admin: T.Optional(T.Object({ user: T.String({ minLength: 1 }), password: T.String() }, {
+    description: 'The failover user (promote, re-point, fence: replication admin and read_only only, no data).',
+    error: 'db.admin must be { user, password }',
+  })),
   database: T.String({ description: 'Default schema of every connection.', error: 'db needs user, password and database' }),
   poolSize: T.Optional(T.Integer({ minimum: 1, description: 'Connections per node (default 16).', error: 'db.poolSize must be a positive integer' })),
   queryTimeoutMs: T.Optional(T.Integer({ minimum: 1, description: 'Per-query timeout (default 5000).', error: 'db.queryTimeoutMs must be a positive integer' })),
@@ -125,6 +129,18 @@ export const ProxyConfig = T.Object({
   probeIntervalMs: T.Integer({ minimum: 10, description: 'Interval of the active health/latency/lag probes.', error: 'probeIntervalMs must be an integer >= 10' }),
   probeTimeoutMs: T.Optional(T.Integer({ minimum: 1, description: 'Probe timeout (default min(750, 3 * probeIntervalMs)): a node silent that long is down.', error: 'probeTimeoutMs must be a positive integer' })),
   maxLagSeconds: T.Number({ minimum: 0, description: 'Workers whose replication lag exceeds this (or whose replication is stopped) get no reads.', error: 'maxLagSeconds must be >= 0' }),
+  failover: T.Optional(T.Object({
+    enabled: T.Boolean(),
+    failCount: T.Integer({ minimum: 1 }),
+    downAfterMs: T.Integer({ minimum: 1 }),
+  }, { description: 'services.proxy.failover: the primary is dead after failCount failed probes in a row spanning downAfterMs; needs db.admin.', error: 'failover must be { enabled, failCount, downAfterMs }' })),
+  semiSync: T.Optional(T.Object({
+    enabled: T.Boolean(),
+    onTimeout: T.Union([T.Literal('async'), T.Literal('refuse')]),
+  }, {
+    description: 'database.semiSync as the proxy holds it: /health reports when the primary runs without the guarantee; with onTimeout refuse, writes are refused (503 DB_UNAVAILABLE, not executed) meanwhile.',
+    error: 'semiSync must be { enabled, onTimeout: async|refuse }',
+  })),
 });
 export type ProxyConfig = Static<typeof ProxyConfig>;
 

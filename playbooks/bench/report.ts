@@ -54,11 +54,19 @@ export const SYSBENCH_NOTE =
   'cluster-read-only: oltp_read_only on every DB node at once. Cluster totals are the sum of the nodes that ran at the same time; the standalone total is the best single node. ' +
   'On the local provider all nodes share the same CPU cores, so the cluster cannot add capacity there.';
 
+/** acknowledged / lost / unknown / refused, and the failover the writes saw. */
+export function writeLine(s: BenchSummary): string {
+  const w = s.writes;
+  const f = s.failover ? `; failover ${s.failover.from} -> ${s.failover.to} in ${fmt(s.failover.seconds, 1)} s` : '; no failover';
+  return `${w.acknowledged} acknowledged, ${w.lost} lost, ${w.unknown} unknown outcome, ${w.refused} refused (not executed)${f}`;
+}
+
 export function renderMarkdown(s: BenchSummary): string {
   const out: string[] = [];
   out.push(`# rampart bench: ${s.cluster}`, '');
   out.push(`${s.ok ? 'Result: **OK**' : 'Result: **FAILED** (see below)'} - started ${s.startedAt}, ${fmt(s.wallMs / 1000, 1)} s in all.`, '');
-  out.push(`Load: ${s.writes} writes, then ${s.reads} reads per mode (${s.modes.join(', ')}), concurrency ${s.concurrency}${s.rate ? `, capped at ${s.rate} req/s` : ''}, through the gatekeeper at ${s.target}.`, '');
+  out.push(`Load: ${s.writes.planned} writes, then ${s.reads} reads per mode (${s.modes.join(', ')}), concurrency ${s.concurrency}${s.rate ? `, capped at ${s.rate} req/s` : ''}, through the gatekeeper at ${s.target}.`, '');
+  out.push(`Writes: ${writeLine(s)}.`, '');
   if (s.incidents.length) {
     out.push('## What happened', '', ...s.incidents.map((i) => `- ${i}`), '');
   }
@@ -156,7 +164,8 @@ td:first-child,th:first-child{text-align:left}.ok{color:#2a7a3f;font-weight:600}
 </style></head><body>
 <h1>rampart bench: ${esc(s.cluster)}</h1>
 <p class="${s.ok ? 'ok' : 'bad'}">${s.ok ? 'OK: every request succeeded and is accounted for, distribution and replication proof right' : 'FAILED: see below'}</p>
-<p>Started ${esc(s.startedAt)}, ${esc(fmt(s.wallMs / 1000, 1))} s in all. ${esc(s.writes)} writes, then ${esc(s.reads)} reads per mode (${esc(s.modes.join(', '))}), concurrency ${esc(s.concurrency)}${s.rate ? `, capped at ${esc(s.rate)} req/s` : ''}, through the gatekeeper at <code>${esc(s.target)}</code>.</p>
+<p>Started ${esc(s.startedAt)}, ${esc(fmt(s.wallMs / 1000, 1))} s in all. ${esc(s.writes.planned)} writes, then ${esc(s.reads)} reads per mode (${esc(s.modes.join(', '))}), concurrency ${esc(s.concurrency)}${s.rate ? `, capped at ${esc(s.rate)} req/s` : ''}, through the gatekeeper at <code>${esc(s.target)}</code>.</p>
+<p>Writes: ${esc(writeLine(s))}.</p>
 ${s.incidents.length ? section('What happened', list(s.incidents)) : ''}
 ${section('Requests', htmlTable(PHASE_HEAD, phaseRows(s)))}
 ${section('Latency distribution per mode', `<div class="charts">${s.phases.map((p, i) => histogramSvg(p, COLORS[i % COLORS.length])).join('')}</div>`)}

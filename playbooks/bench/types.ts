@@ -1,6 +1,7 @@
 // The shapes of one bench run: every request's outcome, the statistics
 // derived from them, and the summary written to summary.json.
 import type { ProxyMode } from '../../core/types.ts';
+import type { FailoverSeen, WriteAccounting } from './writes.ts';
 
 /** A load phase: the writes, then one read phase per proxy mode. */
 export type Phase = 'write' | ProxyMode;
@@ -124,7 +125,12 @@ export interface BenchSummary {
   target: string;
   concurrency: number;
   rate?: number;
-  writes: number;
+  /** Every write accounted for (planned = --writes). */
+  writes: WriteAccounting;
+  /** The primary changed during the writes (null: it did not). */
+  failover: FailoverSeen | null;
+  /** This run's rows removed after the proof and the id space given back (null: not done, see incidents). */
+  cleanup: { node: string; removed: number; nextId: number } | null;
   reads: number;
   modes: ProxyMode[];
   phases: PhaseStats[];

@@ -48,6 +48,10 @@ export function desiredAccounts(d: Dialect, cluster: Cluster, hosts: Host[]): Ac
     out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: appPrivs }, ssl: true });
     // a separate probe user, so the app user keeps DML on its schema and nothing else
     out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [DIALECT_SQL[d].monitorPrivilege], schemas: {}, ssl: true });
+    if (cluster.services.proxy.failover.enabled) {
+      // promote / re-point / fence (the exact grants: DIALECT_SQL[d].failoverPrivileges)
+      out.push({ user: DB_USERS.failover, host: p.privateAddress, secret: SECRETS.mysqlFailover, global: [...DIALECT_SQL[d].failoverPrivileges], schemas: {}, ssl: true });
+    }
   }
   for (const w of workerHosts(hosts)) {
     out.push({ user: DB_USERS.repl, host: w.privateAddress, secret: SECRETS.mysqlRepl, global: ['REPLICATION SLAVE'], schemas: {}, ssl: true });

@@ -2,7 +2,8 @@
 // stable server_id, the option file, and the live variables that prove the
 // running server uses it.
 import { createHash } from 'node:crypto';
-import type { DbRole, Host } from '../../core/types.ts';
+import type { DbRole, Host, SemiSyncSpec } from '../../core/types.ts';
+import { DIALECT_SQL } from './mysql-dialect.ts';
 import type { Dialect } from './os.ts';
 
 export const MYSQL_PORT = 3306;
@@ -60,7 +61,7 @@ export function assertUniqueServerIds(nodeNames: string[]): void {
 export interface ServerSetting {
   option: string;
   value: string;
-  /** Name in SHOW GLOBAL VARIABLES. */
+  /** Name in SHOW GLOBAL VARIABLES ('' = no variable shows it, e.g. plugin_load_add: the plugin's own variables do). */
   variable: string;
   /** Expected live value (compared after normalising ON/OFF/1/0). */
   live: string;
@@ -69,7 +70,36 @@ export interface ServerSetting {
 const on = (option: string, variable = option): ServerSetting => ({ option, value: 'ON', variable, live: 'ON' });
 const flag = (option: string, yes: boolean): ServerSetting => ({ option, value: yes ? 'ON' : 'OFF', variable: option, live: yes ? 'ON' : 'OFF' });
 
-export function serverSettings(d: Dialect, host: Host, role: DbRole): ServerSetting[] {
+/**
+ * Semi-sync on every DB node, both sides: the manager waits for an
+ * acknowledgement, a worker gives one, and a promoted worker keeps the
+ * guarantee without a restart. AFTER_SYNC (lossless): a commit becomes visible
+ * only once a worker has it. `onTimeout: refuse` is held by the proxy (it
+ * refuses writes while no worker acknowledges), not by the server: a server
+ * that never falls back would hang the roles' own writes on a fresh cluster.
+ */
+export function semiSyncSettings(d: Dialect, semi: SemiSyncSpec | undefined): ServerSetting[] {
+  if (!semi) return []; // no opinion (callers that only need the replication settings)
+  const n = DIALECT_SQL[d].semiSync;
+  const wanted = semi.enabled;
+  // turned off: the variables exist only where the plugin is loaded (MySQL): say so live only where it is built in
+  if (!wanted) return d === 'mariadb' ? [flag(n.sourceEnabled, false), flag(n.replicaEnabled, false)] : [];
+  const opt = (variable: string, value: string, live = value): ServerSetting => ({ option: `${n.optionPrefix}${variable}`, value, variable, live });
+  return [
+    ...n.plugins.map((p) => ({ option: 'plugin_load_add', value: p, variable: '', live: '' })),
+    opt(n.sourceEnabled, 'ON'),
+    opt(n.replicaEnabled, 'ON'),
+    opt(n.timeout, String(semi.timeoutMs)),
+    opt(n.waitPoint, 'AFTER_SYNC'),
+    opt(n.waitNoReplica, 'OFF'),
+  ];
+}
+
+export function serverSettings(d: Dialect, host: Host, role: DbRole, semi?: SemiSyncSpec): ServerSetting[] {
+  return [...baseSettings(d, host, role), ...semiSyncSettings(d, semi)];
+}
+
+function baseSettings(d: Dialect, host: Host, role: DbRole): ServerSetting[] {
   const worker = role === 'worker';
   const common: ServerSetting[] = [
     { option: 'server_id', value: String(serverIdFor(host.node.name)), variable: 'server_id', live: String(serverIdFor(host.node.name)) },
@@ -117,6 +147,10 @@ const LIVE_NAMES = [
   'log_bin_trust_function_creators', 'log_slave_updates', 'log_replica_updates', 'gtid_strict_mode', 'gtid_mode',
   'enforce_gtid_consistency', 'read_only', 'super_read_only', 'slave_net_timeout', 'replica_net_timeout',
   'ssl_ca', 'ssl_cert', 'ssl_key',
+  ...(['mariadb', 'mysql'] as const).flatMap((d) => {
+    const n = DIALECT_SQL[d].semiSync;
+    return [n.sourceEnabled, n.replicaEnabled, n.timeout, n.waitPoint, n.waitNoReplica];
+  }),
 ];
 
 /** Shell command printing `name<TAB>value` of the live variables (fails when the server is down). */
@@ -169,6 +203,7 @@ export function explainOverrides(d: Dialect, options: string[], out: string): st
 export function liveDrift(settings: ServerSetting[], live: Map<string, string>): string[] {
   const out: string[] = [];
   for (const s of settings) {
+    if (!s.variable) continue;
     const have = live.get(s.variable);
     if (have === undefined || norm(have) !== norm(s.live)) out.push(`${s.variable}: ${have ?? '(unset)'} -> ${s.live}`);
   }

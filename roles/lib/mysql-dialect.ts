@@ -69,6 +69,8 @@ export interface DialectSql {
   replicaStatus: string;
   startReplica: string;
   stopReplica: string;
+  /** Run after stopping and before pointing: makes a former primary continue from its own GTID position (null: not needed). */
+  adoptOwnPosition: string | null;
   /** Point the replica at its source with GTID auto-positioning (the password is in it: stdin only). */
   changeSource(src: { host: string; port: number; user: string }, password: string, connectRetryS: number, retryCount: number): string;
   /** This server's GTID position as one line. */
@@ -83,8 +85,74 @@ export interface DialectSql {
   clientTls(ca: string): string[];
   /** Reloads the certificate files without a restart. */
   reloadTls: string;
+  /**
+   * What the proxy's failover account needs, nothing more (no data access):
+   * stop/start/re-point replication (REPLICATION SLAVE ADMIN / REPLICATION_SLAVE_ADMIN),
+   * RESET SLAVE/REPLICA ALL on the promoted node (RELOAD: both servers ask for it),
+   * set read_only (MariaDB >= 10.11: READ_ONLY ADMIN, no longer part of SUPER;
+   * MySQL: SYSTEM_VARIABLES_ADMIN, also for super_read_only) and read replica status.
+   */
+  failoverPrivileges: string[];
+  /** The proxy's failover statements (its admin connection runs no others). */
+  failover: FailoverSql;
   /** The client option that lets a replica / client fetch the server's RSA key for caching_sha2_password without TLS. */
   clientPublicKeyOption: string;
+  /** Semi-synchronous replication's names in this dialect. */
+  semiSync: SemiSyncNames;
+}
+
+/**
+ * Semi-sync differs by dialect: MariaDB (>= 10.3) has it built in as
+ * rpl_semi_sync_master_* / rpl_semi_sync_slave_*; MySQL (>= 8.0.26) loads the
+ * semisync_source.so / semisync_replica.so plugins, named rpl_semi_sync_source_* /
+ * rpl_semi_sync_replica_*.
+ */
+export interface SemiSyncNames {
+  /** Plugin libraries to load (plugin_load_add), none where built in. */
+  plugins: string[];
+  /** Option-file prefix for the plugin's options: `loose-` so a missing plugin never stops the server (the live check names it instead). */
+  optionPrefix: string;
+  sourceEnabled: string;
+  replicaEnabled: string;
+  /** ms a commit waits for an acknowledgement before falling back to async. */
+  timeout: string;
+  /** AFTER_SYNC: the commit is visible to nobody before a replica has it (lossless). */
+  waitPoint: string;
+  /**
+   * OFF: a server with no semi-sync replica connected commits without waiting. Every DB node has
+   * the source side on (a promoted worker keeps the guarantee), and a worker (log_replica_updates)
+   * has no replica of its own: with the default ON its applier waited the whole timeout for an
+   * acknowledgement nobody sends, on the first replicated commit after each start (10 s of lag,
+   * the worker left out of reads). The primary loses nothing by it: with no replica connected it
+   * would run without the guarantee after the timeout anyway (and `refuse` refuses at the proxy).
+   */
+  waitNoReplica: string;
+  /** Global status: ON while the source waits for acknowledgements (OFF: fallen back to async). */
+  statusVar: string;
+  /** Global status: semi-sync replicas connected now. */
+  clientsVar: string;
+}
+
+/**
+ * What the proxy's failover runs on a DB node, by dialect (services/proxy/failover.ts).
+ * Re-pointing names only the new source and GTID positioning: CHANGE MASTER / CHANGE
+ * REPLICATION SOURCE keep every option not named, so the replication user, its password
+ * and the TLS link set by roles/replication.ts (sourceTls: TLS, the source's certificate
+ * verified against the cluster CA) stay as they were: the proxy never holds the
+ * replication password, and a re-pointed replica replicates over TLS like the others.
+ */
+export interface FailoverSql {
+  /** GTIDs applied here and this server's own origin (server_id / server_uuid). */
+  state: string;
+  /** Stop fetching from the (dead) source: what was received is final. */
+  stopReceiver: string;
+  startReceiver: string;
+  /** Become a primary: forget the source, accept writes. */
+  promote: string[];
+  /** Follow another primary (GTID auto-positioning; user, password and TLS kept). */
+  repoint(host: string, port: number): string[];
+  /** A replaced primary never accepts writes again. */
+  fence: string[];
 }
 
 /** A string literal in either dialect's default sql_mode. */
@@ -104,6 +172,9 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     startReplica: 'START SLAVE',
     stopReplica: 'STOP SLAVE',
     // MariaDB retries the source master_retry_count times (server option, default 100000)
+    // a former primary rejoining has its history in gtid_binlog_pos and an empty gtid_slave_pos:
+    // start from its own position, not from the beginning (a no-op on a replica that has one)
+    adoptOwnPosition: "SET GLOBAL gtid_slave_pos = IF(@@GLOBAL.gtid_slave_pos = '', @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_slave_pos)",
     changeSource: (src, pw, connectRetryS) =>
       `CHANGE MASTER TO MASTER_HOST=${q(src.host)}, MASTER_PORT=${src.port}, MASTER_USER=${q(src.user)}, MASTER_PASSWORD=${q(pw)}, MASTER_CONNECT_RETRY=${connectRetryS}, MASTER_USE_GTID=slave_pos`,
     gtidPosition: 'SELECT @@GLOBAL.gtid_binlog_pos',
@@ -112,7 +183,27 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     sourceTls: (ca) => `, MASTER_SSL=1, MASTER_SSL_CA=${q(ca)}, MASTER_SSL_VERIFY_SERVER_CERT=1`,
     clientTls: (ca) => ['ssl', `ssl-ca=${ca}`, 'ssl-verify-server-cert'],
     reloadTls: 'FLUSH SSL',
+    failoverPrivileges: ['RELOAD', 'REPLICATION SLAVE ADMIN', 'READ_ONLY ADMIN', 'SLAVE MONITOR'],
     clientPublicKeyOption: '',
+    failover: {
+      state: 'SELECT @@GLOBAL.gtid_current_pos AS executed, @@GLOBAL.server_id AS self',
+      stopReceiver: 'STOP SLAVE IO_THREAD',
+      startReceiver: 'START SLAVE IO_THREAD',
+      promote: ['STOP SLAVE', 'RESET SLAVE ALL', 'SET GLOBAL read_only = OFF'],
+      repoint: (host, port) => ['STOP SLAVE', `CHANGE MASTER TO MASTER_HOST=${q(host)}, MASTER_PORT=${port}, MASTER_USE_GTID=slave_pos`, 'START SLAVE'],
+      fence: ['SET GLOBAL read_only = ON'],
+    },
+    semiSync: {
+      plugins: [],
+      optionPrefix: '',
+      sourceEnabled: 'rpl_semi_sync_master_enabled',
+      replicaEnabled: 'rpl_semi_sync_slave_enabled',
+      timeout: 'rpl_semi_sync_master_timeout',
+      waitPoint: 'rpl_semi_sync_master_wait_point',
+      waitNoReplica: 'rpl_semi_sync_master_wait_no_slave',
+      statusVar: 'Rpl_semi_sync_master_status',
+      clientsVar: 'Rpl_semi_sync_master_clients',
+    },
   },
   mysql: {
     replicaStatus: 'SHOW REPLICA STATUS',
@@ -120,6 +211,8 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     stopReplica: 'STOP REPLICA',
     // SOURCE_RETRY_COUNT: 8.4 lowered the default to 10 attempts, so a replica gave up after
     // a minute of manager outage and stayed stopped until the next apply
+    // auto-positioning starts from gtid_executed, which a former primary has
+    adoptOwnPosition: null,
     changeSource: (src, pw, connectRetryS, retryCount) =>
       `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${q(src.host)}, SOURCE_PORT=${src.port}, SOURCE_USER=${q(src.user)}, SOURCE_PASSWORD=${q(pw)}, SOURCE_CONNECT_RETRY=${connectRetryS}, SOURCE_RETRY_COUNT=${retryCount}, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1`,
     gtidPosition: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '')",
@@ -128,6 +221,26 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     sourceTls: (ca) => `, SOURCE_SSL=1, SOURCE_SSL_CA=${q(ca)}, SOURCE_SSL_VERIFY_SERVER_CERT=1`,
     clientTls: (ca) => [`ssl-ca=${ca}`, 'ssl-mode=VERIFY_IDENTITY'],
     reloadTls: 'ALTER INSTANCE RELOAD TLS',
+    failoverPrivileges: ['RELOAD', 'REPLICATION CLIENT', 'REPLICATION_SLAVE_ADMIN', 'SYSTEM_VARIABLES_ADMIN'],
     clientPublicKeyOption: ' --get-server-public-key',
+    failover: {
+      state: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '') AS executed, @@GLOBAL.server_uuid AS self",
+      stopReceiver: 'STOP REPLICA IO_THREAD',
+      startReceiver: 'START REPLICA IO_THREAD',
+      promote: ['STOP REPLICA', 'RESET REPLICA ALL', 'SET GLOBAL super_read_only = OFF', 'SET GLOBAL read_only = OFF'],
+      repoint: (host, port) => ['STOP REPLICA', `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${q(host)}, SOURCE_PORT=${port}, SOURCE_AUTO_POSITION=1`, 'START REPLICA'],
+      fence: ['SET GLOBAL read_only = ON', 'SET GLOBAL super_read_only = ON'],
+    },
+    semiSync: {
+      plugins: ['semisync_source.so', 'semisync_replica.so'],
+      optionPrefix: 'loose-',
+      sourceEnabled: 'rpl_semi_sync_source_enabled',
+      replicaEnabled: 'rpl_semi_sync_replica_enabled',
+      timeout: 'rpl_semi_sync_source_timeout',
+      waitPoint: 'rpl_semi_sync_source_wait_point',
+      waitNoReplica: 'rpl_semi_sync_source_wait_no_replica',
+      statusVar: 'Rpl_semi_sync_source_status',
+      clientsVar: 'Rpl_semi_sync_source_clients',
+    },
   },
 };

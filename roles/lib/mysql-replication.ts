@@ -142,6 +142,12 @@ export function changeSourceSql(d: Dialect, src: ReplicaSource, password: string
   return [sql.stopReplica, change, sql.startReplica].map((s) => `${s};`).join('\n') + '\n';
 }
 
+/** Before (re)pointing: a former primary rejoining continues from its own GTID position (null where auto-positioning does it). */
+export function adoptPositionSql(d: Dialect): string | null {
+  const sql = DIALECT_SQL[d];
+  return sql.adoptOwnPosition ? `${sql.stopReplica};\n${sql.adoptOwnPosition};\n` : null;
+}
+
 export function startReplicaSql(d: Dialect): string {
   return `${DIALECT_SQL[d].startReplica};\n`;
 }
@@ -173,4 +179,61 @@ pos=$(mysql --defaults-extra-file=<(opts)${extra} --connect-timeout=10 -N -B -e 
 r=$(mysql -N -B -e "${gtidWaitSql(d, '$pos', timeoutS)}")
 if [ "$r" != 0 ]; then echo "not caught up with the manager (GTID $pos) after ${timeoutS} s (wait returned $r)" >&2; exit 1; fi
 printf '%s\\n' "$pos"`;
+}
+
+// ------------------------------------------------------------ live topology
+// cluster.yaml's `db: manager` is the preferred primary; after a failover
+// (the proxy promoted a worker) the live primary is elsewhere, and apply must
+// follow it rather than demote it. Read on every DB node before the roles run.
+
+/** read_only and the replica status of a DB node, in one command (`ro: 0|1`, then the status rows). */
+export const TOPOLOGY_FACT = `mysql -E -e ${shq('SELECT @@GLOBAL.read_only AS ro; SHOW REPLICA STATUS')}`;
+
+export interface NodeTopology {
+  name: string;
+  address: string;
+  /** null: the server did not answer. */
+  readOnly: boolean | null;
+  /** Where it replicates from (null: not a replica). */
+  sourceHost: string | null;
+}
+
+export function parseTopology(name: string, address: string, code: number, out: string): NodeTopology {
+  if (code !== 0) return { name, address, readOnly: null, sourceHost: null };
+  const ro = /^\s*ro:\s*(\d)/m.exec(out);
+  const status = parseReplicaStatus(out);
+  return { name, address, readOnly: ro ? ro[1] === '1' : null, sourceHost: status?.sourceHost || null };
+}
+
+export type LivePrimary =
+  | { ok: true; primary: string; moved: boolean }
+  | { ok: false; reason: string };
+
+/**
+ * The live primary: the preferred manager, unless another DB node is writable,
+ * replicates from nobody and is the source of at least one other DB node (a
+ * promoted worker). A fresh cluster (nobody replicates yet) keeps the preferred
+ * one. Two such nodes: split brain, apply refuses to choose.
+ */
+export function livePrimary(preferred: string, nodes: NodeTopology[]): LivePrimary {
+  const promoted = nodes.filter((n) =>
+    n.name !== preferred && n.readOnly === false && n.sourceHost === null && nodes.some((o) => o.name !== n.name && o.sourceHost === n.address));
+  if (promoted.length === 0) return { ok: true, primary: preferred, moved: false };
+  if (promoted.length > 1) {
+    return { ok: false, reason: `more than one DB node acts as the primary (${promoted.map((n) => n.name).join(', ')}: writable, replicating from nobody, replicated from): a human must pick one` };
+  }
+  const pref = nodes.find((n) => n.name === preferred);
+  if (pref && pref.readOnly === false && pref.sourceHost === null && nodes.some((o) => o.name !== pref.name && o.sourceHost === pref.address)) {
+    return { ok: false, reason: `both ${preferred} (cluster.yaml's manager) and ${promoted[0].name} act as the primary: a human must pick one` };
+  }
+  return { ok: true, primary: promoted[0].name, moved: true };
+}
+
+/** The hosts as the roles must see them: the live primary is the manager, the preferred one (if elsewhere) a worker. */
+export function withLivePrimary(hosts: Host[], primary: string): Host[] {
+  return hosts.map((h) => {
+    if (!h.node.db) return h;
+    const db = h.name === primary ? 'manager' : 'worker';
+    return db === h.node.db ? h : { ...h, node: { ...h.node, db } };
+  });
 }

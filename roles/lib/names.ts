@@ -10,6 +10,8 @@ export const DB_USERS = {
   sysbench: 'sbtest',
   /** The proxy's probes (health, latency, replication lag): replica status only, no data; from the proxy's address only. */
   monitor: 'rampart_monitor',
+  /** The proxy's failover: promote, re-point and fence DB nodes (replication admin + read_only only, no data); from the proxy's address only. */
+  failover: 'rampart_failover',
 } as const;
 
 export const SECRETS = {
@@ -17,6 +19,7 @@ export const SECRETS = {
   mysqlRepl: 'mysql_repl_password',
   mysqlSysbench: 'mysql_sysbench_password',
   mysqlMonitor: 'mysql_monitor_password',
+  mysqlFailover: 'mysql_failover_password',
   /** Clients' key for the gatekeeper (X-API-Key). */
   apiKey: 'gatekeeper_api_key',
   /** Internal credential gatekeeper -> trusted host. */

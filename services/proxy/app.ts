@@ -8,9 +8,10 @@ import type { ProxyConfig } from '../schemas.ts';
 import { buildHop, type Hop } from '../hop.ts';
 import { HttpError, jsonResponse, secretChecker, since } from '../http.ts';
 import type { ValidQuery } from '../validate.ts';
-import { dbError } from './db-errors.ts';
+import { dbError, notExecuted } from './db-errors.ts';
 import { DbNode, isTimeout, isUnavailable, type QueryResult } from './nodes.ts';
 import { Router } from './router.ts';
+import { Failover } from './failover.ts';
 
 export interface ProxyRuntime {
   app: Hop;
@@ -26,11 +27,18 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
   const manager = new DbNode(config.db.manager, 'manager', config.db, queryTimeoutMs, probeTimeoutMs);
   const workers = config.db.workers.map((w) => new DbNode(w, 'worker', config.db, queryTimeoutMs, probeTimeoutMs));
   const router = new Router(manager, workers, config.maxLagSeconds);
+  const semiSync = config.semiSync?.enabled === true;
+  for (const n of [manager, ...workers]) n.watchSemiSync = semiSync;
   const all = [manager, ...workers];
+  const endpoints = new Map([config.db.manager, ...config.db.workers].map((e) => [e.name, { host: e.host, port: e.port }]));
+  const failover = new Failover(router, endpoints, config.db, config.failover ?? { enabled: false, failCount: 3, downAfterMs: 3000 }, Math.max(probeTimeoutMs, 1000));
   let timer: ReturnType<typeof setInterval> | undefined;
-  const probeAll = (): Promise<unknown> => Promise.all(all.map((n) => n.probe(probeTimeoutMs)));
+  const probeAll = async (): Promise<void> => {
+    await Promise.all(all.map((n) => n.probe(probeTimeoutMs)));
+    await failover.tick();
+  };
   return {
-    app: buildApp(config, router),
+    app: buildApp(config, router, failover),
     router,
     async start() {
       await probeAll();
@@ -38,30 +46,52 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
     },
     async stop() {
       if (timer) clearInterval(timer);
-      await Promise.all(all.map((n) => n.close()));
+      await Promise.all([...all.map((n) => n.close()), failover.close()]);
     },
   };
 }
 
-function buildApp(config: ProxyConfig, router: Router): Hop {
+/** Semi-sync holds: the primary waits for acknowledgements and a worker is connected to give them. */
+function semiSyncHolds(s: DbNode['semiSync']): boolean {
+  return s !== null && s.active && s.clients > 0;
+}
+
+/**
+ * /health's semi_sync: whether writes acknowledged now are on a worker too
+ * (guarantee false: the primary fell back to async or no worker is connected;
+ * null: semi-sync not wanted or not read yet).
+ */
+export function semiSyncReport(config: ProxyConfig, s: DbNode['semiSync']): { wanted: boolean; on_timeout: string | null; guarantee: boolean | null; clients: number | null } {
+  const wanted = config.semiSync?.enabled === true;
+  return { wanted, on_timeout: wanted ? config.semiSync!.onTimeout : null, guarantee: wanted && s ? semiSyncHolds(s) : null, clients: s ? s.clients : null };
+}
+
+function buildApp(config: ProxyConfig, router: Router, failover: Failover): Hop {
   const credentialMatches = secretChecker([config.credential]);
+
+  const refuseUnsynced = config.semiSync?.enabled === true && config.semiSync.onTimeout === 'refuse';
 
   async function execute(q: ValidQuery, mode: ProxyMode): Promise<{ node: string; result: QueryResult }> {
     let node = router.pick(q.type, mode);
-    if (!node) throw new HttpError(503, 'DB_UNAVAILABLE', 'no database node is available');
+    if (!node) throw notExecuted('no database node is available');
+    // a primary the probes lost (failover pending) is not tried: the write could hang and end unknown
+    if (q.type === 'write' && !node.healthy) throw notExecuted('the primary is not answering (failover pending)');
+    if (q.type === 'write' && refuseUnsynced && !semiSyncHolds(node.semiSync)) {
+      throw notExecuted('no worker acknowledges writes (database.semiSync.onTimeout: refuse)');
+    }
     try {
       return { node: node.name, result: await node.run(q.sql, q.params) };
     } catch (e) {
       // A read on a node that just died (or hung, now marked down by the probe) runs once more elsewhere.
       const retry = q.type === 'read' && (isUnavailable(e) && (!isTimeout(e) || !node.healthy));
-      if (!retry) throw dbError(e, q.sql, q.params);
+      if (!retry) throw dbError(e, q);
       const failed = node;
       node = router.pick(q.type, mode, failed);
-      if (!node) throw dbError(e, q.sql, q.params);
+      if (!node) throw dbError(e, q);
       try {
         return { node: node.name, result: await node.run(q.sql, q.params) };
       } catch (e2) {
-        throw dbError(e2, q.sql, q.params);
+        throw dbError(e2, q);
       }
     }
   }
@@ -80,8 +110,9 @@ function buildApp(config: ProxyConfig, router: Router): Hop {
     health() {
       const nodes = router.states();
       const managerUp = nodes[0].healthy;
-      const status = !managerUp ? 'down' : nodes.every((n) => n.usable) ? 'ok' : 'degraded';
-      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, nodes });
+      const semi = semiSyncReport(config, router.manager.semiSync);
+      const status = !managerUp ? 'down' : nodes.every((n) => n.usable) && semi.guarantee !== false ? 'ok' : 'degraded';
+      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, semi_sync: semi, primary: router.manager.name, failover: { enabled: config.failover?.enabled === true && !!config.db.admin, last: failover.last, blocked: failover.blocked }, nodes });
     },
     async query(q, { requestId, start, note }) {
       const mode: ProxyMode = q.mode ?? config.defaultMode;

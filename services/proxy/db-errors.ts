@@ -4,7 +4,8 @@
 // the request id the client's answer carries, for correlation.
 
 import { HttpError } from '../http.ts';
-import { isTimeout, isUnavailable, type MysqlLikeError } from './nodes.ts';
+import type { QueryType } from '../sql/classifier.ts';
+import { isTimeout, isUnavailable, wasSent, type MysqlLikeError } from './nodes.ts';
 
 interface Mapped {
   status: number;
@@ -48,8 +49,9 @@ const BY_ERRNO = new Map<number, Mapped>([
   [3024, { status: 503, code: 'QUERY_TIMEOUT', message: 'the query did not finish in time' }],
   [1969, { status: 503, code: 'QUERY_TIMEOUT', message: 'the query did not finish in time' }],
   [1142, ACCESS], [1143, ACCESS], [1044, ACCESS], [1227, ACCESS], [1370, ACCESS], [1045, ACCESS],
-  [1290, { status: 503, code: 'DB_READ_ONLY', message: 'the database is read-only right now; the statement was not executed', headers: RETRY }],
-  [1836, { status: 503, code: 'DB_READ_ONLY', message: 'the database is read-only right now; the statement was not executed', headers: RETRY }],
+  // a read-only (fenced or demoted) primary refuses the write before running it
+  [1290, { status: 503, code: 'DB_UNAVAILABLE', message: 'the database is read-only right now: not executed, safe to retry', headers: RETRY }],
+  [1836, { status: 503, code: 'DB_UNAVAILABLE', message: 'the database is read-only right now: not executed, safe to retry', headers: RETRY }],
 ]);
 
 /**
@@ -67,17 +69,41 @@ export function errorDetail(e: unknown, params: readonly unknown[] = []): string
   return `${err?.code ?? 'ERROR'}${err?.errno ? ` ${err.errno}` : ''}: ${text}`.slice(0, 500);
 }
 
+/** 503 DB_UNAVAILABLE: the statement was not executed anywhere; safe to retry. */
+export function notExecuted(why: string, detail?: string): HttpError {
+  return new HttpError(503, 'DB_UNAVAILABLE', `${why}: not executed, safe to retry`, RETRY, detail);
+}
+
+/** Errors a server answers before running anything (too many connections, shutting down at connect). */
+function refusedBeforeRunning(err: MysqlLikeError): boolean {
+  return err?.code === 'ER_CON_COUNT_ERROR' || err?.code === 'ER_TOO_MANY_USER_CONNECTIONS';
+}
+
+/** The statement an error is about: the client's SQL and parameters, and whether it reads or writes. */
+export interface Statement {
+  sql?: string;
+  params?: readonly unknown[];
+  type?: QueryType;
+}
+
 /**
- * The API's error for a database error. `sql` is the client's own statement
- * (`params` its parameters, masked in the detail):
- * a name from the server's message is quoted back only when it occurs there,
- * so nothing the client did not write can leak through it.
+ * The API's error for a database error. A name from the server's message is
+ * quoted back only when the client's own `sql` holds it, so nothing the
+ * client did not write can leak through it; `params` are masked in the
+ * detail. The outcome of a write is said exactly: 503 DB_UNAVAILABLE means
+ * it was NOT executed (no connection, or the node refused it before running
+ * it: safe to retry); 504 OUTCOME_UNKNOWN means the connection died or timed
+ * out after the statement was sent, so it may have committed.
  */
-export function dbError(e: unknown, sql = '', params: readonly unknown[] = []): HttpError {
+export function dbError(e: unknown, q: Statement = {}): HttpError {
+  const { sql = '', params = [], type = 'read' } = q;
   const detail = errorDetail(e, params);
-  if (isTimeout(e)) return new HttpError(503, 'QUERY_TIMEOUT', 'the query did not finish in time', undefined, detail);
-  if (isUnavailable(e)) return new HttpError(503, 'DB_UNAVAILABLE', 'no database node could serve the statement', RETRY, detail);
   const err = e as MysqlLikeError;
+  if (type === 'write' && wasSent(e) && (isTimeout(e) || isUnavailable(e)) && !refusedBeforeRunning(err)) {
+    return new HttpError(504, 'OUTCOME_UNKNOWN', 'the connection to the database was lost after the write was sent: it may or may not have been committed; check before retrying', undefined, detail);
+  }
+  if (isTimeout(e)) return new HttpError(503, 'QUERY_TIMEOUT', 'the query did not finish in time', undefined, detail);
+  if (isUnavailable(e)) return notExecuted('no database node could serve the statement', detail);
   const m = typeof err?.errno === 'number' ? BY_ERRNO.get(err.errno) : undefined;
   if (!m) {
     if (typeof err?.errno === 'number' && err.errno < 2000) {

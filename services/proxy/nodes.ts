@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import mysql from 'mysql2/promise';
 import type { DbConfig, DbEndpoint, SqlParam } from '../schemas.ts';
 
-export type NodeRole = 'manager' | 'worker';
+/** fenced: a primary replaced by a failover; never routed to again by this proxy. */
+export type NodeRole = 'manager' | 'worker' | 'fenced';
 
 export interface NodeState {
   name: string;
@@ -54,6 +55,35 @@ export function isTimeout(e: unknown): boolean {
   return (e as MysqlLikeError)?.code === 'PROTOCOL_SEQUENCE_TIMEOUT';
 }
 
+/** Set on an error raised after the statement left for the server (as opposed to while getting a connection). */
+const SENT = Symbol('sent');
+
+/** The statement reached the wire before this error: a write may have committed. */
+export function wasSent(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { [SENT]?: boolean })[SENT] === true;
+}
+
+export function markSent<E>(e: E): E {
+  if (typeof e === 'object' && e !== null) (e as { [SENT]?: boolean })[SENT] = true;
+  return e;
+}
+
+/** What the manager's semi-sync status says (null: not read, e.g. semi-sync not wanted). */
+export interface SemiSyncState {
+  /** The source waits for acknowledgements (OFF: it fell back to async, or semi-sync is not loaded). */
+  active: boolean;
+  /** Semi-sync replicas connected to it now. */
+  clients: number;
+}
+
+/** Both dialects' status names: MariaDB's rpl_semi_sync_master_*, MySQL's rpl_semi_sync_source_*. */
+export const SEMI_SYNC_STATUS_SQL = "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_%'";
+
+export function parseSemiSyncStatus(rows: { Variable_name?: string; Value?: string }[]): SemiSyncState {
+  const get = (suffix: string) => rows.find((r) => /^Rpl_semi_sync_(master|source)_/i.test(r.Variable_name ?? '') && (r.Variable_name ?? '').toLowerCase().endsWith(suffix))?.Value;
+  return { active: (get('_status') ?? 'OFF').toUpperCase() === 'ON', clients: Number(get('_clients') ?? 0) || 0 };
+}
+
 const ALPHA = 0.3;
 
 interface CallbackConnection {
@@ -78,6 +108,13 @@ export const PREPARED_CACHE = 256;
 
 export class DbNode {
   readonly name: string;
+  /** Semi-sync as the last probe of the primary saw it (null: not read). */
+  semiSync: SemiSyncState | null = null;
+  /** Read the semi-sync status in the primary's probes. */
+  watchSemiSync = false;
+  /** Probes failed in a row, and when the first of them failed (failover's detection). */
+  failedProbes = 0;
+  downSince: number | null = null;
   healthy = false;
   latencyMs: number | null = null;
   lagSeconds: number | null = null;
@@ -99,7 +136,7 @@ export class DbNode {
   private probing = false;
   private closed = false;
 
-  constructor(endpoint: DbEndpoint, readonly role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number, probeTimeoutMs = 750) {
+  constructor(endpoint: DbEndpoint, public role: NodeRole, db: DbConfig, private readonly queryTimeoutMs: number, probeTimeoutMs = 750) {
     this.name = endpoint.name;
     const base: mysql.PoolOptions = {
       host: endpoint.host,
@@ -145,7 +182,7 @@ export class DbNode {
    * from its source (applier still running) for no longer than maxLag since it was caught up.
    */
   usable(maxLagSeconds: number, now = Date.now()): boolean {
-    if (!this.healthy) return false;
+    if (!this.healthy || this.role === 'fenced') return false;
     if (this.role === 'manager') return true;
     if (this.replicating === true && this.lagSeconds !== null && this.lagSeconds <= maxLagSeconds) return true;
     return this.applying && this.caughtUpAt !== null && this.caughtUpLag + (now - this.caughtUpAt) / 1000 <= maxLagSeconds;
@@ -172,12 +209,26 @@ export class DbNode {
     this.lastError = why;
   }
 
-  /** Runs one statement: prepared (`execute`) when params are given, else `query`. */
+  /**
+   * Runs one statement: prepared (`execute`) when params are given, else `query`.
+   * The connection is taken first, so an error says whether the statement was
+   * sent (wasSent): a write that fails after that may have committed.
+   */
   async run(sql: string, params: SqlParam[] | undefined): Promise<QueryResult> {
     const start = performance.now();
     try {
-      const opts = { sql, timeout: this.queryTimeoutMs };
-      const [result] = params && params.length > 0 ? await this.pool.execute(opts, params) : await this.pool.query(opts);
+      const conn = await this.pool.getConnection();
+      let result: unknown;
+      try {
+        const opts = { sql, timeout: this.queryTimeoutMs };
+        [result] = params && params.length > 0 ? await conn.execute(opts, params) : await conn.query(opts);
+        conn.release();
+      } catch (e) {
+        // a connection that failed (lost, timed out) is not handed out again
+        if (isUnavailable(e) || isTimeout(e)) conn.destroy();
+        else conn.release();
+        throw markSent(e);
+      }
       this.record(performance.now() - start);
       if (Array.isArray(result)) return { kind: 'rows', rows: result as unknown[] };
       const header = result as mysql.ResultSetHeader;
@@ -197,7 +248,12 @@ export class DbNode {
     const start = performance.now();
     try {
       if (this.role === 'manager') {
-        await this.probePool.query({ sql: 'SELECT 1', timeout: timeoutMs });
+        if (this.watchSemiSync) {
+          const [rows] = await this.probePool.query({ sql: SEMI_SYNC_STATUS_SQL, timeout: timeoutMs });
+          this.semiSync = parseSemiSyncStatus(rows as { Variable_name?: string; Value?: string }[]);
+        } else {
+          await this.probePool.query({ sql: 'SELECT 1', timeout: timeoutMs });
+        }
       } else {
         const [rows] = await this.probePool.query({ sql: REPLICA_STATUS_SQL, timeout: timeoutMs });
         const r = (rows as Record<string, unknown>[])[0];
@@ -220,6 +276,8 @@ export class DbNode {
       }
       this.record(performance.now() - start);
       this.healthy = true;
+      this.failedProbes = 0;
+      this.downSince = null;
       // cut off from its source but still applying is not left out (yet): see usable()
       this.setError(this.role === 'worker' && this.replicating === false && !this.applying ? 'replication is not running' : undefined);
     } catch (e) {
@@ -231,6 +289,8 @@ export class DbNode {
         this.lagSeconds = null;
         this.setError(`cannot read replica status (${err.sqlMessage ?? err.message}; grant REPLICA MONITOR on MariaDB, REPLICATION CLIENT on MySQL)`);
       } else {
+        this.failedProbes++;
+        this.downSince ??= Date.now();
         this.markDown(e);
       }
     } finally {
@@ -245,7 +305,7 @@ export class DbNode {
       healthy: this.healthy,
       latency_ms: this.latencyMs === null ? null : Math.round(this.latencyMs * 100) / 100,
       lag_seconds: this.lagSeconds,
-      replicating: this.role === 'manager' ? null : this.replicating,
+      replicating: this.role === 'worker' ? this.replicating : null,
       usable: this.usable(maxLagSeconds),
     };
     if (this.lastError) s.error = this.lastError;

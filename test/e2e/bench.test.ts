@@ -25,10 +25,13 @@ const DB = ['manager', 'worker1', 'worker2'];
 const SERVICES = ['gatekeeper', 'trustedhost', 'proxy'];
 const OUR_ID = /^b\d{14}-[wdrc]-\d+$/;
 
-function actorRows(node: string): number {
-  const r = onNode(file, ADDR[node], 'mysql -N -B -e "SELECT COUNT(*) FROM sakila.actor"');
+/** Row count, highest actor_id and the next id (AUTO_INCREMENT) of sakila.actor on a DB node, seen over SSH. */
+function actorTable(node: string): { rows: number; maxId: number; nextId: number } {
+  const r = onNode(file, ADDR[node], `mysql -N -B -e "SELECT COUNT(*), MAX(actor_id) FROM sakila.actor; SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'sakila' AND TABLE_NAME = 'actor'"`);
   if (r.code !== 0) throw new Error(`${node}: ${r.stderr}`);
-  return Number(r.stdout.trim());
+  const [counts, next] = r.stdout.trim().split('\n');
+  const [rows, maxId] = counts.split('\t').map(Number);
+  return { rows, maxId, nextId: Number(next) };
 }
 
 /** request_ids of this run in a collected service log (JSON lines), with their status. */
@@ -78,7 +81,7 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
   }, 600_000);
 
   test('50 writes + 50 reads per mode: report, exact rows, identical dumps, distribution, logs, sysbench', async () => {
-    const before = Object.fromEntries(DB.map((n) => [n, actorRows(n)]));
+    const before = Object.fromEntries(DB.map((n) => [n, actorTable(n)]));
     const r = await zx<BenchSummary>('bench', file, ['--writes', '50', '--reads', '50', '--sysbench-time', '2']);
     const s = r.json;
     if (r.code !== 0) process.stderr.write(`${r.stderr.slice(-3000)}\n${JSON.stringify(s?.incidents)}\n`);
@@ -91,9 +94,21 @@ describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
     expect(readFileSync(join(s.dir, 'report.html'), 'utf8')).not.toMatch(/https?:\/\/|<script|<link|src=/i);
     expect(JSON.parse(readFileSync(join(s.dir, 'summary.json'), 'utf8')).ok).toBe(true);
 
-    // exact row counts, seen independently over SSH: +50 on every DB node
-    for (const n of DB) expect(actorRows(n) - before[n]).toBe(50);
+    // exact row counts at the proof: +50 on every DB node
     expect(s.replication?.nodes.map((n) => (n.after ?? 0) - (n.before ?? 0))).toEqual([50, 50, 50]);
+    // then the bench removed its own rows and gave the id space back: the table as it found it, on every
+    // DB node (seen independently over SSH; the replicas follow the primary through the binlog)
+    expect(s.cleanup).toEqual({ node: 'manager', removed: 50, nextId: before.manager.maxId + 1 });
+    const settled = (n: string) => {
+      const a = actorTable(n);
+      return a.rows === before[n].rows && a.maxId === before[n].maxId;
+    };
+    for (let i = 0; i < 20 && !DB.every(settled); i++) await new Promise((res) => setTimeout(res, 500));
+    for (const n of DB) {
+      const after = actorTable(n);
+      expect({ n, rows: after.rows, maxId: after.maxId }).toEqual({ n, rows: before[n].rows, maxId: before[n].maxId });
+    }
+    expect(actorTable('manager').nextId).toBe(before.manager.maxId + 1);
 
     // identical dumps, byte for byte
     const dumps = DB.map((n) => readFileSync(join(s.dir, 'dumps', `${n}-actor.sql`)));

@@ -106,7 +106,7 @@ describe.skipIf(!available)('the cluster on Oracle MySQL (sid nodes, rpmysql)', 
     expect(users.filter((u) => u.endsWith(' mysql_native_password'))).toEqual([]);
     expect(users.filter((u) => u.startsWith('root@') && !/^root@(localhost|127\.0\.0\.1|::1) /.test(u))).toEqual([]);
     const ours = users.filter((u) => /^(rampart_|sbtest@)/.test(u)).map((u) => u.split(' ')[0]).sort();
-    expect(ours).toEqual([`rampart_app@${ADDR.proxy}`, `rampart_monitor@${ADDR.proxy}`, `rampart_repl@${ADDR.worker1}`, `rampart_repl@${ADDR.worker2}`, 'sbtest@localhost'].sort());
+    expect(ours).toEqual([`rampart_app@${ADDR.proxy}`, `rampart_failover@${ADDR.proxy}`, `rampart_monitor@${ADDR.proxy}`, `rampart_repl@${ADDR.worker1}`, `rampart_repl@${ADDR.worker2}`, 'sbtest@localhost'].sort());
     expect(sql('manager', `SHOW GRANTS FOR 'rampart_monitor'@'${ADDR.proxy}'`)).toBe(`GRANT REPLICATION CLIENT ON *.* TO \`rampart_monitor\`@\`${ADDR.proxy}\``);
     expect(sql('manager', `SHOW GRANTS FOR 'rampart_app'@'${ADDR.proxy}'`)).toContain('GRANT SELECT, INSERT, UPDATE, DELETE ON `sakila`.*');
   });

@@ -137,7 +137,7 @@ describe.skipIf(!RUN)(`TLS on every hop (LXC, ${MYSQL ? 'Oracle MySQL' : 'MariaD
     const direct = await query(first.endpoint!.url, readFileSync(first.endpoint!.ca!, 'utf8'), 'SELECT COUNT(*) AS n FROM sakila.film', 'direct');
     expect(direct.status).toBe(200);
     const users = sh('manager', `mysql -N -B -e "SELECT CONCAT(User,'@',Host,' ',ssl_type) FROM mysql.user WHERE User LIKE 'rampart%' ORDER BY User"`).trim().split('\n');
-    expect(users).toEqual([`rampart_app@${ADDR.proxy} ANY`, `rampart_monitor@${ADDR.proxy} ANY`, `rampart_repl@${ADDR.worker1} ANY`]);
+    expect(users).toEqual([`rampart_app@${ADDR.proxy} ANY`, `rampart_failover@${ADDR.proxy} ANY`, `rampart_monitor@${ADDR.proxy} ANY`, `rampart_repl@${ADDR.worker1} ANY`]);
     if (MYSQL) {
       // every session of the proxy's users, one by one: each has a cipher
       const ciphers = sh('manager', `mysql -N -B -e "SELECT t.PROCESSLIST_USER, s.VARIABLE_VALUE FROM performance_schema.threads t JOIN performance_schema.status_by_thread s USING (THREAD_ID) WHERE s.VARIABLE_NAME = 'Ssl_cipher' AND t.PROCESSLIST_USER IN ('rampart_app', 'rampart_monitor', 'rampart_repl')"`).trim().split('\n').map((l) => l.split('\t'));

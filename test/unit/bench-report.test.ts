@@ -29,7 +29,7 @@ function summary(): BenchSummary {
     ({ setup, test, node, ok: true, tps, qps: tps * 20, latencyAvgMs: 4, latencyP95Ms: 6, errors: 0 });
   return {
     cluster: 'rp<test>', startedAt: '2026-11-21T12:00:00.000Z', wallMs: 12345, target: '10.82.0.10:80', concurrency: 16,
-    writes: 50, reads: 50, modes: ['direct', 'random', 'customized'], phases,
+    writes: { planned: 50, acknowledged: 50, lost: 0, unknown: 0, refused: 0 }, failover: null, cleanup: null, reads: 50, modes: ['direct', 'random', 'customized'], phases,
     distribution: checkDistribution(phases, { manager: 'manager', workers: ['worker1', 'worker2'] }),
     logs: [{ hop: 'gatekeeper (gatekeeper)', found: 200, missing: [], duplicates: [], statusMismatch: [], nodeMismatch: [], byNode: {}, durationP50: 1.25, durationP99: 7.5 }],
     replication: judgeProof({ expected: 50, gtid: '0-1-250', nodes: ['manager', 'worker1', 'worker2'].map((n) => ({ node: n, before: 200, after: 250, dumpSha256: 'ab'.repeat(32), caughtUp: true })) }),

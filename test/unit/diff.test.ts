@@ -8,7 +8,7 @@ import { fileTask } from '../../roles/lib/files.ts';
 import { iptablesRole } from '../../roles/iptables.ts';
 import { serverSettings } from '../../roles/lib/mysql-config.ts';
 import { mysqlRole } from '../../roles/mysql.ts';
-import { ctxFor, host } from './mysql-fixtures.ts';
+import { cluster, ctxFor, host } from './mysql-fixtures.ts';
 
 describe('unified diff', () => {
   test('the changed lines with context, the node first; nothing when equal', async () => {
@@ -41,7 +41,7 @@ describe('task details', () => {
   });
 
   test('MySQL: the variables old -> new', async () => {
-    const settings = serverSettings('mariadb', host('worker1'), 'worker');
+    const settings = serverSettings('mariadb', host('worker1'), 'worker', cluster.database.semiSync);
     const vars = settings.map((x) => `${x.variable}\t${x.variable === 'read_only' ? 'OFF' : x.live}`).join('\n');
     const diff = (await mysqlRole.tasks.find((x) => x.name === 'server runs the config')!.check(ctxFor('worker1', { os: 'debian', vars, version: '' }))) as Diff;
     expect(await diff.detail!()).toBe('read_only: OFF -> ON\n');

@@ -33,6 +33,7 @@ const wantedLive = (d: 'mariadb' | 'mysql'): LiveSpec[] => [
   ...['worker1', 'worker2'].map((w) => ({ user: DB_USERS.repl, host: host(w).privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlRepl), global: ['REPLICATION SLAVE'], ssl: 'ANY' })),
   { user: DB_USERS.sysbench, host: 'localhost', plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlSysbench), schemas: { sbtest: SYSBENCH } },
   { user: DB_USERS.monitor, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlMonitor), global: [DIALECT_SQL[d].monitorPrivilege], ssl: 'ANY' },
+  { user: DB_USERS.failover, host: host('proxy').privateAddress, plugin: d === 'mariadb' ? 'mysql_native_password' : 'caching_sha2_password', password: pw(SECRETS.mysqlFailover), global: DIALECT_SQL[d].failoverPrivileges, ssl: 'ANY' },
 ];
 
 describe('wanted accounts', () => {
@@ -79,11 +80,21 @@ describe('wanted accounts', () => {
     }
   });
 
+  test('failover: replication admin, RELOAD and read_only only (no data), from the proxy only, per dialect', () => {
+    const want = { mariadb: ['RELOAD', 'REPLICATION SLAVE ADMIN', 'READ_ONLY ADMIN', 'SLAVE MONITOR'], mysql: ['RELOAD', 'REPLICATION CLIENT', 'REPLICATION_SLAVE_ADMIN', 'SYSTEM_VARIABLES_ADMIN'] };
+    for (const d of ['mariadb', 'mysql'] as const) {
+      const f = desiredAccounts(d, cluster, hosts).filter((a) => a.user === DB_USERS.failover);
+      expect(f.map((a) => [a.host, a.global, a.schemas])).toEqual([[host('proxy').privateAddress, want[d], {}]]);
+      const off = { ...cluster, services: { ...cluster.services, proxy: { ...cluster.services.proxy, failover: { ...cluster.services.proxy.failover, enabled: false } } } };
+      expect(desiredAccounts(d, off, hosts).some((a) => a.user === DB_USERS.failover)).toBe(false);
+    }
+  });
+
   test('no account anywhere uses a wildcard host or global data privileges', () => {
     for (const d of ['mariadb', 'mysql'] as const) {
       for (const a of desiredAccounts(d, cluster, hosts)) {
         expect(a.host).not.toMatch(/[%_]/);
-        expect(a.global.filter((p) => p !== 'REPLICATION SLAVE' && p !== DIALECT_SQL[d].monitorPrivilege)).toEqual([]);
+        expect(a.global.filter((p) => p !== 'REPLICATION SLAVE' && p !== DIALECT_SQL[d].monitorPrivilege && !DIALECT_SQL[d].failoverPrivileges.includes(p))).toEqual([]);
       }
     }
   });
@@ -130,7 +141,7 @@ describe('plan on live state', () => {
     expect(plan.sql).toContain('CREATE DATABASE IF NOT EXISTS `rampart`');
     expect(plan.sql).toContain('CREATE DATABASE IF NOT EXISTS `sbtest`');
     expect(plan.sql).toContain('CREATE TABLE IF NOT EXISTS rampart.meta');
-    expect(plan.sql.match(/CREATE USER/g)).toHaveLength(5);
+    expect(plan.sql.match(/CREATE USER/g)).toHaveLength(6);
     expect(plan.sql).toContain(pw(SECRETS.mysqlApp)); // it goes to mysql's stdin, never argv
   });
 
@@ -192,7 +203,7 @@ describe('plan on live state', () => {
     expect(plan.reasons).toEqual([`${DB_USERS.app}@${host('proxy').privateAddress} does not require TLS (REQUIRE SSL)`]);
     expect(plan.sql).toContain(`CREATE USER '${DB_USERS.app}'@'${host('proxy').privateAddress}' IDENTIFIED BY '${pw(SECRETS.mysqlApp)}' REQUIRE SSL;`);
     const accts = desiredAccounts('mariadb', cluster, hosts);
-    expect(accts.filter((a) => a.ssl).map((a) => a.user).sort()).toEqual([DB_USERS.app, DB_USERS.monitor, DB_USERS.repl, DB_USERS.repl]);
+    expect(accts.filter((a) => a.ssl).map((a) => a.user).sort()).toEqual([DB_USERS.app, DB_USERS.failover, DB_USERS.monitor, DB_USERS.repl, DB_USERS.repl]);
     expect(accts.find((a) => a.user === DB_USERS.sysbench)!.ssl).toBe(false);
   });
 

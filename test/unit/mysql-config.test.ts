@@ -132,7 +132,7 @@ describe('live variables', () => {
 
 describe('mysql role checks (pure: facts in, diff out)', () => {
   test('config: the live file matching the rendered one is ok; an edited one is a diff', () => {
-    const want = renderConfig('mariadb', serverSettings('mariadb', host('worker2'), 'worker'));
+    const want = renderConfig('mariadb', serverSettings('mariadb', host('worker2'), 'worker', cluster.database.semiSync));
     const facts = { os: 'debian\n', mariadb: fileState(want, '0644', 'root:root'), mysql: 'absent', legacy: '' };
     expect(task('server config').check(ctxFor('worker2', facts))).toBeNull();
     const edited = fileState(want.replace('binlog_format = ROW', 'binlog_format = MIXED'), '0644', 'root:root');
@@ -140,13 +140,13 @@ describe('mysql role checks (pure: facts in, diff out)', () => {
   });
 
   test('config on Ubuntu compares the MySQL path', () => {
-    const want = renderConfig('mysql', serverSettings('mysql', host('worker1'), 'worker'));
+    const want = renderConfig('mysql', serverSettings('mysql', host('worker1'), 'worker', cluster.database.semiSync));
     const facts = { os: 'ubuntu\n', mariadb: 'absent', mysql: fileState(want, '0644', 'root:root'), legacy: '' };
     expect(task('server config').check(ctxFor('worker1', facts))).toBeNull();
   });
 
   test('a leftover 60-rampart.cnf of an earlier version (read before mysqld.cnf) is removed', () => {
-    const want = renderConfig('mysql', serverSettings('mysql', host('worker1'), 'worker'));
+    const want = renderConfig('mysql', serverSettings('mysql', host('worker1'), 'worker', cluster.database.semiSync));
     const facts = { os: 'ubuntu\n', mariadb: 'absent', mysql: fileState(want, '0644', 'root:root'), legacy: '/etc/mysql/mysql.conf.d/60-rampart.cnf\n' };
     const d = task('server config').check(ctxFor('worker1', facts)) as { message: string; data: string[] };
     expect(d.message).toMatch(/remove \/etc\/mysql\/mysql.conf.d\/60-rampart.cnf/);

@@ -19,7 +19,7 @@ function generated(d: Dialect): string[] {
   const accounts = desiredAccounts(d, cluster, hosts);
   const fresh = planAccounts(d, cluster, hosts, parseAccounts(''), (s) => secrets.get(s))!;
   return [
-    renderConfig(d, serverSettings(d, host('manager'), 'manager')),
+    renderConfig(d, serverSettings(d, host('manager'), 'manager', { enabled: true, timeoutMs: 10000, onTimeout: 'async' })),
     renderConfig(d, serverSettings(d, host('worker1'), 'worker')),
     LIVE_VARIABLES_FACT, ACCOUNTS_FACT, fresh.sql,
     ...accounts.flatMap((a) => accountStatements(a, 'pw')),
@@ -27,6 +27,8 @@ function generated(d: Dialect): string[] {
     REPLICA_STATUS_FACT, REPLICA_STATUS_SQL,
     sakilaLoadScript('/tmp/s.tgz', cluster.database.sakila.sha256, 'sakila'), sysbenchPrepareScript(cluster.database.sysbench),
     SYSBENCH_DONE_QUERY, SYSBENCH_TABLES_FACT,
+    // the proxy's failover statements
+    ...Object.values(DIALECT_SQL[d].failover).flatMap((v) => (typeof v === 'function' ? v('10.0.0.2', 3306) : v)),
   ];
 }
 

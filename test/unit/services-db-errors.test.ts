@@ -28,7 +28,7 @@ const CASES: Array<[string, string, Error, number, string, string | null]> = [
   ['lock timeout', 'UPDATE actor SET a = 1', err(1205, 'ER_LOCK_WAIT_TIMEOUT', 'Lock wait timeout exceeded; try restarting transaction'), 503, 'LOCK_TIMEOUT', null],
   ['deadlock', 'UPDATE actor SET a = 1', err(1213, 'ER_LOCK_DEADLOCK', 'Deadlock found when trying to get lock; try restarting transaction'), 503, 'DEADLOCK', null],
   ['server statement timeout', 'SELECT 1', err(1969, 'ER_STATEMENT_TIMEOUT', 'Query execution was interrupted (max_statement_time exceeded)'), 503, 'QUERY_TIMEOUT', null],
-  ['read-only', 'UPDATE actor SET a = 1', err(1290, 'ER_OPTION_PREVENTS_STATEMENT', 'The MariaDB server is running with the --read-only option so it cannot execute this statement'), 503, 'DB_READ_ONLY', null],
+  ['read-only (fenced) node: not executed', 'UPDATE actor SET a = 1', err(1290, 'ER_OPTION_PREVENTS_STATEMENT', 'The MariaDB server is running with the --read-only option so it cannot execute this statement'), 503, 'DB_UNAVAILABLE', null],
   ['any other server error', 'SELECT 1', err(1105, 'ER_UNKNOWN_ERROR', `Got error from host ${ADDRESS}: storage engine on /var/lib/mysql`), 422, 'SQL_ERROR', null],
   ['connection refused', 'SELECT 1', Object.assign(new Error(`connect ECONNREFUSED ${ADDRESS}:3306`), { code: 'ECONNREFUSED' }), 503, 'DB_UNAVAILABLE', null],
   ['client-side failure', 'SELECT 1', new Error(`something odd at ${ADDRESS}`), 503, 'DB_ERROR', null],
@@ -37,7 +37,7 @@ const CASES: Array<[string, string, Error, number, string, string | null]> = [
 describe('database errors: stable codes, safe messages', () => {
   for (const [what, sql, e, status, code, shows] of CASES) {
     test(`${what}: ${status} ${code}`, () => {
-      const h = dbError(e, sql);
+      const h = dbError(e, { sql });
       expect([h.status, h.code]).toEqual([status, code]);
       for (const secret of [ACCOUNT, ADDRESS, '@', 'inventory_in_stock', 'internaldb', 'MariaDB', '/var/lib', 'PRIMARY', 'fk_film_actor']) {
         expect(h.message).not.toContain(secret);
@@ -48,7 +48,7 @@ describe('database errors: stable codes, safe messages', () => {
     });
   }
   test('the detail masks the values the client sent (the log holds no parameters)', () => {
-    const h = dbError(err(1062, 'ER_DUP_ENTRY', "Duplicate entry 'alice@example.com' for key 'email'"), 'INSERT INTO c (email) VALUES (?)', ['alice@example.com']);
+    const h = dbError(err(1062, 'ER_DUP_ENTRY', "Duplicate entry 'alice@example.com' for key 'email'"), { sql: 'INSERT INTO c (email) VALUES (?)', params: ['alice@example.com'], type: 'write' });
     expect(h.detail).toBe("ER_DUP_ENTRY 1062: Duplicate entry '?' for key 'email'");
     // pieces of the statement go too; names (account, host, table) stay for the operator
     expect(errorDetail(err(1064, 'ER_PARSE_ERROR', "You have an error in your SQL syntax; near 'WHERE secret = 1' at line 1"))).toBe("ER_PARSE_ERROR 1064: You have an error in your SQL syntax; near '?' at line 1");
@@ -71,7 +71,7 @@ describe('a refused query: the answer carries the request id, the log the detail
         policy: { statements: ['SELECT'], schemas: ['sakila'] },
         admit: () => null,
         health: () => new Response('{}'),
-        query: async (q) => { throw dbError(err(1370, 'ER_PROCACCESS_DENIED_ERROR', `execute command denied to user '${ACCOUNT}'@'${ADDRESS}' for routine 'x.y'`), q.sql); },
+        query: async (q) => { throw dbError(err(1370, 'ER_PROCACCESS_DENIED_ERROR', `execute command denied to user '${ACCOUNT}'@'${ADDRESS}' for routine 'x.y'`), q); },
       });
       const res = await hop.handle(new Request('http://localhost/query', {
         method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sql: 'SELECT 1', request_id: 'req-42' }),

@@ -106,11 +106,12 @@ describe('valid specs', () => {
       keepUsers: [],
       sakila: { url: 'https://downloads.mysql.com/docs/sakila-db.tar.gz', sha256: '51bf9a9314f9d164ffde94646ff70f445a1cb9a2e53aad1a773b007c13ad7b4f' },
       sysbench: { tables: 10, tableSize: 10000, threads: 4, time: 10 },
+      semiSync: { enabled: true, timeoutMs: 10000, onTimeout: 'async' },
     });
     expect(c.services).toEqual({
       gatekeeper: { port: 443, statements: ['SELECT', 'INSERT', 'UPDATE', 'DELETE'], schemas: ['sakila'], routines: [], maxBodyBytes: 65536, rateLimit: { requests: 2000, perSeconds: 1 } },
       trustedhost: { port: 5000 },
-      proxy: { port: 5000, defaultMode: 'random', modes: ['direct', 'random'], probeIntervalMs: 250, maxLagSeconds: 5 },
+      proxy: { port: 5000, defaultMode: 'random', modes: ['direct', 'random'], probeIntervalMs: 250, maxLagSeconds: 5, failover: { enabled: true, failCount: 5, downAfterMs: 10000 } },
     });
     expect(c.bench).toEqual({ writes: 1000, reads: 1000, concurrency: 32, firstName: 'RAMPART', lastName: 'BENCH' });
   });
