@@ -12,7 +12,7 @@ import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } f
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
 import { APT_CACHE_CONF, APT_CACHE_CONF_PATH, cacheRoot, cacheState, CACHE_PORT, ensurePackageCache, releasePackageCache } from './local/cache.ts';
 import { checkPlatform, ensureHostLimits, ensureHostPackages, hostPackages, missingHostPackages } from './local/host.ts';
-import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath } from './local/image.ts';
+import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath, staleImageNote } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
   fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type Subnet,
@@ -158,6 +158,8 @@ export class LocalProvider implements Provider {
     items.push(imageExists(this.suite)
       ? { action: 'ok', resource: 'base image', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)} (nodes refresh its package lists once older than apt.cacheValidSeconds)` }
       : { action: 'create', resource: 'base image', detail: `debootstrap ${this.suite} -> ${imagePath(this.suite)} (about 70 s)` });
+    const staleImage = await staleImageNote(this.suite, this.cluster.apt.cacheValidSeconds);
+    if (staleImage) items.push({ action: 'ok', resource: 'base image package lists', detail: staleImage, info: true });
 
     const bridge = await bridgeState(this.spec.bridge, this.subnet);
     items.push({ action: bridge === 'ok' ? 'ok' : bridge === 'missing' ? 'create' : 'change', resource: `bridge ${this.spec.bridge}`, detail: `${this.subnet.gateway}/${this.subnet.prefix}` });
@@ -204,10 +206,6 @@ export class LocalProvider implements Provider {
     if (raised.length) changes.push({ action: 'change', resource: 'host limits', detail: raised.join(' ') });
     changes.push(installed.length ? { action: 'create', resource: 'host packages', detail: installed.join(' ') } : { action: 'ok', resource: 'host packages' });
 
-    const built = await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil);
-    changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)}` });
-    const base = await ensureBaseRootfs(this.suite, events);
-
     const bridge = await bridgeState(this.spec.bridge, this.subnet);
     if (bridge !== 'ok') {
       progress(`creating bridge ${this.spec.bridge} (${this.subnet.gateway}/${this.subnet.prefix})`);
@@ -230,6 +228,14 @@ export class LocalProvider implements Provider {
       if (cache !== 'ok') progress(`${cache === 'missing' ? 'starting' : 'restarting'} the package cache (apt-cacher-ng) on ${this.subnet.gateway}:${CACHE_PORT}`);
       changes.push({ action: cache === 'ok' ? 'ok' : cache === 'missing' ? 'create' : 'change', resource: 'package cache', detail: `apt-cacher-ng on ${this.subnet.gateway}:${CACHE_PORT} for ${this.spec.mirror}` });
     }
+
+    // After the cache: with it, debootstrap fetches through it on loopback (a rebuilt image downloads nothing cached).
+    const imageRoot = this.spec.packageCache ? cacheRoot('127.0.0.1', this.spec.mirror) : undefined;
+    const built = await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil, imageRoot);
+    changes.push({ action: built ? 'create' : 'ok', resource: 'base image', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)}` });
+    const stale = await staleImageNote(this.suite, this.cluster.apt.cacheValidSeconds);
+    if (stale) changes.push({ action: 'ok', resource: 'base image package lists', detail: stale, info: true });
+    const base = await ensureBaseRootfs(this.suite, events);
 
     // Forwarding only once the fence stands; what was found is recorded so down can put it back.
     ensureStateDir(this.cluster.dir);
