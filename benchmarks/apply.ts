@@ -10,11 +10,16 @@
 //   cold cache (emptied first) and with a warm one, in that order, each after a
 //   teardown, then N no-op re-applies with and without it; ratios against the
 //   run without the cache.
+//   --baseline NAME:CIDR (with --cache) the run without the cache is a second
+//   cluster (that name and subnet, its own state folder beside the file) that
+//   stays up: the no-op re-applies then alternate between the two (cache, no
+//   cache, cache, ...) so both see the same load, and each share (provider,
+//   engine) is printed for both.
 //
-//   node_modules/.bin/tsx benchmarks/apply.ts [-f cluster.yaml] [--roles base] [--runs 5] [--fresh | --cache]
+//   node_modules/.bin/tsx benchmarks/apply.ts [-f cluster.yaml] [--roles base] [--runs 5] [--fresh | --cache [--baseline NAME:CIDR]]
 import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { CACHE_LOG_DIR, CACHE_PORT, CACHE_STORE } from '../providers/local/cache.ts';
@@ -30,6 +35,7 @@ const { values: flags } = parseArgs({
     runs: { type: 'string', default: '5' },
     fresh: { type: 'boolean', default: false },
     cache: { type: 'boolean', default: false },
+    baseline: { type: 'string' },
   },
 });
 const ROOT = resolve(import.meta.dirname, '..');
@@ -68,10 +74,21 @@ console.log(`cluster ${cluster.name}: ${cluster.nodes.length} nodes, provider ${
 if (flags.cache) {
   if (cluster.provider.type !== 'local') throw new Error('--cache needs a local cluster');
   // the same cluster without the cache: a copy of the file beside it (same name, same state folder)
-  const plain = join(dirname(file), `.bench-${cluster.name}-nocache.yaml`);
+  // (or, with --baseline, another cluster in a folder of its own beside it)
+  const [bName, bCidr] = flags.baseline?.split(':') ?? [];
+  if (flags.baseline && !bCidr) throw new Error('--baseline NAME:CIDR, e.g. rpcach2:10.91.0.0/24');
+  const plainDir = join(dirname(file), `.bench-${bName}`);
+  if (bName) mkdirSync(plainDir, { recursive: true });
+  const plain = bName ? join(plainDir, 'cluster.yaml') : join(dirname(file), `.bench-${cluster.name}-nocache.yaml`);
   const doc = parseDocument(readFileSync(file, 'utf8'));
   doc.setIn(['provider', 'local', 'packageCache'], false);
-  writeFileSync(plain, doc.toString());
+  if (bName) {
+    const d2 = doc.clone();
+    d2.set('name', bName);
+    d2.setIn(['provider', 'local', 'subnet'], bCidr);
+    d2.setIn(['provider', 'local', 'bridge'], `${bName}0`.slice(0, 15));
+    writeFileSync(plain, d2.toString());
+  } else writeFileSync(plain, doc.toString());
   const withCache = join(dirname(file), `.bench-${cluster.name}-cache.yaml`);
   doc.setIn(['provider', 'local', 'packageCache'], true);
   writeFileSync(withCache, doc.toString());
@@ -98,20 +115,24 @@ if (flags.cache) {
     if (f === withCache) console.log(`${''.padEnd(22)} ${traffic(from)}`);
     return r;
   };
-  const noops = (f: string) => {
+  const noops = (f: string, n = runs) => {
     const xs: Sample[] = [];
-    for (let i = 0; i < runs; i++) {
+    for (let i = 0; i < n; i++) {
       const r = timed('apply', f);
       if (r.code !== 0 || r.changed !== 0) throw new Error(`no-op apply: exit ${r.code}, changed=${r.changed}`);
       xs.push(r);
     }
-    return median(xs.map((r) => r.wallMs));
+    return xs;
   };
+  const shares = (xs: Sample[]) => `${s(median(xs.map((r) => r.wallMs)))} (provider ${s(median(xs.map((r) => r.providerMs)))}, engine ${s(median(xs.map((r) => r.engineMs)))}; median of ${xs.length})`;
   try {
     const f0 = fresh('fresh, no cache', plain);
-    const n0 = noops(plain);
-    console.log(`${'no-op, no cache'.padEnd(22)} ${s(n0)} (median of ${runs})`);
-    teardown(plain);
+    let n0: Sample[] = [];
+    if (!bName) {
+      n0 = noops(plain);
+      console.log(`${'no-op, no cache'.padEnd(22)} ${shares(n0)}`);
+      teardown(plain);
+    }
     // cold: nothing cached (the daemon is down once no rampart cluster is left)
     if (spawnSync('ss', ['-Hltn', `sport = :${CACHE_PORT}`], { encoding: 'utf8' }).stdout.trim()) {
       throw new Error(`the package cache still serves another cluster: cannot empty ${CACHE_STORE} for a cold run`);
@@ -119,11 +140,24 @@ if (flags.cache) {
     for (const e of readdirSync(CACHE_STORE, { withFileTypes: true }).filter((d) => d.isDirectory())) rmSync(join(CACHE_STORE, e.name), { recursive: true, force: true });
     const f1 = fresh('fresh, cold cache', withCache);
     const f2 = fresh('fresh, warm cache', withCache);
-    const n2 = noops(withCache);
-    console.log(`${'no-op, warm cache'.padEnd(22)} ${s(n2)} (median of ${runs})`);
-    console.log(`ratios against no cache: cold ${(f1.wallMs / f0.wallMs).toFixed(2)}, warm ${(f2.wallMs / f0.wallMs).toFixed(2)}; no-op ${(n2 / n0).toFixed(2)}`);
+    let n2: Sample[];
+    if (bName) {
+      // both clusters up: alternate, so load swings hit both alike
+      n2 = [];
+      timed('apply', plain);
+      timed('apply', withCache);
+      for (let i = 0; i < runs; i++) {
+        n0.push(...noops(plain, 1));
+        n2.push(...noops(withCache, 1));
+      }
+      console.log(`${'no-op, no cache'.padEnd(22)} ${shares(n0)}`);
+    } else n2 = noops(withCache);
+    console.log(`${'no-op, warm cache'.padEnd(22)} ${shares(n2)}`);
+    const m = (xs: Sample[], k: 'wallMs' | 'providerMs' | 'engineMs') => median(xs.map((r) => r[k]));
+    console.log(`ratios against no cache: cold ${(f1.wallMs / f0.wallMs).toFixed(2)}, warm ${(f2.wallMs / f0.wallMs).toFixed(2)}; no-op ${(m(n2, 'wallMs') / m(n0, 'wallMs')).toFixed(2)} (provider ${(m(n2, 'providerMs') / m(n0, 'providerMs')).toFixed(2)}, engine ${(m(n2, 'engineMs') / m(n0, 'engineMs')).toFixed(2)})`);
   } finally {
-    rmSync(plain, { force: true });
+    if (bName) teardown(plain);
+    rmSync(bName ? plainDir : plain, { recursive: true, force: true });
     rmSync(withCache, { force: true });
   }
   process.exit(0);

@@ -171,6 +171,17 @@ export class RoleRegistry {
   }
 
   /**
+   * The packages of the node's rolling roles (those declaring `serial`), on any
+   * OS/dialect, or of one of them (`role`): their pending upgrades are installed
+   * by that role under its serial, one batch at a time, not by base on every
+   * node at once. The role's manifest `packages` is the one list.
+   */
+  rolledPackages(node: NodeSpec, role?: string): string[] {
+    const rolling = this.inOrder(new Set(node.roles)).filter((r) => r.serial && (role === undefined || r.name === role));
+    return [...new Set(PACKAGE_QUERIES.flatMap((q) => rolling.flatMap((r) => r.packagesFor(q))))];
+  }
+
+  /**
    * The cluster schema: `base` with the role list filled in and each role's
    * section placed at its path (appended after the sections already there).
    */

@@ -157,6 +157,8 @@ export async function main(args: string[]): Promise<never> {
     } else {
       process.stderr.write('\n' + formatRecap(report));
       if (check) process.stderr.write(notInspected(cluster.nodes.map((n) => n.name), hosts, report));
+      // the provider's facts about the run (a stale base image...): the plan shows them, apply says them too
+      else process.stderr.write(changes.filter((c) => c.info).map((c) => `provider: ${c.resource}: ${c.detail ?? ''}\n`).join(''));
       if (report.endpoint) {
         const { url, ca } = report.endpoint;
         process.stderr.write(`\nendpoint: ${url}  (CA: ${ca ?? 'your own certificate, services.gatekeeper.tls'})\n`);

@@ -13,7 +13,7 @@ import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } f
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
 import { APT_CACHE_CONF, APT_CACHE_CONF_PATH, cacheRoot, cacheState, CACHE_PORT, ensurePackageCache, releasePackageCache } from './local/cache.ts';
 import { checkPlatform, ensureHostLimits, ensureHostPackages, hostPackages, lowHostLimits, missingHostPackages } from './local/host.ts';
-import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath } from './local/image.ts';
+import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath, staleImageNote } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
   fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type BridgeState, type Subnet,
@@ -199,16 +199,6 @@ export class LocalProvider implements Provider {
         apply: async () => ({ detail: (await ensureHostLimits(events)).join(' ') }),
       }),
       resource<undefined>({
-        resource: 'base image',
-        check: async () => (imageExists(this.suite)
-          ? { action: 'ok', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)} (nodes refresh its package lists once older than apt.cacheValidSeconds)` }
-          : { action: 'create', detail: `debootstrap ${this.suite} -> ${imagePath(this.suite)} (about 70 s)`, data: undefined }),
-        apply: async () => {
-          await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil);
-          return { detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)}` };
-        },
-      }),
-      resource<undefined>({
         resource: `bridge ${this.spec.bridge}`,
         check: async () => {
           bridgeWas = await bridgeState(this.spec.bridge, this.subnet);
@@ -244,6 +234,19 @@ export class LocalProvider implements Provider {
           await ensurePackageCache(this.cacheReg);
         },
       })] : []),
+      // After the cache (when it is on), so the image is built through it.
+      resource<undefined>({
+        resource: 'base image',
+        check: async () => (imageExists(this.suite)
+          ? { action: 'ok', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)} (nodes refresh its package lists once older than apt.cacheValidSeconds)` }
+          : { action: 'create', detail: `debootstrap ${this.suite} -> ${imagePath(this.suite)} (about 70 s)`, data: undefined }),
+        apply: async () => {
+          // with the cache, debootstrap fetches through it on loopback (a rebuilt image downloads nothing cached)
+          const root = this.spec.packageCache ? cacheRoot('127.0.0.1', this.spec.mirror) : undefined;
+          await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil, root);
+          return { detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)}` };
+        },
+      }),
       // Forwarding only once the fence stands; what was found is recorded so down can put it back.
       resource<undefined>({
         resource: 'ip_forward',
@@ -334,12 +337,18 @@ export class LocalProvider implements Provider {
     });
   }
 
+  /** An info line when the base image's package lists are older than apt.cacheValidSeconds (nodes refresh them). */
+  private async staleImage(): Promise<PlanItem[]> {
+    const stale = await staleImageNote(this.suite, this.cluster.apt.cacheValidSeconds);
+    return stale ? [{ action: 'ok', resource: 'base image package lists', detail: stale, info: true }] : [];
+  }
+
   // ---------------------------------------------------------------- plan
 
   /** What up() would do: the same checks, nothing applied. */
   async plan(events?: ProviderEvents): Promise<PlanItem[]> {
     checkPlatform();
-    return converge(this.resources(events), false);
+    return [...(await converge(this.resources(events), false)), ...(await this.staleImage())];
   }
 
   // ---------------------------------------------------------------- up
@@ -349,7 +358,7 @@ export class LocalProvider implements Provider {
     const targets = this.targets();
     const key = ensureSshKey(this.cluster.dir);
     const started = new Set<string>();
-    const changes = await converge(this.resources(events, started), true);
+    const changes = [...(await converge(this.resources(events, started), true)), ...(await this.staleImage())];
     for (const c of changes) {
       if (c.action === 'delete') events?.progress?.(`${c.resource} is not in cluster.yaml: left alone (down removes it)`);
     }

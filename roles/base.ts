@@ -3,7 +3,7 @@
 import { shq } from '../core/ssh.ts';
 import { defineRole } from '../core/roles.ts';
 import type { Task, TaskWith } from '../core/types.ts';
-import { aptInstall, aptUpgrade, missingPackages, packagesFact, parsePendingUpgrades, PENDING_UPGRADES_FACT, refreshedUpgrades, wantedUpgrades } from './lib/apt.ts';
+import { aptInstall, aptUpgrade, missingPackages, packagesFact, parsePendingUpgrades, PENDING_UPGRADES_FACT, refreshedUpgrades, splitRolled, wantedUpgrades } from './lib/apt.ts';
 import { fileTask } from './lib/files.ts';
 import { dialectFor, OS_ID_FACT } from './lib/os.ts';
 
@@ -37,14 +37,16 @@ const packages: TaskWith<string[]> = {
  * Pending updates are drift: package lists older than apt.cacheValidSeconds are
  * refreshed, and the upgrades apt.upgrades asks for (security only by default)
  * are installed. --check reports them per package (--diff: old -> new), from
- * the lists as they are (it refreshes nothing).
+ * the lists as they are (it refreshes nothing). The upgrades of a rolling role's
+ * packages (the DB server's, with what it pulls in) are left to that role: it
+ * installs them one node at a time under its serial (roles/mysql.ts).
  */
 const updates: TaskWith<{ stale: boolean; names: string[] }> = {
   name: 'package lists and pending updates',
   facts: () => ({ pending: PENDING_UPGRADES_FACT }),
-  check: ({ facts, cluster }) => {
+  check: ({ facts, cluster, host }) => {
     const { listsAgeS, upgrades } = parsePendingUpgrades(facts.pending.stdout);
-    const want = wantedUpgrades(upgrades, cluster.apt.upgrades);
+    const want = splitRolled(wantedUpgrades(upgrades, cluster.apt.upgrades), cluster.roles.rolledPackages(host.node)).rest;
     const stale = listsAgeS === null || listsAgeS > cluster.apt.cacheValidSeconds;
     if (!stale && !want.length) return null;
     const parts = [
@@ -53,9 +55,9 @@ const updates: TaskWith<{ stale: boolean; names: string[] }> = {
     ];
     return { message: parts.join('; '), data: { stale, names: want.map((u) => u.name) }, detail: () => want.map((u) => `${u.name}: ${u.from} -> ${u.to}${u.security ? ' (security)' : ''}\n`).join('') };
   },
-  apply: async ({ conn, cluster }, diff) => {
+  apply: async ({ conn, cluster, host }, diff) => {
     // refresh now (the check may have seen stale lists), then upgrade what the fresh lists say
-    const now = wantedUpgrades(await refreshedUpgrades(conn), cluster.apt.upgrades).map((u) => u.name);
+    const now = splitRolled(wantedUpgrades(await refreshedUpgrades(conn), cluster.apt.upgrades), cluster.roles.rolledPackages(host.node)).rest.map((u) => u.name);
     await aptUpgrade(conn, now);
     const { names } = diff.data;
     return `lists refreshed${now.length ? `; upgraded ${now.join(' ')}` : names.length ? '' : '; nothing to upgrade'}`;

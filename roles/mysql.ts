@@ -7,7 +7,7 @@ import { defineRole } from '../core/roles.ts';
 import type { Connection, Serial, Task, TaskContext, TaskWith } from '../core/types.ts';
 import { catchUpScript, parseReplicaStatus, REPLICA_STATUS_FACT, replicaSource } from './lib/mysql-replication.ts';
 import { SECRETS } from './lib/names.ts';
-import { aptInstall, missingPackages, packagesFact } from './lib/apt.ts';
+import { aptInstall, aptUpgrade, missingPackages, packagesFact, parsePendingUpgrades, PENDING_UPGRADES_FACT, refreshedUpgrades, splitRolled, wantedUpgrades, type PendingUpgrade } from './lib/apt.ts';
 import { ACCOUNTS_FACT, parseAccounts, planAccounts } from './lib/mysql-accounts.ts';
 import {
   assertUniqueServerIds, configPath, DB_TLS_PATHS, dbService, explainOverrides, LEGACY_CONFIG_PATHS, LIVE_VARIABLES_FACT, liveDrift, overridesFact, parseVariables,
@@ -18,6 +18,7 @@ import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
 import { files, staleFiles, unitRunning } from './lib/ops.ts';
 import { nodeTls } from './lib/tls.ts';
 
+/** The DB server's packages per dialect: the role's manifest `packages` (what base installs, what this role upgrades under its serial). */
 export const DB_PACKAGES: Record<Dialect, string[]> = {
   mariadb: ['mariadb-server', 'mariadb-client'],
   mysql: ['mysql-server', 'mysql-client'],
@@ -59,6 +60,45 @@ const packages: TaskWith<string[]> = {
 { ${APT_RUNNING}; } >/dev/null && { echo "apt/dpkg still running after 10 minutes" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a`);
     await aptInstall(conn, diff.data, cluster.apt.cacheValidSeconds);
+  },
+};
+
+/** The pending upgrades (apt.upgrades policy) of the DB server's packages and what they pull in (same source package). */
+function serverUpgrades(ctx: Ctx, upgrades: PendingUpgrade[]): PendingUpgrade[] {
+  return splitRolled(wantedUpgrades(upgrades, ctx.cluster.apt.upgrades), ctx.cluster.roles.rolledPackages(ctx.host.node, 'mysql')).rolled;
+}
+
+/**
+ * A pending upgrade of the DB server is installed here, not by base: this role
+ * rolls (`serial: rolling`), so one DB node at a time is upgraded, restarted,
+ * checked to answer with its config, and (a worker) back in replication and
+ * caught up before the next. base upgrades every other package.
+ */
+const upgrades: TaskWith<PendingUpgrade[]> = {
+  name: 'server package upgrades',
+  when: notDb,
+  facts: () => ({ os: OS_ID_FACT, pending: PENDING_UPGRADES_FACT }),
+  check: (ctx) => {
+    const want = serverUpgrades(ctx, parsePendingUpgrades(ctx.facts.pending.stdout).upgrades);
+    if (!want.length) return null;
+    return {
+      message: `upgrade ${want.map((u) => u.name).join(' ')} (one DB node at a time)`,
+      data: want,
+      detail: () => want.map((u) => `${u.name}: ${u.from} -> ${u.to}${u.security ? ' (security)' : ''}\n`).join(''),
+    };
+  },
+  apply: async (ctx) => {
+    // what the lists say now (base refreshed them in this run: within apt.cacheValidSeconds)
+    const now = serverUpgrades(ctx, await refreshedUpgrades(ctx.conn, ctx.cluster.apt.cacheValidSeconds));
+    if (!now.length) return 'nothing to upgrade';
+    await aptUpgrade(ctx.conn, now.map((u) => u.name));
+    const d = dialect(ctx);
+    // the package's own scripts restart the server on an upgrade; a server still running the old binary is restarted here
+    const pkg = DB_PACKAGES[d][0];
+    const r = await ctx.conn.exec(`v=$(dpkg-query -W -f='\${Version}' ${pkg}); s=$(mysql -N -B -e 'SELECT VERSION()' 2>/dev/null || true); case "$v" in *"\${s%%-*}-"*) [ -n "$s" ] && echo same;; esac; true`);
+    if (!r.stdout.includes('same')) await ctx.conn.exec(`systemctl restart ${dbService(d)}`);
+    await verifyRunning(ctx, serverSettings(d, ctx.host, ctx.host.node.db!));
+    return `upgraded ${now.map((u) => `${u.name} ${u.from} -> ${u.to}`).join(', ')}; ${dbService(d)} restarted on the new version, live variables as configured`;
   },
 };
 
@@ -235,6 +275,6 @@ export const mysqlRole = defineRole({
     orphan: { at: 'roles', message: (i, db) => `nodes[${i}].roles must include mysql (the node has db: ${db})` },
   }],
   packages: ({ dialect }) => DB_PACKAGES[dialect],
-  tasks: [packages, tlsFiles, config, service, running, accounts],
+  tasks: [packages, upgrades, tlsFiles, config, service, running, accounts],
   serial: rolling,
 });

@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { chown, mkdir, open, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import { CACHE_DIR } from './image.ts';
@@ -78,11 +79,13 @@ export function cacheConfig(regs: CacheRegistration[]): string {
   ].join('\n');
 }
 
-/** IPv4 addresses on this host's interfaces: a registration whose gateway is gone (a bridge removed without down) is left out. */
-async function hostAddresses(): Promise<Set<string>> {
-  const res = await run('ip', ['-j', '-4', 'addr', 'show'], { check: false });
-  const all = res.code === 0 ? (JSON.parse(res.stdout) as { addr_info?: { local: string }[] }[]) : [];
-  return new Set(all.flatMap((i) => (i.addr_info ?? []).map((a) => a.local)));
+/**
+ * IPv4 addresses on this host's interfaces: a registration whose gateway is gone
+ * (a bridge removed without down) is left out. From getifaddrs (no `ip` process:
+ * this runs on every apply, and a spawn was most of a no-op's cache check).
+ */
+function hostAddresses(): Set<string> {
+  return new Set(Object.values(networkInterfaces()).flatMap((l) => (l ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address)));
 }
 
 async function registrations(): Promise<CacheRegistration[]> {
@@ -94,7 +97,7 @@ async function registrations(): Promise<CacheRegistration[]> {
       out.push(JSON.parse(await readFile(join(dir, n), 'utf8')) as CacheRegistration);
     } catch { /* a torn file: ignored, rewritten by its cluster's next up */ }
   }
-  const live = await hostAddresses();
+  const live = hostAddresses();
   return out.filter((r) => live.has(r.gateway));
 }
 
@@ -196,14 +199,19 @@ async function locked<T>(fn: () => Promise<T>): Promise<T> {
  * flight for another cluster is then cut; apt's retry in the install fetches
  * it again). Returns what it did.
  */
-export function ensurePackageCache(reg: CacheRegistration): Promise<CacheState> {
+export async function ensurePackageCache(reg: CacheRegistration): Promise<CacheState> {
+  // the no-op case without the lock or a write: registered as it is and served by the running daemon
+  const registered = await readFile(join(CONF_DIR, 'clusters', `${reg.table}.json`), 'utf8').catch(() => '');
+  if (registered === registrationText(reg) && (await cacheState(reg)) === 'ok') return 'ok';
   return locked(() => ensureLocked(reg));
 }
+
+const registrationText = (reg: CacheRegistration) => JSON.stringify(reg) + '\n';
 
 async function ensureLocked(reg: CacheRegistration): Promise<CacheState> {
   const state = await cacheState(reg);
   await mkdir(join(CONF_DIR, 'clusters'), { recursive: true, mode: 0o755 });
-  await writeFile(join(CONF_DIR, 'clusters', `${reg.table}.json`), JSON.stringify(reg) + '\n', { mode: 0o644 });
+  await writeFile(join(CONF_DIR, 'clusters', `${reg.table}.json`), registrationText(reg), { mode: 0o644 });
   if (state === 'ok') return state;
   const regs = await registrations();
   await stopDaemon();

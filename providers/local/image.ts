@@ -18,6 +18,17 @@ export async function imageAge(suite: string): Promise<string> {
   return `built ${h < 1 ? `${Math.round(h * 60)} min` : h < 48 ? `${h.toFixed(1)} h` : `${Math.round(h / 24)} days`} ago`;
 }
 
+/**
+ * When the image's package lists (made by debootstrap right before the image was
+ * packed, stamped in it at LISTS_STAMP) are older than `maxAgeS`
+ * (apt.cacheValidSeconds): what that means, for plan and apply to say; else null.
+ */
+export async function staleImageNote(suite: string, maxAgeS: number): Promise<string | null> {
+  const st = await stat(imagePath(suite)).catch(() => null);
+  if (!st || (Date.now() - st.mtimeMs) / 1000 <= maxAgeS) return null;
+  return `${await imageAge(suite)}, its package lists are older than apt.cacheValidSeconds (${maxAgeS} s): each new node refreshes them at its first apply and installs the pending updates apt.upgrades asks for (delete ${imagePath(suite)} to rebuild it)`;
+}
+
 export const CACHE_DIR = process.env.RAMPART_IMAGE_CACHE ?? '/var/cache/rampart';
 export const IMAGE_PACKAGES = ['systemd-sysv', 'openssh-server', 'sudo', 'iproute2', 'dbus', 'procps', 'ca-certificates', 'iptables'];
 
@@ -94,8 +105,13 @@ async function lock(lockPath: string, suite: string, events?: ProviderEvents): P
   }
 }
 
-/** Build the base image if it is not cached; returns true when it built one. */
-export async function ensureBaseImage(mirror: string, suite: string, events?: ProviderEvents, checkValidUntil = true): Promise<boolean> {
+/**
+ * Build the base image if it is not cached; returns true when it built one.
+ * `root`: where debootstrap fetches from (default the mirror itself; the package
+ * cache on loopback, cacheRoot('127.0.0.1', mirror), when it is on: a rebuilt
+ * image then downloads nothing already cached).
+ */
+export async function ensureBaseImage(mirror: string, suite: string, events?: ProviderEvents, checkValidUntil = true, root = `http://${mirror}`): Promise<boolean> {
   if (imageExists(suite)) return false;
   await mkdir(CACHE_DIR, { recursive: true, mode: 0o755 });
   const lockPath = join(CACHE_DIR, `${suite}-base.lock`);
@@ -109,12 +125,12 @@ export async function ensureBaseImage(mirror: string, suite: string, events?: Pr
     await mkdir(rootfs, { recursive: true });
     // mktemp-like dirs are 0700: _apt and mysql then fail inside the node.
     await chmod(rootfs, 0o755);
-    events?.progress?.(`building the ${suite} base image with debootstrap from ${mirror} (once, about 70 s)`);
+    events?.progress?.(`building the ${suite} base image with debootstrap from ${root} (once, about 70 s)`);
     const t0 = Date.now();
-    await run('debootstrap', ['--variant=minbase', `--include=${IMAGE_PACKAGES.join(',')}`, suite, rootfs, `http://${mirror}/debian`], {
+    await run('debootstrap', ['--variant=minbase', `--include=${IMAGE_PACKAGES.join(',')}`, suite, rootfs, `${root}/debian`], {
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C' },
       timeoutMs: 15 * 60_000,
-      hint: `debootstrap needs the Debian mirror ${mirror} (provider.local.mirror) over HTTP`,
+      hint: `debootstrap needs the Debian mirror ${mirror} (provider.local.mirror) over HTTP${root === `http://${mirror}` ? '' : `, through the package cache (${root})`}`,
     });
     if (!existsSync(join(rootfs, 'usr/bin/systemctl')) || !existsSync(join(rootfs, 'usr/sbin/sshd'))) {
       throw new ProviderError(`debootstrap of ${suite} finished without systemd or sshd in ${rootfs}`, 'check the mirror and the suite name (provider.local.suite)');

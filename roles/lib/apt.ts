@@ -65,21 +65,28 @@ export interface PendingUpgrade {
   to: string;
   /** From a -security archive (Debian-Security:12/stable-security, Ubuntu:24.04/noble-security). */
   security: boolean;
+  /** Its source package (mariadb for mariadb-server, libmariadb3, mariadb-common...), when dpkg said. */
+  source?: string;
 }
 
 /**
  * Shell: the upgrades apt would make now (a simulation: nothing is changed), and
- * how old rampart's package-list stamp is in seconds (-1 when never refreshed).
+ * how old rampart's package-list stamp is in seconds (-1 when never refreshed);
+ * then the source package of each package upgraded (`src <package> <source>`,
+ * from dpkg: what tells the packages a DB server upgrade pulls in).
  */
 export const PENDING_UPGRADES_FACT = `c=/var/lib/rampart/apt-pending.cache
 echo "age $(( $(date +%s) - $(stat -c %Y ${LISTS_STAMP} 2>/dev/null || echo -1) ))"
 # the simulation loads apt's whole cache (about a second): reuse its result until dpkg or the lists change
 if [ -f "$c" ] && [ "$c" -nt /var/lib/dpkg/status ] && { [ ! -e ${LISTS_STAMP} ] || [ "$c" -nt ${LISTS_STAMP} ]; }; then cat "$c"
-else mkdir -p /var/lib/rampart && { LC_ALL=C apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' || true; } > "$c.tmp" && mv -f "$c.tmp" "$c" && cat "$c"; fi`;
+else mkdir -p /var/lib/rampart && { LC_ALL=C apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' || true; } > "$c.tmp" && mv -f "$c.tmp" "$c" && cat "$c"; fi
+n=$(sed -n 's/^Inst \\([^ ]*\\) \\[.*/\\1/p' "$c")
+[ -z "$n" ] || dpkg-query -W -f='src \${Package} \${source:Package}\\n' $n 2>/dev/null; true`;
 
 export function parsePendingUpgrades(out: string): { listsAgeS: number | null; upgrades: PendingUpgrade[] } {
   let listsAgeS: number | null = null;
   const upgrades: PendingUpgrade[] = [];
+  const sources = new Map<string, string>();
   for (const line of out.split('\n')) {
     const age = /^age (-?\d+)$/.exec(line);
     if (age) {
@@ -91,6 +98,12 @@ export function parsePendingUpgrades(out: string): { listsAgeS: number | null; u
     // Inst libssl3 [3.0.15-1~deb12u1] (3.0.17-1~deb12u2 Debian-Security:12/stable-security [amd64])
     const m = /^Inst (\S+) \[([^\]]+)\] \((\S+) ([^[]*?)\s*(\[[^\]]*\])?\)/.exec(line);
     if (m) upgrades.push({ name: m[1], from: m[2], to: m[3], security: /security/i.test(m[4]) });
+    const src = /^src (\S+) (\S+)$/.exec(line);
+    if (src) sources.set(src[1].replace(/:.*/, ''), src[2]);
+  }
+  for (const u of upgrades) {
+    const source = sources.get(u.name);
+    if (source) u.source = source;
   }
   return { listsAgeS, upgrades };
 }
@@ -102,13 +115,28 @@ export function wantedUpgrades(upgrades: PendingUpgrade[], policy: 'security' | 
 }
 
 /**
- * Refresh the package lists now, then read the pending upgrades from them: one
- * round trip (the check may have seen stale lists).
+ * The upgrades that belong to a rolling role's packages (`own`: the role's
+ * manifest packages, e.g. mariadb-server): the packages themselves and every
+ * other binary of their source packages (mariadb-server-core, mariadb-common,
+ * libmariadb3 for MariaDB). A rolling role installs these under its serial, one
+ * node at a time; base installs the rest.
  */
-export async function refreshedUpgrades(conn: Connection): Promise<PendingUpgrade[]> {
+export function splitRolled(upgrades: PendingUpgrade[], own: readonly string[]): { rolled: PendingUpgrade[]; rest: PendingUpgrade[] } {
+  const names = new Set(own);
+  const sources = new Set(upgrades.filter((u) => names.has(u.name) && u.source).map((u) => u.source!));
+  for (const n of own) sources.add(n); // a source named after its main binary (mysql-server's is mysql-8.0: found through the line above)
+  const isRolled = (u: PendingUpgrade) => names.has(u.name) || (u.source !== undefined && sources.has(u.source));
+  return { rolled: upgrades.filter(isRolled), rest: upgrades.filter((u) => !isRolled(u)) };
+}
+
+/**
+ * Refresh the package lists (now, or when older than `maxAgeS`), then read the
+ * pending upgrades from them: one round trip (the check may have seen stale lists).
+ */
+export async function refreshedUpgrades(conn: Connection, maxAgeS = 0): Promise<PendingUpgrade[]> {
   const lock = '-o DPkg::Lock::Timeout=600';
   const r = await conn.exec(`export DEBIAN_FRONTEND=noninteractive; set -e
-${refreshListsScript(0, lock)} >&2
+${refreshListsScript(maxAgeS, lock)} >&2
 ${PENDING_UPGRADES_FACT}`);
   return parsePendingUpgrades(r.stdout).upgrades;
 }

@@ -12,6 +12,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCluster } from '../../core/spec.ts';
 import type { Host, RunReport } from '../../core/types.ts';
@@ -198,6 +199,61 @@ describe.skipIf(!available)('DB roles on LXC', () => {
     }
     expect(changedTasks((await zx<RunReport>('apply', file)).json)).toEqual([]);
   }, 300_000);
+
+  test('a DB server held back one version on every DB node is reported under mysql and upgraded one node at a time, workers first, each back in replication before the next', async () => {
+    // the MariaDB binaries installed (one source package), and the version below the candidate, which the security archive serves
+    const binaries = onNode(file, addr('manager'), "dpkg-query -W -f='${Package} ${source:Package} ${Status}\\n' | awk '$2 == \"mariadb\" && / installed$/ {print $1}'").stdout.trim().split('\n');
+    expect(binaries).toContain('mariadb-server');
+    const pick = onNode(file, addr('manager'), "apt-cache madison mariadb-server | awk 'NR==1 && $0 ~ /security/ {top=$3} NR>1 && top != \"\" && $3 != top {print top, $3; exit}'").stdout.trim();
+    if (!pick) throw new Error('mariadb-server has no security update on this mirror right now: cannot hold it back');
+    const [candidate, older] = pick.split(' ');
+    // on every DB node at once (zx exec: in parallel, as root)
+    const down = await zx<{ hosts: Record<string, { stdout: string }> }>('exec', file, ['--limit', 'db', '--', `DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades -o Dpkg::Options::=--force-confold ${binaries.map((b) => `${b}=${older}`).join(' ')} >/tmp/downgrade.log 2>&1 || tail -n 20 /tmp/downgrade.log; dpkg-query -W -f='\${Version}' mariadb-server`]);
+    for (const h of dbHosts()) expect({ h: h.name, v: down.json.hosts[h.name]?.stdout.trim().split('\n').pop() }).toEqual({ h: h.name, v: older });
+    // the held-back server is drift of the mysql role (not base), with old -> new
+    const check = await zx<RunReport>('apply', file, ['--check', '--diff', '--detailed-exitcode']);
+    expect(check.code).toBe(2);
+    for (const h of dbHosts()) {
+      const up = check.json.results.find((x) => x.host === h.name && x.task === 'server package upgrades')!;
+      expect(up).toMatchObject({ role: 'mysql', status: 'changed' });
+      expect(up.diff).toContain(`mariadb-server: ${older} -> ${candidate}`);
+      const base = check.json.results.find((x) => x.host === h.name && x.task === 'package lists and pending updates')!;
+      expect(base.message).not.toContain('mariadb');
+    }
+    const logs = join(DIR, '.rampart/logs');
+    const before = new Set(readdirSync(logs));
+    const r = await zx<RunReport>('apply', file);
+    expect(failures(r.json)).toEqual([]);
+    expect(r.code).toBe(0);
+    // from the run log (every command with its end time and duration): the upgrades did not overlap, in the rolling order,
+    // and each worker was back in replication and caught up before the next node's upgrade began
+    const log = readdirSync(logs).filter((f) => !before.has(f) && f.includes('-apply-'));
+    expect(log).toHaveLength(1);
+    const recs = readFileSync(join(logs, log[0]), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { ts: string; host: string; kind: string; command: string; durationMs: number });
+    const span = (x: { ts: string; durationMs: number }) => [Date.parse(x.ts) - x.durationMs, Date.parse(x.ts)] as const;
+    const upgrades = recs.filter((x) => x.kind === 'exec' && x.command.includes('--only-upgrade') && x.command.includes('mariadb-server')).map((x) => ({ host: x.host, at: span(x) }));
+    expect(upgrades.map((u) => u.host).sort()).toEqual(dbHosts().map((h) => h.name).sort());
+    upgrades.sort((a, b) => a.at[0] - b.at[0]);
+    expect(upgrades.map((u) => u.host)).toEqual([...workers().map((w) => w.name), 'manager']);
+    for (let i = 1; i < upgrades.length; i++) {
+      const prev = upgrades[i - 1];
+      // the previous node's whole turn (its last command before this upgrade: restart check, catch-up) ended first
+      const turn = recs.filter((x) => x.host === prev.host && span(x)[0] >= prev.at[0] && span(x)[0] < upgrades[i].at[0]);
+      expect(Math.max(...turn.map((x) => span(x)[1]))).toBeLessThanOrEqual(upgrades[i].at[0]);
+      expect(turn.some((x) => x.command.includes('not caught up with the manager'))).toBe(prev.host !== 'manager');
+    }
+    expect(r.json.results.filter((x) => x.task === 'rollout: back in service' && x.status === 'ok').map((x) => x.host).sort()).toEqual(dbHosts().map((h) => h.name).sort());
+    // base upgraded none of them; every node at the candidate, the server running it, replication running
+    expect(r.json.results.filter((x) => x.role === 'base' && /mariadb/.test(x.message))).toEqual([]);
+    for (const h of dbHosts()) {
+      const v = onNode(file, addr(h.name), `for p in ${binaries.join(' ')}; do dpkg-query -W -f='\${Version}\\n' $p; done | sort -u; mysql -N -B -e 'SELECT VERSION()'`).stdout.trim().split('\n');
+      expect({ h: h.name, installed: v.slice(0, -1) }).toEqual({ h: h.name, installed: [candidate] });
+      expect(candidate).toContain(`${v[v.length - 1].split('-')[0]}-`);
+      if (h.node.db === 'worker') expect(onNode(file, addr(h.name), "mysql -e 'SHOW SLAVE STATUS\\G'").stdout.match(/Slave_(IO|SQL)_Running: Yes/g)).toHaveLength(2);
+    }
+    const again = await zx<RunReport>('apply', file);
+    expect(changedTasks(again.json)).toEqual([]);
+  }, 900_000);
 
   test('a worker added to cluster.yaml joins with the data; the other workers are not touched', async () => {
     const { parseDocument } = await import('yaml');
