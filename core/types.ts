@@ -162,6 +162,8 @@ export interface Host {
   address: string;
   /** Address other nodes use to reach it. */
   privateAddress: string;
+  /** Public DNS name (AWS PublicDnsName), named in the node's certificate besides its address. */
+  publicDns?: string;
   port: number;
   user: string;
   /** Source CIDR the controller's SSH comes from, as this node sees it (iptables/security groups allow 22 only from it). */

@@ -52,6 +52,24 @@ describe('cluster CA', () => {
     expect(certificateNames({ ...base, name: 'proxy', address: '172.31.0.12', privateAddress: '172.31.0.12', jump: { address: '203.0.113.7', port: 22, user: 'ubuntu' } })).toEqual(['172.31.0.12', 'proxy']);
   });
 
+  test('a node with a public DNS name (AWS PublicDnsName) gets it in its certificate, issued again when the name appears or changes', () => {
+    const node = { name: 'gatekeeper', type: 't2.micro', roles: [] };
+    const host = { port: 22, user: 'ubuntu', sshFrom: '0.0.0.0/0', node, name: 'gatekeeper', address: '203.0.113.7', privateAddress: '172.31.0.10' };
+    const dns = 'ec2-203-0-113-7.compute-1.amazonaws.com';
+    expect(certificateNames({ ...host, publicDns: dns })).toEqual(['172.31.0.10', '203.0.113.7', dns, 'gatekeeper']);
+    // behind a jump host nothing public is named
+    expect(certificateNames({ ...host, address: '172.31.0.10', publicDns: dns, jump: { address: '203.0.113.8', port: 22, user: 'ubuntu' } })).toEqual(['172.31.0.10', 'gatekeeper']);
+    const before = ensureServerCert(dir, 'gk-dns', certificateNames(host));
+    expect(new X509Certificate(before.cert).checkHost(dns)).toBeUndefined();
+    const after = ensureServerCert(dir, 'gk-dns', certificateNames({ ...host, publicDns: dns }));
+    expect(after.cert).not.toBe(before.cert);
+    expect(new X509Certificate(after.cert).checkHost(dns)).toBe(dns);
+    expect(new X509Certificate(after.cert).checkIP('203.0.113.7')).toBe('203.0.113.7');
+    const moved = ensureServerCert(dir, 'gk-dns', certificateNames({ ...host, publicDns: 'ec2-203-0-113-9.compute-1.amazonaws.com' }));
+    expect(new X509Certificate(moved.cert).checkHost(dns)).toBeUndefined();
+    expect(ensureServerCert(dir, 'gk-dns', certificateNames({ ...host, publicDns: 'ec2-203-0-113-9.compute-1.amazonaws.com' })).cert).toBe(moved.cert);
+  });
+
   test('public key pin: sha256 of the SubjectPublicKeyInfo, base64 (curl --pinnedpubkey)', () => {
     const f = ensureServerCert(dir, 'proxy', ['10.77.0.12', 'proxy']);
     expect(publicKeyPin(f.cert)).toMatch(/^sha256\/\/[A-Za-z0-9+/]{43}=$/);
