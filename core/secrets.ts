@@ -34,3 +34,19 @@ export class FileSecretStore implements SecretStore {
 export function readApiKeyFile(file: string): string {
   return readFileSync(file, 'utf8').split(/\r?\n/)[0].trim();
 }
+
+/** What a client API key must look like (the team's own; the generated ones are base64url). */
+export const API_KEY_PATTERN = /^[A-Za-z0-9._~+/=-]{16,256}$/;
+
+/** Where a team's own API key comes from: a file, or an environment variable read at run time (never stored). */
+export interface TeamKeySource {
+  apiKeyFile?: string;
+  apiKeyEnv?: string;
+}
+
+/** The team's own API key (services.gatekeeper.apiKeyFile / apiKeyEnv), or null: rampart generates and rotates one. */
+export function teamApiKey(src: TeamKeySource, env: NodeJS.ProcessEnv = process.env): string | null {
+  if (src.apiKeyFile) return readApiKeyFile(src.apiKeyFile);
+  if (src.apiKeyEnv) return (env[src.apiKeyEnv] ?? '').trim();
+  return null;
+}

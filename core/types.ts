@@ -103,6 +103,8 @@ export interface GatekeeperSpec {
   tls?: { cert: string; key: string };
   /** A file holding the clients' API key (absolute path; its first line), instead of the generated one. */
   apiKeyFile?: string;
+  /** An environment variable holding the clients' API key (read when a command runs, never stored), instead of the generated one. */
+  apiKeyEnv?: string;
 }
 
 export interface ProxySpec {

@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, shq } from '../core/ssh.ts';
 import { defineRole } from '../core/roles.ts';
-import { readApiKeyFile } from '../core/secrets.ts';
+import { teamApiKey } from '../core/secrets.ts';
 import type { Cluster, Host, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
 import { callerOf, CREDENTIAL_HEADER, nextHopOf } from '../services/contract.ts';
 import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, Upstream } from '../services/schemas.ts';
@@ -59,10 +59,9 @@ function upstreamOf(cluster: Cluster, s: ServiceName, forNode: string, hosts: Ho
   return { url: `https://${h.privateAddress}:${servicePort(cluster, next)}`, credential: inboundCredential(next, secrets), ca: TLS_PATHS.ca };
 }
 
-/** The key clients send (X-API-Key): the team's own (services.gatekeeper.apiKeyFile), else the generated one. */
+/** The key clients send (X-API-Key): the team's own (services.gatekeeper.apiKeyFile / apiKeyEnv), else the generated one. */
 export function clientApiKey(cluster: Cluster, secrets: SecretStore): string {
-  const own = cluster.services.gatekeeper.apiKeyFile;
-  return own ? readApiKeyFile(own) : secrets.get(SECRETS.apiKey);
+  return teamApiKey(cluster.services.gatekeeper) ?? secrets.get(SECRETS.apiKey);
 }
 
 /** The config object the service reads from RAMPART_SERVICE_CONFIG. */
