@@ -44,7 +44,7 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
 }
 
 function buildApp(config: ProxyConfig, router: Router): Hop {
-  const credentialMatches = secretChecker([config.credential]);
+  const credentialMatches = secretChecker([config.credential, ...(config.previousCredentials ?? [])]);
 
   async function execute(q: ValidQuery, mode: ProxyMode): Promise<{ node: string; result: QueryResult }> {
     let node = router.pick(q.type, mode);
