@@ -28,6 +28,17 @@ export class FileSecretStore implements SecretStore {
     }
     return value;
   }
+
+  /** Stores these values (a rotation's new secrets), the others kept; one atomic 0600 write. */
+  setAll(values: Record<string, string>): void {
+    this.cache = { ...readJson<Record<string, string>>(this.path, {}), ...this.cache, ...values };
+    writeFileAtomic(this.path, JSON.stringify(this.cache, null, 2) + '\n', 0o600);
+  }
+}
+
+/** A read-only view with some secrets replaced (a rotation's new values before they are stored). */
+export function secretsWith(base: SecretStore, values: Record<string, string>): SecretStore {
+  return { get: (name) => values[name] ?? base.get(name) };
 }
 
 /** The API key a team supplies (services.gatekeeper.apiKeyFile): the first line of the file, without its line end. */

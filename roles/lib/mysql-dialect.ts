@@ -85,6 +85,12 @@ export interface DialectSql {
   reloadTls: string;
   /** The client option that lets a replica / client fetch the server's RSA key for caching_sha2_password without TLS. */
   clientPublicKeyOption: string;
+  /**
+   * Appended to ALTER USER ... IDENTIFIED BY to keep the old password valid
+   * beside the new one (MySQL 8.0.14+ dual passwords); '' where the server has
+   * none (MariaDB: the proxy falls back to the old password instead).
+   */
+  retainCurrentPassword: string;
 }
 
 /** A string literal in either dialect's default sql_mode. */
@@ -113,6 +119,7 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     clientTls: (ca) => ['ssl', `ssl-ca=${ca}`, 'ssl-verify-server-cert'],
     reloadTls: 'FLUSH SSL',
     clientPublicKeyOption: '',
+    retainCurrentPassword: '',
   },
   mysql: {
     replicaStatus: 'SHOW REPLICA STATUS',
@@ -129,5 +136,6 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     clientTls: (ca) => [`ssl-ca=${ca}`, 'ssl-mode=VERIFY_IDENTITY'],
     reloadTls: 'ALTER INSTANCE RELOAD TLS',
     clientPublicKeyOption: ' --get-server-public-key',
+    retainCurrentPassword: ' RETAIN CURRENT PASSWORD',
   },
 };
