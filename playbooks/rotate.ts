@@ -28,6 +28,7 @@ import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
 import { RELOAD_FAILED, RELOADED } from '../services/config.ts';
 import { type Account, desiredAccounts, managerHost, passwordChangeSql, passwordDiscardSql, workerHosts } from '../roles/lib/mysql-accounts.ts';
 import { DIALECT_SQL } from '../roles/lib/mysql-dialect.ts';
+import { SYSBENCH_OPTIONS_PATH, sysbenchOptions } from '../roles/lib/mysql-meta.ts';
 import { catchUpScript, changeSourceSql, replicaSource } from '../roles/lib/mysql-replication.ts';
 import { SECRETS } from '../roles/lib/names.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from '../roles/lib/os.ts';
@@ -103,6 +104,7 @@ export type Step =
   | { kind: 'alter' }
   | { kind: 'replicas caught up' }
   | { kind: 'repoint replicas' }
+  | { kind: 'tool option files' }
   | { kind: 'store' }
   | { kind: 'grace' }
   | { kind: 'discard old passwords' };
@@ -120,6 +122,7 @@ export function rotationSteps(d: Dialect, plan: Plan): Step[] {
   if (configs) steps.push({ kind: 'configs', phase: 'accept' });
   if (db.length) steps.push({ kind: 'alter' }, { kind: 'replicas caught up' });
   if (db.some((i) => i.accounts.some((a) => a.usedBy === 'replication'))) steps.push({ kind: 'repoint replicas' });
+  if (db.some((i) => i.accounts.some((a) => a.usedBy === 'tool'))) steps.push({ kind: 'tool option files' });
   steps.push({ kind: 'store' });
   if (configs) steps.push({ kind: 'configs', phase: 'switch' });
   if (plan.items.some((i) => i.group === 'api-key')) steps.push({ kind: 'grace' });
@@ -269,6 +272,14 @@ export async function main(args: string[]): Promise<never> {
             await c.exec(catchUpScript(d, src), { stdin: `${pw}\n` });
           }
         },
+        'tool option files': async () => {
+          // sysbench reads its password from the 0600 option file the sysbench role writes
+          const pw = pending.next[SECRETS.mysqlSysbench];
+          if (!pw) return;
+          await Promise.all(hosts.filter((h) => h.node.db && h.node.roles.includes('sysbench')).map(async (h) => {
+            await (await logConn(h)).writeFile(SYSBENCH_OPTIONS_PATH, sysbenchOptions(cluster.database.sysbench, pw), { mode: '0600', owner: 'root:root' });
+          }));
+        },
         store: async () => {
           store.setAll(pending.next);
         },
@@ -310,6 +321,7 @@ function stepTitle(s: Step): string {
     case 'alter': return 'ALTER USER on the manager';
     case 'replicas caught up': return 'replicas have the new passwords';
     case 'repoint replicas': return 'replication re-pointed with its new password';
+    case 'tool option files': return 'sysbench option files';
     case 'store': return 'new secrets stored (.rampart/secrets.json)';
     case 'grace': return 'grace for API clients';
     case 'discard old passwords': return 'DISCARD OLD PASSWORD';

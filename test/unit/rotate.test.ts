@@ -48,7 +48,8 @@ describe('what rotates', () => {
 
   test('steps: MySQL keeps the old password until DISCARD; MariaDB has no dual password (the proxy falls back instead)', () => {
     const kinds = (d: Dialect, only?: string[]) => rotationSteps(d, rotationPlan(d, cluster, hosts, only ? new Set(only as never) : undefined)).map((s) => ('phase' in s ? `${s.kind}:${s.phase}` : s.kind));
-    const common = ['configs:accept', 'alter', 'replicas caught up', 'repoint replicas', 'store', 'configs:switch', 'grace', 'configs:final'];
+    const sysbench = cluster.nodes.some((n) => n.db && n.roles.includes('sysbench')) ? ['tool option files'] : [];
+    const common = ['configs:accept', 'alter', 'replicas caught up', 'repoint replicas', ...sysbench, 'store', 'configs:switch', 'grace', 'configs:final'];
     expect(kinds('mariadb')).toEqual(common);
     expect(kinds('mysql')).toEqual([...common, 'discard old passwords']);
     expect(kinds('mariadb', ['api-key'])).toEqual(['configs:accept', 'store', 'configs:switch', 'grace', 'configs:final']);
