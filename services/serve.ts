@@ -45,9 +45,15 @@ interface Listening {
 }
 
 export async function serve<S extends ServiceName>(name: S, build: Builder<S>): Promise<Listening> {
+  // SIGHUP: read the config again and swap in an app built from it (new secrets, no restart).
+  // One arriving while the service starts must not kill it (the default action): it reloads once started.
+  let hupWhileStarting = false;
+  const early = (): void => void (hupWhileStarting = true);
+  process.on('SIGHUP', early);
   const config = loadConfig(name);
-  // SIGHUP: read the config again and swap in an app built from it (new secrets, no restart)
   const live = reloadable(name, await build(config), build, { retireMs: DRAIN_MS });
+  process.off('SIGHUP', early);
+  if (hupWhileStarting) void live.reload();
   const { host, port } = config.listen;
   const server = await listen(live.hop, host, port, config.tls);
   // The Node adapter binds asynchronously (its callback fires early): announce only once a connect succeeds.
