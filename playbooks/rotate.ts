@@ -225,7 +225,9 @@ export async function main(args: string[]): Promise<never> {
       writeFileAtomic(pendingPath, JSON.stringify(pending) + '\n', 0o600);
       const masked = new RunLog(paths.dir, 'rotate', [...store.values(), ...Object.values(pending.next), ...Object.values(pending.old)]);
       const log = masked.record;
-      conns.clear(); // reconnect with the log that masks the new values too
+      // reconnect with the log that masks the new values too
+      for (const c of conns.values()) c.close();
+      conns.clear();
       const logConn = async (h: Host): Promise<Connection> => {
         let c = conns.get(h.name);
         if (!c) {
