@@ -18,7 +18,7 @@ import { SpecError } from './errors.ts';
 import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
 import { builtinRoles, isRoleManifest, RoleError, userRoleKit, type JsonSchema, type RoleManifest, type RoleRegistry } from './roles.ts';
 import { suggest } from './suggest.ts';
-import { readApiKeyFile } from './secrets.ts';
+import { API_KEY_PATTERN, readApiKeyFile, teamApiKey } from './secrets.ts';
 import { allows, flowPolicy, RESERVED_PEERS } from './flows.ts';
 import type {
   Cluster, DbRole, FlowSpec, NodeSpec, RoleName, ServiceName,
@@ -145,7 +145,7 @@ export function parseCluster(source: string, file: string, roles?: RoleRegistry)
   }
   semanticChecks(data as RawCluster, ctx, registry);
   checkOwnCertificate(data as RawCluster, path.dirname(abs), ctx);
-  checkApiKeyFile(data as RawCluster, path.dirname(abs), ctx);
+  checkTeamApiKey(data as RawCluster, path.dirname(abs), ctx);
   if (ctx.problems.length) throw ctx.error();
 
   return normalise(data as RawCluster, abs, registry);
@@ -741,17 +741,32 @@ function checkOwnCertificate(c: RawCluster, dir: string, ctx: Context): void {
   }
 }
 
-/** services.gatekeeper.apiKeyFile: readable, its first line a key of 16+ header-safe characters. */
-function checkApiKeyFile(c: RawCluster, dir: string, ctx: Context): void {
-  const rel = c.services.gatekeeper.apiKeyFile;
-  if (!rel) return;
-  const file = path.resolve(dir, rel);
-  const at: Seg[] = ['services', 'gatekeeper', 'apiKeyFile'];
-  try {
-    const key = readApiKeyFile(file);
-    if (!/^[A-Za-z0-9._~+/=-]{16,256}$/.test(key)) ctx.report(at, `services.gatekeeper.apiKeyFile: the first line of ${file} must be 16-256 characters of A-Z a-z 0-9 . _ ~ + / = -`);
-  } catch (e) {
-    ctx.report(at, `services.gatekeeper.apiKeyFile: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+/**
+ * services.gatekeeper.apiKeyFile / apiKeyEnv: the team's own key, readable (the
+ * file; the variable set), a key of 16+ header-safe characters. Errors never
+ * show the key.
+ */
+function checkTeamApiKey(c: RawCluster, dir: string, ctx: Context, env: NodeJS.ProcessEnv = process.env): void {
+  const { apiKeyFile: rel, apiKeyEnv: name } = c.services.gatekeeper;
+  const shape = '16-256 characters of A-Z a-z 0-9 . _ ~ + / = -';
+  if (rel && name) {
+    ctx.report(['services', 'gatekeeper', 'apiKeyEnv'], 'services.gatekeeper.apiKeyEnv: set apiKeyFile or apiKeyEnv, not both (one team key)');
+    return;
+  }
+  if (rel) {
+    const file = path.resolve(dir, rel);
+    const at: Seg[] = ['services', 'gatekeeper', 'apiKeyFile'];
+    try {
+      if (!API_KEY_PATTERN.test(readApiKeyFile(file))) ctx.report(at, `services.gatekeeper.apiKeyFile: the first line of ${file} must be ${shape}`);
+    } catch (e) {
+      ctx.report(at, `services.gatekeeper.apiKeyFile: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+  if (name) {
+    const at: Seg[] = ['services', 'gatekeeper', 'apiKeyEnv'];
+    const key = teamApiKey({ apiKeyEnv: name }, env) ?? '';
+    if (!key) ctx.report(at, `services.gatekeeper.apiKeyEnv: the environment variable ${name} is not set (export it before running rampart)`);
+    else if (!API_KEY_PATTERN.test(key)) ctx.report(at, `services.gatekeeper.apiKeyEnv: the value of ${name} must be ${shape} (it has ${key.length} characters)`);
   }
 }
 

@@ -113,6 +113,8 @@ export interface GatekeeperSpec {
   tls?: { cert: string; key: string };
   /** A file holding the clients' API key (absolute path; its first line), instead of the generated one. */
   apiKeyFile?: string;
+  /** An environment variable holding the clients' API key (read when a command runs, never stored), instead of the generated one. */
+  apiKeyEnv?: string;
 }
 
 /** services.proxy.failover: when the proxy declares the manager dead and promotes a worker. */
@@ -180,6 +182,8 @@ export interface Host {
   address: string;
   /** Address other nodes use to reach it. */
   privateAddress: string;
+  /** Public DNS name (AWS PublicDnsName), named in the node's certificate besides its address. */
+  publicDns?: string;
   port: number;
   user: string;
   /** Source CIDR the controller's SSH comes from, as this node sees it (iptables/security groups allow 22 only from it). */

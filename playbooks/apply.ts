@@ -6,7 +6,7 @@ import { resolveLimit } from '../core/limit.ts';
 import { RunLog } from '../core/runlog.ts';
 import { formatPlan, formatRecap, listrOptions } from '../core/output.ts';
 import { plannedResults, recapOf, run } from '../core/run.ts';
-import { FileSecretStore, readApiKeyFile } from '../core/secrets.ts';
+import { FileSecretStore, teamApiKey } from '../core/secrets.ts';
 import { loadClusterWithRoles } from '../core/spec.ts';
 import { HostError } from '../core/errors.ts';
 import { connect, KnownHosts } from '../core/ssh.ts';
@@ -79,7 +79,7 @@ export async function main(args: string[]): Promise<never> {
     const paths = ensureStateDir(cluster.dir);
     const secrets = new FileSecretStore(cluster.dir);
     // the team's own API key is a secret too: masked like the generated ones
-    const ownKey = cluster.services.gatekeeper.apiKeyFile ? [readApiKeyFile(cluster.services.gatekeeper.apiKeyFile)] : [];
+    const ownKey = [teamApiKey(cluster.services.gatekeeper) ?? ''].filter(Boolean);
     const runLog = new RunLog(paths.dir, 'apply', [...secrets.values(), ...ownKey], json ? 0 : verbosity);
     const key = ensureSshKey(cluster.dir);
     const knownHosts = new KnownHosts(paths.knownHosts);

@@ -8,7 +8,7 @@ import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.ts';
 import { RampartError } from '../core/errors.ts';
 import { listrOptions } from '../core/output.ts';
-import { FileSecretStore } from '../core/secrets.ts';
+import { FileSecretStore, teamApiKey } from '../core/secrets.ts';
 import { loadClusterWithRoles } from '../core/spec.ts';
 import { connect, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, readJson, statePaths } from '../core/state.ts';
@@ -125,7 +125,7 @@ function topology(cluster: Cluster, hosts: Host[]): Topology {
 
 /** The API key, without generating one: a missing key means the cluster was never applied. */
 function apiKey(cluster: Cluster): string {
-  if (cluster.services.gatekeeper.apiKeyFile) return clientApiKey(cluster, new FileSecretStore(cluster.dir));
+  if (teamApiKey(cluster.services.gatekeeper) !== null) return clientApiKey(cluster, new FileSecretStore(cluster.dir));
   const paths = statePaths(cluster.dir);
   const stored = readJson<Record<string, string>>(paths.secrets, {});
   if (!stored[SECRETS.apiKey]) {

@@ -443,7 +443,10 @@ export class AwsProvider implements Provider {
       if (!inst?.privateIp) continue;
       if (!jump || node.name === jump.name) {
         if (!inst.publicIp) throw new ProviderError(`instance ${node.name} (${inst.id}) has no public IP`, 'its subnet must allow public IPs; terminate it and apply again');
-        hosts.push({ name: node.name, address: inst.publicIp, privateAddress: inst.privateIp, port: 22, user: SSH_USER, sshFrom: controllerCidr, node });
+        hosts.push({
+          name: node.name, address: inst.publicIp, privateAddress: inst.privateIp, port: 22, user: SSH_USER, sshFrom: controllerCidr, node,
+          ...(inst.publicDns ? { publicDns: inst.publicDns } : {}),
+        });
       } else {
         if (!jumpInst?.publicIp || !jumpInst.privateIp) continue; // unreachable without its jump host
         hosts.push({
@@ -619,6 +622,7 @@ function toInstance(i: Instance): ExistingInstance | undefined {
     type: i.InstanceType ?? '',
     imageId: i.ImageId,
     publicIp: i.PublicIpAddress,
+    ...(i.PublicDnsName ? { publicDns: i.PublicDnsName } : {}),
     privateIp: i.PrivateIpAddress,
     groupIds: instanceGroups(i),
   };

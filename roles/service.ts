@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { HostError } from '../core/errors.ts';
 import { fileFactCommand, shq } from '../core/ssh.ts';
 import { defineRole } from '../core/roles.ts';
-import { readApiKeyFile } from '../core/secrets.ts';
+import { teamApiKey } from '../core/secrets.ts';
 import type { Cluster, Host, SecretStore, ServiceName, Task, TaskContext } from '../core/types.ts';
 import { callerOf, CREDENTIAL_HEADER, nextHopOf } from '../services/contract.ts';
 import type { GatekeeperConfig, ProxyConfig, ServiceConfig, TrustedHostConfig, Upstream } from '../services/schemas.ts';
@@ -43,7 +43,18 @@ function hostWithService(hosts: Host[], s: ServiceName, forNode: string): Host {
 }
 
 /** The secret a service expects from its caller (one per link of the hop chain; the gatekeeper's callers use API keys). */
-const INBOUND_SECRET: Record<ServiceName, string | null> = { gatekeeper: null, trustedhost: SECRETS.gatekeeperToTrusted, proxy: SECRETS.trustedToProxy };
+export const INBOUND_SECRET: Record<ServiceName, string | null> = { gatekeeper: null, trustedhost: SECRETS.gatekeeperToTrusted, proxy: SECRETS.trustedToProxy };
+
+/**
+ * A rotation's overlap (npx zx rotate; `secrets` then holds the new values):
+ * the old values, still accepted by their receivers, and whether the senders
+ * still send the old ones (step 1) or the new ones (step 2). The proxy may log
+ * in with either (db.fallbackPasswords) while an overlap is set.
+ */
+export interface Overlap {
+  previous: Record<string, string>;
+  send: 'old' | 'new';
+}
 
 function inboundCredential(s: ServiceName, secrets: SecretStore): string {
   const name = INBOUND_SECRET[s];
@@ -51,22 +62,36 @@ function inboundCredential(s: ServiceName, secrets: SecretStore): string {
   return secrets.get(name);
 }
 
+/** During a rotation's overlap: the old credential `s` accepts besides the new one. */
+function previousInbound(s: ServiceName, overlap?: Overlap): { previousCredentials?: string[] } {
+  const name = INBOUND_SECRET[s];
+  const old = name ? overlap?.previous[name] : undefined;
+  return old ? { previousCredentials: [old] } : {};
+}
+
 /** Where `s` forwards to: the next hop's private address and the credential it expects. */
-function upstreamOf(cluster: Cluster, s: ServiceName, forNode: string, hosts: Host[], secrets: SecretStore): Upstream {
+function upstreamOf(cluster: Cluster, s: ServiceName, forNode: string, hosts: Host[], secrets: SecretStore, overlap?: Overlap): Upstream {
   const next = nextHopOf(s);
   if (!next) throw new HostError(`${forNode}: the ${s} service forwards to no other service`);
   const h = hostWithService(hosts, next, forNode);
-  return { url: `https://${h.privateAddress}:${servicePort(cluster, next)}`, credential: inboundCredential(next, secrets), ca: TLS_PATHS.ca };
+  const old = overlap?.send === 'old' ? overlap.previous[INBOUND_SECRET[next] ?? ''] : undefined;
+  return { url: `https://${h.privateAddress}:${servicePort(cluster, next)}`, credential: old ?? inboundCredential(next, secrets), ca: TLS_PATHS.ca };
 }
 
-/** The key clients send (X-API-Key): the team's own (services.gatekeeper.apiKeyFile), else the generated one. */
+/** The DB logins the proxy's config holds (user -> secret): what db.fallbackPasswords may cover. */
+export const PROXY_LOGINS: readonly { user: string; secret: string }[] = [
+  { user: DB_USERS.app, secret: SECRETS.mysqlApp },
+  { user: DB_USERS.monitor, secret: SECRETS.mysqlMonitor },
+  { user: DB_USERS.failover, secret: SECRETS.mysqlFailover },
+];
+
+/** The key clients send (X-API-Key): the team's own (services.gatekeeper.apiKeyFile / apiKeyEnv), else the generated one. */
 export function clientApiKey(cluster: Cluster, secrets: SecretStore): string {
-  const own = cluster.services.gatekeeper.apiKeyFile;
-  return own ? readApiKeyFile(own) : secrets.get(SECRETS.apiKey);
+  return teamApiKey(cluster.services.gatekeeper) ?? secrets.get(SECRETS.apiKey);
 }
 
 /** The config object the service reads from RAMPART_SERVICE_CONFIG. */
-export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secrets: SecretStore): ServiceConfig {
+export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secrets: SecretStore, overlap?: Overlap): ServiceConfig {
   const s = host.node.service;
   if (!s) throw new HostError(`${host.name}: node has no service`, 'set `service:` on the node in cluster.yaml');
   const gk = cluster.services.gatekeeper;
@@ -80,9 +105,9 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
     const c: GatekeeperConfig = {
       service: 'gatekeeper',
       ...common,
-      apiKeys: [clientApiKey(cluster, secrets)],
+      apiKeys: [clientApiKey(cluster, secrets), ...(overlap?.previous[SECRETS.apiKey] && !teamApiKey(gk) ? [overlap.previous[SECRETS.apiKey]] : [])],
       rateLimit: { requests: gk.rateLimit.requests, perSeconds: gk.rateLimit.perSeconds },
-      upstream: upstreamOf(cluster, s, host.name, hosts, secrets),
+      upstream: upstreamOf(cluster, s, host.name, hosts, secrets, overlap),
     };
     return c;
   }
@@ -91,17 +116,20 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
       service: 'trustedhost',
       ...common,
       credential: inboundCredential(s, secrets),
-      upstream: upstreamOf(cluster, s, host.name, hosts, secrets),
+      ...previousInbound(s, overlap),
+      upstream: upstreamOf(cluster, s, host.name, hosts, secrets, overlap),
     };
     return c;
   }
   const manager = hosts.find((h) => h.node.db === 'manager');
   if (!manager) throw new HostError(`${host.name}: the proxy needs a node with \`db: manager\``, 'add one to cluster.yaml');
   const px = cluster.services.proxy;
+  const fallback = Object.fromEntries(PROXY_LOGINS.flatMap((l) => (overlap?.previous[l.secret] ? [[l.user, overlap.previous[l.secret]]] : [])));
   const c: ProxyConfig = {
     service: 'proxy',
     ...common,
     credential: inboundCredential(s, secrets),
+    ...previousInbound(s, overlap),
     db: {
       manager: { name: manager.name, host: manager.privateAddress, port: DB_PORT },
       workers: hosts.filter((h) => h.node.db === 'worker').map((h) => ({ name: h.name, host: h.privateAddress, port: DB_PORT })),
@@ -110,6 +138,7 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
       monitor: { user: DB_USERS.monitor, password: secrets.get(SECRETS.mysqlMonitor) },
       ...(px.failover.enabled ? { admin: { user: DB_USERS.failover, password: secrets.get(SECRETS.mysqlFailover) } } : {}),
       database: cluster.database.schema,
+      ...(Object.keys(fallback).length ? { fallbackPasswords: fallback } : {}),
       ssl: { ca: TLS_PATHS.ca },
     },
     defaultMode: px.defaultMode,
@@ -122,8 +151,8 @@ export function serviceConfig(cluster: Cluster, host: Host, hosts: Host[], secre
   return c;
 }
 
-export function configText(cluster: Cluster, host: Host, hosts: Host[], secrets: SecretStore): string {
-  return JSON.stringify(serviceConfig(cluster, host, hosts, secrets), null, 2) + '\n';
+export function configText(cluster: Cluster, host: Host, hosts: Host[], secrets: SecretStore, overlap?: Overlap): string {
+  return JSON.stringify(serviceConfig(cluster, host, hosts, secrets, overlap), null, 2) + '\n';
 }
 
 /** The systemd unit: restart policy, sandboxing, the config path (never a secret). */

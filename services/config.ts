@@ -67,3 +67,73 @@ export function loadConfig<S extends ServiceName>(service: S, path = process.env
   }
   return validateConfig(raw, service, path);
 }
+
+// ------------------------------------------------------------ reload (SIGHUP)
+
+/** The log line a reload ends with (npx zx rotate waits for it in the journal). */
+export const RELOADED = 'reloaded config';
+export const RELOAD_FAILED = 'reload failed';
+
+/** The part of a hop a reload swaps (services/hop.ts's Hop, without importing the hot path). */
+interface Handler {
+  handle(request: Request, clientAddress?: string | null): Promise<Response>;
+}
+
+/**
+ * Takes new secrets without a restart: on SIGHUP the config file is read again
+ * and the app built anew from it; requests arriving from then on go to the new
+ * app, those in flight finish on the old one, which is stopped `retireMs` later
+ * (its pools, its timers). A config that does not load keeps the running app.
+ * The listening socket stays (listen address and certificate change with a
+ * restart, as apply does). Returns the hop to serve and how to stop the live app.
+ */
+export function reloadable<S extends ServiceName, B extends { app: Handler; stop?(): Promise<void> }>(
+  name: S,
+  first: B,
+  build: (config: ConfigFor<S>) => B | Promise<B>,
+  opts: { retireMs: number; load?: () => ConfigFor<S>; signal?: NodeJS.Signals; log?: (line: string) => void } = { retireMs: 10_000 },
+): { hop: B['app']; reload(): Promise<boolean>; stop(): Promise<void> } {
+  const load = opts.load ?? (() => loadConfig(name));
+  const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  let live = first;
+  let generation = 1;
+  let pending: Promise<boolean> = Promise.resolve(true);
+  const retiring = new Map<ReturnType<typeof setTimeout>, B>();
+  const retired: Promise<void>[] = [];
+  const reloadOnce = async (): Promise<boolean> => {
+    let next: B;
+    try {
+      next = await build(load());
+    } catch (e) {
+      log(`${name}: ${RELOAD_FAILED}, still serving generation ${generation}: ${(e as Error).message}`);
+      return false;
+    }
+    const old = live;
+    live = next;
+    generation += 1;
+    log(`${name}: ${RELOADED} (generation ${generation})`);
+    const t = setTimeout(() => {
+      retiring.delete(t);
+      retired.push(old.stop?.() ?? Promise.resolve());
+    }, opts.retireMs);
+    retiring.set(t, old);
+    return true;
+  };
+  // one reload at a time, in the order the signals came
+  const reload = (): Promise<boolean> => (pending = pending.then(reloadOnce));
+  const onSignal = (): void => void reload();
+  process.on(opts.signal ?? 'SIGHUP', onSignal);
+  const hop = { ...first.app, handle: (request: Request, clientAddress?: string | null) => live.app.handle(request, clientAddress) } as B['app'];
+  return {
+    hop,
+    reload,
+    async stop() {
+      process.off(opts.signal ?? 'SIGHUP', onSignal);
+      await pending;
+      const old = [...retiring.values()];
+      for (const t of retiring.keys()) clearTimeout(t);
+      retiring.clear();
+      await Promise.allSettled([...retired, ...old.map((b) => b.stop?.()), live.stop?.()]);
+    },
+  };
+}

@@ -83,6 +83,9 @@ const Behind = <S extends 'trustedhost' | 'proxy'>(service: S) => ({
   service: T.Literal(service),
   ...Common,
   credential: Secret('credential', `The credential the ${callerOf(service)} sends (header ${CREDENTIAL_HEADER}).`),
+  previousCredentials: T.Optional(T.Array(Secret('previousCredentials[]', 'A credential accepted besides `credential` while a rotation switches the caller over (npx zx rotate).'), {
+    error: 'previousCredentials must list credentials of at least 16 characters',
+  })),
 });
 
 export const TrustedHostConfig = T.Object({
@@ -112,6 +115,10 @@ const DbConfig = T.Object({
     error: 'db.admin must be { user, password }',
   })),
   database: T.String({ description: 'Default schema of every connection.', error: 'db needs user, password and database' }),
+  fallbackPasswords: T.Optional(T.Record(T.String({ minLength: 1 }), T.String(), {
+    description: 'user -> the password to log in with when the configured one is refused (access denied): set while a rotation changes the accounts\' passwords (npx zx rotate), so new connections authenticate on either side of the ALTER USER.',
+    error: 'db.fallbackPasswords must map user names to passwords',
+  })),
   poolSize: T.Optional(T.Integer({ minimum: 1, description: 'Connections per node (default 16).', error: 'db.poolSize must be a positive integer' })),
   queryTimeoutMs: T.Optional(T.Integer({ minimum: 1, description: 'Per-query timeout (default 5000).', error: 'db.queryTimeoutMs must be a positive integer' })),
   connectTimeoutMs: T.Optional(T.Integer({ minimum: 1, description: 'Connect timeout of query connections (default 3000; probes use probeTimeoutMs).', error: 'db.connectTimeoutMs must be a positive integer' })),

@@ -4,11 +4,11 @@
 // Progress and failures go to stderr.
 
 import { connect } from 'node:net';
-import { ConfigError, loadConfig } from './config.ts';
+import { ConfigError, loadConfig, reloadable } from './config.ts';
 import type { ServiceName } from './contract.ts';
 import type { ConfigFor } from './schemas.ts';
 import type { Hop } from './hop.ts';
-import { flushLogs, listen } from './http.ts';
+import { DRAIN_MS, flushLogs, listen } from './http.ts';
 
 async function waitListening(host: string, port: number): Promise<void> {
   const target = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
@@ -45,11 +45,17 @@ interface Listening {
 }
 
 export async function serve<S extends ServiceName>(name: S, build: Builder<S>): Promise<Listening> {
+  // SIGHUP: read the config again and swap in an app built from it (new secrets, no restart).
+  // One arriving while the service starts must not kill it (the default action): it reloads once started.
+  let hupWhileStarting = false;
+  const early = (): void => void (hupWhileStarting = true);
+  process.on('SIGHUP', early);
   const config = loadConfig(name);
-  const built = await build(config);
-  const { app } = built;
+  const live = reloadable(name, await build(config), build, { retireMs: DRAIN_MS });
+  process.off('SIGHUP', early);
+  if (hupWhileStarting) void live.reload();
   const { host, port } = config.listen;
-  const server = await listen(app, host, port, config.tls);
+  const server = await listen(live.hop, host, port, config.tls);
   // The Node adapter binds asynchronously (its callback fires early): announce only once a connect succeeds.
   await waitListening(host, port);
   process.stderr.write(`${name}: listening on ${config.tls ? 'https' : 'http'}://${host}:${port} (${typeof Bun === 'undefined' ? 'node' : 'bun'})\n`);
@@ -57,7 +63,7 @@ export async function serve<S extends ServiceName>(name: S, build: Builder<S>): 
   const stop = async (): Promise<void> => {
     clearInterval(gc);
     await server.stop();
-    await built.stop?.();
+    await live.stop();
     flushLogs();
   };
   const onSignal = (): void => {

@@ -17,6 +17,8 @@ export interface ExistingInstance {
   type: string;
   imageId?: string;
   publicIp?: string;
+  /** EC2's public DNS name (ec2-203-0-113-7.compute-1.amazonaws.com), when the VPC gives one. */
+  publicDns?: string;
   privateIp?: string;
   groupIds: string[];
 }

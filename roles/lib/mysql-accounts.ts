@@ -25,6 +25,12 @@ export interface Account {
   schemas: Record<string, string[]>;
   /** REQUIRE SSL: the account logs in over TLS only (the network accounts; sysbench's local socket needs none). */
   ssl: boolean;
+  /**
+   * Who logs in with it, which tells npx zx rotate how to hand over a new
+   * password: the proxy (its config, reloaded), replication (the replicas are
+   * re-pointed), or a tool reading the secret when it runs (sysbench).
+   */
+  usedBy: 'proxy' | 'replication' | 'tool';
 }
 
 const APP_PRIVS = ['SELECT', 'INSERT', 'UPDATE', 'DELETE'];
@@ -45,21 +51,21 @@ export function desiredAccounts(d: Dialect, cluster: Cluster, hosts: Host[]): Ac
   for (const p of hosts.filter((h) => h.node.service === 'proxy')) {
     // EXECUTE only when cluster.yaml allow-lists routines (the gatekeeper's policy names which ones)
     const appPrivs = cluster.services.gatekeeper.routines.length ? [...APP_PRIVS, 'EXECUTE'] : APP_PRIVS;
-    out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: appPrivs }, ssl: true });
+    out.push({ user: DB_USERS.app, host: p.privateAddress, secret: SECRETS.mysqlApp, global: [], schemas: { [cluster.database.schema]: appPrivs }, ssl: true, usedBy: 'proxy' });
     // a separate probe user, so the app user keeps DML on its schema and nothing else
-    out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [DIALECT_SQL[d].monitorPrivilege], schemas: {}, ssl: true });
+    out.push({ user: DB_USERS.monitor, host: p.privateAddress, secret: SECRETS.mysqlMonitor, global: [DIALECT_SQL[d].monitorPrivilege], schemas: {}, ssl: true, usedBy: 'proxy' });
     if (cluster.services.proxy.failover.enabled) {
       // promote / re-point / fence (the exact grants: DIALECT_SQL[d].failoverPrivileges)
-      out.push({ user: DB_USERS.failover, host: p.privateAddress, secret: SECRETS.mysqlFailover, global: [...DIALECT_SQL[d].failoverPrivileges], schemas: {}, ssl: true });
+      out.push({ user: DB_USERS.failover, host: p.privateAddress, secret: SECRETS.mysqlFailover, global: [...DIALECT_SQL[d].failoverPrivileges], schemas: {}, ssl: true, usedBy: 'proxy' });
     }
   }
   for (const w of workerHosts(hosts)) {
-    out.push({ user: DB_USERS.repl, host: w.privateAddress, secret: SECRETS.mysqlRepl, global: ['REPLICATION SLAVE'], schemas: {}, ssl: true });
+    out.push({ user: DB_USERS.repl, host: w.privateAddress, secret: SECRETS.mysqlRepl, global: ['REPLICATION SLAVE'], schemas: {}, ssl: true, usedBy: 'replication' });
   }
   if (cluster.nodes.some((n) => n.db && n.roles.includes('sysbench'))) {
     // the server's default plugin (caching_sha2_password on MySQL): sysbench logs in over the
     // socket with it, and mysql_native_password is disabled in 8.4 and gone in 9.0
-    out.push({ user: DB_USERS.sysbench, host: 'localhost', secret: SECRETS.mysqlSysbench, global: [], schemas: { [SYSBENCH_SCHEMA]: SYSBENCH_PRIVS }, ssl: false });
+    out.push({ user: DB_USERS.sysbench, host: 'localhost', secret: SECRETS.mysqlSysbench, global: [], schemas: { [SYSBENCH_SCHEMA]: SYSBENCH_PRIVS }, ssl: false, usedBy: 'tool' });
   }
   return out;
 }
@@ -262,4 +268,20 @@ export function accountStatements(a: Account, password: string): string[] {
   if (a.global.length) out.push(`GRANT ${a.global.join(', ')} ON *.* TO ${who}`);
   for (const [schema, privs] of Object.entries(a.schemas)) out.push(`GRANT ${privs.join(', ')} ON ${sqlIdent(schema)}.* TO ${who}`);
   return out;
+}
+
+/**
+ * A new password for existing accounts, grants untouched (npx zx rotate; on
+ * the manager, replicated). `retain`: where the dialect has dual passwords
+ * (MySQL), the old one keeps working until passwordDiscardSql.
+ */
+export function passwordChangeSql(d: Dialect, accounts: readonly Account[], password: (secret: string) => string): string {
+  const retain = DIALECT_SQL[d].retainCurrentPassword;
+  return accounts.map((a) => `ALTER USER ${sqlString(a.user)}@${sqlString(a.host)} IDENTIFIED BY ${sqlString(password(a.secret))}${retain};`).join('\n') + '\n';
+}
+
+/** Ends the overlap where the dialect has one (MySQL: DISCARD OLD PASSWORD); null on MariaDB, where ALTER USER already replaced it. */
+export function passwordDiscardSql(d: Dialect, accounts: readonly Account[]): string | null {
+  if (!DIALECT_SQL[d].retainCurrentPassword) return null;
+  return accounts.map((a) => `ALTER USER ${sqlString(a.user)}@${sqlString(a.host)} DISCARD OLD PASSWORD;`).join('\n') + '\n';
 }

@@ -97,6 +97,12 @@ export interface DialectSql {
   failover: FailoverSql;
   /** The client option that lets a replica / client fetch the server's RSA key for caching_sha2_password without TLS. */
   clientPublicKeyOption: string;
+  /**
+   * Appended to ALTER USER ... IDENTIFIED BY to keep the old password valid
+   * beside the new one (MySQL 8.0.14+ dual passwords); '' where the server has
+   * none (MariaDB: the proxy falls back to the old password instead).
+   */
+  retainCurrentPassword: string;
   /** Semi-synchronous replication's names in this dialect. */
   semiSync: SemiSyncNames;
 }
@@ -185,6 +191,7 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     reloadTls: 'FLUSH SSL',
     failoverPrivileges: ['RELOAD', 'REPLICATION SLAVE ADMIN', 'READ_ONLY ADMIN', 'SLAVE MONITOR'],
     clientPublicKeyOption: '',
+    retainCurrentPassword: '',
     failover: {
       state: 'SELECT @@GLOBAL.gtid_current_pos AS executed, @@GLOBAL.server_id AS self',
       stopReceiver: 'STOP SLAVE IO_THREAD',
@@ -223,6 +230,7 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
     reloadTls: 'ALTER INSTANCE RELOAD TLS',
     failoverPrivileges: ['RELOAD', 'REPLICATION CLIENT', 'REPLICATION_SLAVE_ADMIN', 'SYSTEM_VARIABLES_ADMIN'],
     clientPublicKeyOption: ' --get-server-public-key',
+    retainCurrentPassword: ' RETAIN CURRENT PASSWORD',
     failover: {
       state: "SELECT REPLACE(@@GLOBAL.gtid_executed, '\\n', '') AS executed, @@GLOBAL.server_uuid AS self",
       stopReceiver: 'STOP REPLICA IO_THREAD',

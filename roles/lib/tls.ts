@@ -9,9 +9,10 @@ import { readFileSync } from 'node:fs';
 import { ensureCa, ensureServerCert, sanText, type TlsFiles } from '../../core/tls.ts';
 import type { Cluster, Host } from '../../core/types.ts';
 
-/** The names a node's certificate carries: its private address, its public one (if reachable directly), its name. */
+/** The names a node's certificate carries: its private address, its public address and DNS name (if reachable directly), its name. */
 export function certificateNames(host: Host): string[] {
-  return [...new Set([host.privateAddress, host.jump ? '' : host.address, host.name].filter(Boolean))];
+  const pub = host.jump ? [] : [host.address, host.publicDns ?? ''];
+  return [...new Set([host.privateAddress, ...pub, host.name].filter(Boolean))];
 }
 
 const issued = new Map<string, TlsFiles>();

@@ -67,7 +67,7 @@ export function semiSyncReport(config: ProxyConfig, s: DbNode['semiSync']): { wa
 }
 
 function buildApp(config: ProxyConfig, router: Router, failover: Failover): Hop {
-  const credentialMatches = secretChecker([config.credential]);
+  const credentialMatches = secretChecker([config.credential, ...(config.previousCredentials ?? [])]);
 
   const refuseUnsynced = config.semiSync?.enabled === true && config.semiSync.onTimeout === 'refuse';
 

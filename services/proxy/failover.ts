@@ -20,7 +20,7 @@ import mysql from 'mysql2/promise';
 import { DIALECT_SQL, type FailoverSql } from '../../roles/lib/mysql-dialect.ts';
 import type { DbConfig } from '../schemas.ts';
 import { choosePromotion, parseGtidSet, union, type Candidate, type GtidDialect, type GtidSet } from './gtid.ts';
-import type { DbNode } from './nodes.ts';
+import { FallbackPool, type DbNode } from './nodes.ts';
 import type { Router } from './router.ts';
 
 export interface FailoverSettings {
@@ -57,7 +57,7 @@ export class Failover {
   /** Origins (server_uuid / server_id) seen in the primary's GTIDs while it lived: what is not errant. */
   private primaries = new Set<string>();
   private lastOriginsRead = 0;
-  private readonly admin = new Map<string, mysql.Pool>();
+  private readonly admin = new Map<string, FallbackPool>();
   private readonly fenced = new Set<DbNode>();
 
   constructor(
@@ -68,24 +68,31 @@ export class Failover {
     private readonly timeoutMs: number,
   ) {}
 
-  private pool(node: DbNode): mysql.Pool {
+  private pool(node: DbNode): FallbackPool {
     let p = this.admin.get(node.name);
     if (!p) {
       const ep = this.endpoints.get(node.name)!;
-      p = mysql.createPool({
+      const opts: mysql.PoolOptions = {
         host: ep.host, port: ep.port, user: this.db.admin!.user, password: this.db.admin!.password,
         connectTimeout: this.timeoutMs, connectionLimit: 1, maxIdle: 1, enableKeepAlive: true, trace: false,
         // the failover account is REQUIRE SSL like the others: TLS, the server verified against the cluster CA
         ...(this.db.ssl ? { ssl: { ca: readFileSync(this.db.ssl.ca, 'utf8'), rejectUnauthorized: true } } : {}),
-      });
-      p.on('connection', (c) => c.on('error', () => undefined));
+      };
+      const make = (o: mysql.PoolOptions) => {
+        const pool = mysql.createPool(o);
+        pool.on('connection', (c) => c.on('error', () => undefined));
+        return pool;
+      };
+      // during a rotation the server may still hold the old password (db.fallbackPasswords)
+      const old = this.db.fallbackPasswords?.[this.db.admin!.user];
+      p = new FallbackPool(make(opts), old === undefined ? null : make({ ...opts, password: old }));
       this.admin.set(node.name, p);
     }
     return p;
   }
 
   private async q(node: DbNode, sql: string, timeout = this.timeoutMs): Promise<Record<string, unknown>[]> {
-    const [rows] = await this.pool(node).query({ sql, timeout });
+    const [rows] = await this.pool(node).use((pool) => pool.query({ sql, timeout }));
     return Array.isArray(rows) ? (rows as Record<string, unknown>[]) : [];
   }
 
@@ -203,6 +210,6 @@ export class Failover {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([...this.admin.values()].map((p) => p.end()));
+    await Promise.allSettled([...this.admin.values()].flatMap((p) => p.pools()).map((p) => p.end()));
   }
 }

@@ -51,6 +51,38 @@ export function isUnavailable(e: unknown): boolean {
   return /closed state|Pool is closed|Connection lost/i.test(err.message ?? '');
 }
 
+/** The server refused the login (wrong password): nothing ran, another password may be tried. */
+export function isAccessDenied(e: unknown): boolean {
+  const err = e as MysqlLikeError;
+  return err?.errno === 1045 || err?.code === 'ER_ACCESS_DENIED_ERROR';
+}
+
+/**
+ * A pool and, while a rotation changes its user's password (db.fallbackPasswords),
+ * one with the other password: a login the server refuses is tried again with it
+ * (nothing ran), so new connections authenticate before and after the ALTER USER
+ * (MariaDB has no dual password). After a refusal the other pool is used first for a second.
+ */
+export class FallbackPool {
+  private preferFallbackUntil = 0;
+  constructor(readonly primary: mysql.Pool, readonly fallback: mysql.Pool | null) {}
+
+  async use<T>(f: (pool: mysql.Pool) => Promise<T>): Promise<T> {
+    const order = this.fallback && Date.now() < this.preferFallbackUntil ? [this.fallback, this.primary] : [this.primary, this.fallback];
+    try {
+      return await f(order[0]!);
+    } catch (e) {
+      if (!order[1] || !isAccessDenied(e)) throw e;
+      if (order[0] === this.primary) this.preferFallbackUntil = Date.now() + 1000;
+      return f(order[1]);
+    }
+  }
+
+  pools(): mysql.Pool[] {
+    return this.fallback ? [this.primary, this.fallback] : [this.primary];
+  }
+}
+
 export function isTimeout(e: unknown): boolean {
   return (e as MysqlLikeError)?.code === 'PROTOCOL_SEQUENCE_TIMEOUT';
 }
@@ -131,8 +163,8 @@ export class DbNode {
   /** The SQL (applier) thread runs: the replica is not broken, only maybe cut off. */
   applying = false;
   lastError: string | undefined;
-  private readonly pool: mysql.Pool;
-  private readonly probePool: mysql.Pool;
+  private readonly pool: FallbackPool;
+  private readonly probePool: FallbackPool;
   private probing = false;
   private closed = false;
 
@@ -160,21 +192,37 @@ export class DbNode {
       // arrays of 16000 slots by default, about 0.5 MB per connection (half of what one costs).
       maxPreparedStatements: PREPARED_CACHE,
     };
-    this.pool = mysql.createPool({ ...base, connectionLimit: db.poolSize ?? 16, maxIdle: db.poolSize ?? 16 });
+    const fallback = (opts: mysql.PoolOptions): mysql.PoolOptions | null => {
+      const pw = opts.user ? db.fallbackPasswords?.[opts.user] : undefined;
+      return pw === undefined ? null : { ...opts, password: pw };
+    };
+    const queryPool = (opts: mysql.PoolOptions): mysql.Pool => {
+      const pool = mysql.createPool(opts);
+      // Errors on idle connections must not crash the process; queries report them.
+      // Every connection gets a fixed sql_mode without ANSI_QUOTES / NO_BACKSLASH_ESCAPES: the
+      // policy's tokenizer reads quotes and backslashes as in the default mode, so the server must too.
+      // (Queued before any other command on the new connection.)
+      pool.on('connection', (c) => {
+        c.on('error', () => undefined);
+        // The event hands over the callback-style connection (the promise typings say otherwise).
+        (c as unknown as CallbackConnection).query(`SET SESSION sql_mode = '${SQL_MODE}'`, () => undefined);
+      });
+      return pool;
+    };
+    const probePool = (opts: mysql.PoolOptions): mysql.Pool => {
+      const pool = mysql.createPool(opts);
+      pool.on('connection', (c) => c.on('error', () => undefined));
+      return pool;
+    };
+    const queryOpts: mysql.PoolOptions = { ...base, connectionLimit: db.poolSize ?? 16, maxIdle: db.poolSize ?? 16 };
+    const queryFallback = fallback(queryOpts);
+    this.pool = new FallbackPool(queryPool(queryOpts), queryFallback && queryPool(queryFallback));
     // Probes decide health: a node that cannot even connect within the probe timeout is down.
     // (with their own user when configured: it may read replica status and no data, so no default schema)
     const probeBase = db.monitor ? { ...base, user: db.monitor.user, password: db.monitor.password, database: undefined } : base;
-    this.probePool = mysql.createPool({ ...probeBase, connectTimeout: probeTimeoutMs, connectionLimit: 1, maxIdle: 1 });
-    // Errors on idle connections must not crash the process; queries report them.
-    // Every connection gets a fixed sql_mode without ANSI_QUOTES / NO_BACKSLASH_ESCAPES: the
-    // policy's tokenizer reads quotes and backslashes as in the default mode, so the server must too.
-    // (Queued before any other command on the new connection.)
-    this.pool.on('connection', (c) => {
-      c.on('error', () => undefined);
-      // The event hands over the callback-style connection (the promise typings say otherwise).
-      (c as unknown as CallbackConnection).query(`SET SESSION sql_mode = '${SQL_MODE}'`, () => undefined);
-    });
-    this.probePool.on('connection', (c) => c.on('error', () => undefined));
+    const probeOpts: mysql.PoolOptions = { ...probeBase, connectTimeout: probeTimeoutMs, connectionLimit: 1, maxIdle: 1 };
+    const probeFallback = fallback(probeOpts);
+    this.probePool = new FallbackPool(probePool(probeOpts), probeFallback && probePool(probeFallback));
   }
 
   /**
@@ -217,7 +265,7 @@ export class DbNode {
   async run(sql: string, params: SqlParam[] | undefined): Promise<QueryResult> {
     const start = performance.now();
     try {
-      const conn = await this.pool.getConnection();
+      const conn = await this.pool.use((pool) => pool.getConnection());
       let result: unknown;
       try {
         const opts = { sql, timeout: this.queryTimeoutMs };
@@ -249,13 +297,13 @@ export class DbNode {
     try {
       if (this.role === 'manager') {
         if (this.watchSemiSync) {
-          const [rows] = await this.probePool.query({ sql: SEMI_SYNC_STATUS_SQL, timeout: timeoutMs });
+          const [rows] = await this.probePool.use((pool) => pool.query({ sql: SEMI_SYNC_STATUS_SQL, timeout: timeoutMs }));
           this.semiSync = parseSemiSyncStatus(rows as { Variable_name?: string; Value?: string }[]);
         } else {
-          await this.probePool.query({ sql: 'SELECT 1', timeout: timeoutMs });
+          await this.probePool.use((pool) => pool.query({ sql: 'SELECT 1', timeout: timeoutMs }));
         }
       } else {
-        const [rows] = await this.probePool.query({ sql: REPLICA_STATUS_SQL, timeout: timeoutMs });
+        const [rows] = await this.probePool.use((pool) => pool.query({ sql: REPLICA_STATUS_SQL, timeout: timeoutMs }));
         const r = (rows as Record<string, unknown>[])[0];
         if (!r) {
           this.replicating = false;
@@ -314,6 +362,6 @@ export class DbNode {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.allSettled([this.pool.end(), this.probePool.end()]);
+    await Promise.allSettled([...this.pool.pools(), ...this.probePool.pools()].map((p) => p.end()));
   }
 }

@@ -8,7 +8,7 @@ import { HttpError, secretChecker } from '../http.ts';
 import { buildRelay } from '../relay.ts';
 
 export function buildTrustedHost(config: TrustedHostConfig, forward: ForwardFn = httpForwarder(config.upstream)) {
-  const credentialMatches = secretChecker([config.credential]);
+  const credentialMatches = secretChecker([config.credential, ...(config.previousCredentials ?? [])]);
   return buildRelay({
     hop: 'trustedhost',
     maxBodyBytes: config.maxBodyBytes,

@@ -11,15 +11,22 @@
 //     (checked from the calling node), and answers nothing in plain HTTP
 //   - the DB accounts REQUIRE SSL, the manager counts TLS handshakes, the
 //     worker replicates over TLS with the manager's certificate verified
-//   - a second apply changes nothing
+//   - npx zx rotate during a steady client loop (8 concurrent, writes and
+//     reads over HTTPS, the key read from .rampart/secrets.json as a client
+//     would): 0 failed requests; then the old API key gets 401, the old hop
+//     credential 401, the old replication password is refused from the
+//     worker, the old app/monitor passwords are gone on the manager; nothing
+//     secret in its output or logs
+//   - a second apply changes nothing (after the rotation: the stored secrets are the live ones)
 // Traffic: only between this host (the bridge's .1) and the cluster's nodes.
 // Needs Linux + root; skips elsewhere, fails when CI=true.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCa } from '../../core/tls.ts';
 import type { RunReport } from '../../core/types.ts';
+import { nativePasswordHash } from '../../roles/lib/mysql-accounts.ts';
 import { SECRETS } from '../../roles/lib/names.ts';
 import { e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
 
@@ -171,6 +178,96 @@ describe.skipIf(!RUN)(`TLS on every hop (LXC, ${MYSQL ? 'Oracle MySQL' : 'MariaD
     }
     expect(n).toBe(1);
   }, 60_000);
+
+  test('rotate during a steady client loop: 0 failed requests; afterwards every old secret is refused', async () => {
+    const ca = readFileSync(first.endpoint!.ca!, 'utf8');
+    const secretsFile = join(dir, '.rampart', 'secrets.json');
+    const old = JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, string>;
+
+    const check = await zx<{ rotate: string[]; skipped: string[] }>('rotate', file, ['--check']);
+    expect(check.code).toBe(0);
+    expect(check.json.rotate).toEqual([
+      'gatekeeper API key (X-API-Key)', 'gatekeeper -> trustedhost credential', 'trustedhost -> proxy credential',
+      'DB password of rampart_app (1 account, used by proxy)', 'DB password of rampart_monitor (1 account, used by proxy)', 'DB password of rampart_repl (1 account, used by replication)',
+    ]);
+
+    // the client: reads the key where clients of the generated key find it, on every request
+    let done = false;
+    let ok = 0;
+    let writes = 0;
+    const failed: string[] = [];
+    const tag = `ROT${Date.now() % 100000}`;
+    const client = async (id: number): Promise<void> => {
+      for (let i = 0; !done; i++) {
+        const key = (JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, string>)[SECRETS.apiKey];
+        const write = i % 2 === 0;
+        const body = write
+          ? { sql: 'INSERT INTO sakila.actor (first_name, last_name) VALUES (?, ?)', params: [tag, `C${id}`] }
+          : { sql: 'SELECT actor_id FROM sakila.actor ORDER BY actor_id LIMIT 3', mode: 'random' };
+        try {
+          const res = await fetch(`${first.endpoint!.url}/query`, {
+            method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body),
+            signal: AbortSignal.timeout(15_000), tls: { ca },
+          } as RequestInit);
+          const text = await res.text();
+          if (res.status === 200) { ok++; if (write) writes++; } else failed.push(`${res.status} ${text.slice(0, 200)}`);
+        } catch (e) {
+          failed.push(`error ${(e as Error).message}`);
+        }
+      }
+    };
+    const clients = Array.from({ length: 8 }, (_, i) => client(i));
+    await Bun.sleep(1000);
+    const before = ok;
+    const r = await zx<{ rotated: string[]; durationMs: number; log: string }>('rotate', file, ['--grace', '3']);
+    await Bun.sleep(1000);
+    done = true;
+    await Promise.all(clients);
+    if (r.code !== 0) throw new Error(`rotate failed (${r.code}):\n${r.stdout}\n${r.stderr.slice(-3000)}`);
+    process.stderr.write(`rotation: ${r.json.durationMs} ms; client loop: ${ok} ok (${writes} writes, ${ok - before} after the start), ${failed.length} failed\n`);
+    expect(failed).toEqual([]);
+    expect(ok - before).toBeGreaterThan(100);
+    expect(r.json.rotated).toEqual(check.json.rotate);
+
+    const now = JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, string>;
+    const rotated = [SECRETS.apiKey, SECRETS.gatekeeperToTrusted, SECRETS.trustedToProxy, SECRETS.mysqlApp, SECRETS.mysqlMonitor, SECRETS.mysqlRepl];
+    for (const k of rotated) expect(now[k]).not.toBe(old[k]);
+    expect(existsSync(join(dir, '.rampart', 'rotation.json'))).toBe(false);
+    // nothing secret in its output or its logs
+    const logs = readdirSync(join(dir, '.rampart', 'logs')).filter((f) => f.includes('-rotate-')).map((f) => readFileSync(join(dir, '.rampart', 'logs', f), 'utf8')).join('\n');
+    for (const k of rotated) for (const v of [old[k], now[k]]) {
+      expect(r.stdout + r.stderr).not.toContain(v);
+      expect(logs).not.toContain(v);
+    }
+
+    // the old API key: 401; the new one works
+    const withKey = (key: string) => fetch(`${first.endpoint!.url}/query`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify({ sql: 'SELECT 1 AS one FROM sakila.actor LIMIT 1' }), tls: { ca },
+    } as RequestInit);
+    expect((await withKey(old[SECRETS.apiKey])).status).toBe(401);
+    expect((await withKey(now[SECRETS.apiKey])).status).toBe(200);
+    // the old hop credential: the trusted host answers 401 (revoked values only ever reach a command line here)
+    const th = (cred: string) => sh('gatekeeper', `curl -s -o /dev/null -w '%{http_code}' -m 3 --cacert /etc/rampart/tls/ca.pem -H 'x-rampart-credential: ${cred}' https://${ADDR.trustedhost}:5000/health; true`).trim();
+    expect(th(old[SECRETS.gatekeeperToTrusted])).toBe('401');
+    // the old replication password: refused when the worker logs in with it; replication runs on the new one
+    const tls = MYSQL ? '--ssl-mode=VERIFY_CA' : '--ssl --ssl-verify-server-cert';
+    const login = onNode(file, ADDR.worker1, `umask 077; f=$(mktemp); printf '[client]\\npassword=%s\\n' '${old[SECRETS.mysqlRepl]}' > "$f"; mysql --defaults-extra-file="$f" -h ${ADDR.manager} -u rampart_repl ${tls} --ssl-ca=/etc/mysql/rampart-tls/ca.pem -N -B -e 'SELECT 1' 2>&1; rc=$?; rm -f "$f"; exit $rc`);
+    expect(login.code).not.toBe(0);
+    expect(login.stdout + login.stderr).toMatch(/Access denied/);
+    const status = sh('worker1', 'mysql -E -e "SHOW REPLICA STATUS"');
+    expect(status).toMatch(MYSQL ? /Replica_IO_Running: Yes/ : /Slave_IO_Running: Yes/);
+    if (MYSQL) {
+      // dual passwords: the retained old one was discarded
+      const extra = sh('manager', `mysql -N -B -e "SELECT COUNT(*) FROM mysql.user WHERE User LIKE 'rampart%' AND JSON_EXTRACT(User_attributes, '$.additional_password') IS NOT NULL"`).trim();
+      expect(extra).toBe('0');
+    } else {
+      // the proxy's accounts hold the new password's hash, not the old one's
+      const hashes = sh('manager', `mysql -N -B -e "SELECT User, authentication_string FROM mysql.user WHERE User IN ('rampart_app', 'rampart_monitor') ORDER BY User"`).trim().split('\n').map((l) => l.split('\t'));
+      expect(hashes).toEqual([['rampart_app', nativePasswordHash(now[SECRETS.mysqlApp])], ['rampart_monitor', nativePasswordHash(now[SECRETS.mysqlMonitor])]]);
+    }
+    // the writes of the loop reached the worker
+    expect(Number(sh('worker1', `mysql -N -B -e "SELECT COUNT(*) FROM sakila.actor WHERE first_name='${tag}'"`).trim())).toBeGreaterThan(0);
+  }, 300_000);
 
   test('a second apply changes nothing', async () => {
     const r = await zx<RunReport>('apply', file, ['--json']);

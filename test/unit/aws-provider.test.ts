@@ -177,6 +177,7 @@ class FakeEc2 {
       SecurityGroups: this.groupsOnInterfaceOnly ? [] : i.groups.map((g) => ({ GroupId: g, GroupName: this.groups.find((x) => x.id === g)?.name })),
       NetworkInterfaces: [{ Attachment: { DeviceIndex: 0 }, Groups: i.groups.map((g) => ({ GroupId: g })) }],
       PrivateIpAddress: i.privateIp, PublicIpAddress: i.publicIp,
+      ...(i.publicIp ? { PublicDnsName: `ec2-${i.publicIp.replaceAll('.', '-')}.compute-1.amazonaws.com` } : {}),
     };
   }
 
@@ -486,6 +487,8 @@ describe('fresh apply', () => {
     const gk = hosts.find((h) => h.name === 'gatekeeper')!;
     const gkInst = fake.instanceOf('gatekeeper')!;
     expect(gk).toMatchObject({ address: gkInst.publicIp, privateAddress: gkInst.privateIp, port: 22, user: 'ubuntu', sshFrom: CONTROLLER });
+    // DescribeInstances' PublicDnsName reaches the host (the gatekeeper's certificate names it)
+    expect(gk.publicDns).toBe(`ec2-${gkInst.publicIp!.replaceAll('.', '-')}.compute-1.amazonaws.com`);
     expect(gk.jump).toBeUndefined();
     const mgr = hosts.find((h) => h.name === 'manager')!;
     const mgrInst = fake.instanceOf('manager')!;

@@ -231,7 +231,7 @@ describe('router', () => {
 describe('db node pools', () => {
   test('query connections keep a bounded prepared statement cache (mysql2 allocates it at full size per connection)', async () => {
     const n = new DbNode({ name: 'm', host: '127.0.0.1', port: 9 }, 'manager', { manager: { name: 'm', host: '127.0.0.1', port: 9 }, workers: [], user: 'u', password: 'p', database: 'd' }, 1000);
-    const config = (n as unknown as { pool: { pool: { config: { connectionConfig: { maxPreparedStatements: number } } } } }).pool.pool.config.connectionConfig;
+    const config = (n as unknown as { pool: { primary: { pool: { config: { connectionConfig: { maxPreparedStatements: number } } } } } }).pool.primary.pool.config.connectionConfig;
     expect(config.maxPreparedStatements).toBe(PREPARED_CACHE);
     expect(PREPARED_CACHE).toBeLessThan(16000);
     await n.close();

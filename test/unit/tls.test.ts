@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCa, ensureServerCert, sanText } from '../../core/tls.ts';
+import { teamApiKey } from '../../core/secrets.ts';
 import { parseCluster } from '../../core/spec.ts';
 import { certificateNames, publicKeyPin } from '../../roles/lib/tls.ts';
 
@@ -52,6 +53,24 @@ describe('cluster CA', () => {
     expect(certificateNames({ ...base, name: 'proxy', address: '172.31.0.12', privateAddress: '172.31.0.12', jump: { address: '203.0.113.7', port: 22, user: 'ubuntu' } })).toEqual(['172.31.0.12', 'proxy']);
   });
 
+  test('a node with a public DNS name (AWS PublicDnsName) gets it in its certificate, issued again when the name appears or changes', () => {
+    const node = { name: 'gatekeeper', type: 't2.micro', roles: [] };
+    const host = { port: 22, user: 'ubuntu', sshFrom: '0.0.0.0/0', node, name: 'gatekeeper', address: '203.0.113.7', privateAddress: '172.31.0.10' };
+    const dns = 'ec2-203-0-113-7.compute-1.amazonaws.com';
+    expect(certificateNames({ ...host, publicDns: dns })).toEqual(['172.31.0.10', '203.0.113.7', dns, 'gatekeeper']);
+    // behind a jump host nothing public is named
+    expect(certificateNames({ ...host, address: '172.31.0.10', publicDns: dns, jump: { address: '203.0.113.8', port: 22, user: 'ubuntu' } })).toEqual(['172.31.0.10', 'gatekeeper']);
+    const before = ensureServerCert(dir, 'gk-dns', certificateNames(host));
+    expect(new X509Certificate(before.cert).checkHost(dns)).toBeUndefined();
+    const after = ensureServerCert(dir, 'gk-dns', certificateNames({ ...host, publicDns: dns }));
+    expect(after.cert).not.toBe(before.cert);
+    expect(new X509Certificate(after.cert).checkHost(dns)).toBe(dns);
+    expect(new X509Certificate(after.cert).checkIP('203.0.113.7')).toBe('203.0.113.7');
+    const moved = ensureServerCert(dir, 'gk-dns', certificateNames({ ...host, publicDns: 'ec2-203-0-113-9.compute-1.amazonaws.com' }));
+    expect(new X509Certificate(moved.cert).checkHost(dns)).toBeUndefined();
+    expect(ensureServerCert(dir, 'gk-dns', certificateNames({ ...host, publicDns: 'ec2-203-0-113-9.compute-1.amazonaws.com' })).cert).toBe(moved.cert);
+  });
+
   test('public key pin: sha256 of the SubjectPublicKeyInfo, base64 (curl --pinnedpubkey)', () => {
     const f = ensureServerCert(dir, 'proxy', ['10.77.0.12', 'proxy']);
     expect(publicKeyPin(f.cert)).toMatch(/^sha256\/\/[A-Za-z0-9+/]{43}=$/);
@@ -95,5 +114,31 @@ ${tls}
     expect(parseCluster(yaml('    apiKeyFile: good.key'), join(dir, 'cluster.yaml')).services.gatekeeper.apiKeyFile).toBe(join(dir, 'good.key'));
     expect(() => parseCluster(yaml('    apiKeyFile: weak.key'), join(dir, 'cluster.yaml'))).toThrow(/cluster\.yaml:\d+:\d+: services\.gatekeeper\.apiKeyFile: the first line of .*weak\.key must be 16-256 characters/);
     expect(() => parseCluster(yaml('    apiKeyFile: none.key'), join(dir, 'cluster.yaml'))).toThrow(/services\.gatekeeper\.apiKeyFile: cannot read .*none\.key \(ENOENT\)/);
+  });
+
+  test('services.gatekeeper.apiKeyEnv: the key comes from the environment when a command runs; unset, short or both sources is an error at its field that never shows the value', () => {
+    const file = join(dir, 'cluster.yaml');
+    const saved = process.env.RPTEST_API_KEY;
+    try {
+      process.env.RPTEST_API_KEY = 'team-env-key-0123456789';
+      const c = parseCluster(yaml('    apiKeyEnv: RPTEST_API_KEY'), file);
+      expect(c.services.gatekeeper.apiKeyEnv).toBe('RPTEST_API_KEY');
+      expect(teamApiKey(c.services.gatekeeper)).toBe('team-env-key-0123456789');
+      expect(JSON.stringify(c)).not.toContain('team-env-key-0123456789');
+      process.env.RPTEST_API_KEY = 'shortkey!';
+      let err = '';
+      try { parseCluster(yaml('    apiKeyEnv: RPTEST_API_KEY'), file); } catch (e) { err = (e as Error).message; }
+      expect(err).toMatch(/cluster\.yaml:\d+:\d+: services\.gatekeeper\.apiKeyEnv: the value of RPTEST_API_KEY must be 16-256 characters/);
+      expect(err).not.toContain('shortkey!');
+      delete process.env.RPTEST_API_KEY;
+      expect(() => parseCluster(yaml('    apiKeyEnv: RPTEST_API_KEY'), file)).toThrow(/cluster\.yaml:\d+:\d+: services\.gatekeeper\.apiKeyEnv: the environment variable RPTEST_API_KEY is not set/);
+      process.env.RPTEST_API_KEY = 'team-env-key-0123456789';
+      expect(() => parseCluster(yaml('    apiKeyFile: good.key\n    apiKeyEnv: RPTEST_API_KEY'), file)).toThrow(/services\.gatekeeper\.apiKeyEnv: set apiKeyFile or apiKeyEnv, not both/);
+      expect(() => parseCluster(yaml('    apiKeyEnv: 1BAD-NAME'), file)).toThrow(/apiKeyEnv/);
+      expect(teamApiKey({})).toBeNull();
+    } finally {
+      if (saved === undefined) delete process.env.RPTEST_API_KEY;
+      else process.env.RPTEST_API_KEY = saved;
+    }
   });
 });
