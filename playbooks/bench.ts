@@ -211,7 +211,7 @@ async function bench(cluster: Cluster, opts: Options, progress: boolean): Promis
         : { type: 'read', mode: phase, nodes: dbNames };
       let last = 0;
       const run = await runPhase({
-        url: base, apiKey: key, phase, count, concurrency: opts.concurrency, rate: opts.rate, client, expect,
+        url: base, apiKey: key, refreshKey: () => apiKey(cluster), phase, count, concurrency: opts.concurrency, rate: opts.rate, client, expect,
         requestId: (i) => `${runId}-${PHASE_LETTER[phase]}-${i}`,
         body: phase === 'write'
           ? () => ({ sql: 'INSERT INTO actor (first_name, last_name) VALUES (?, ?)', params: [cluster.bench.firstName, benchLastName(cluster.bench.lastName, runId)] })

@@ -20,6 +20,11 @@ export interface PhaseSpec {
   /** Base URL of the gatekeeper, e.g. https://10.77.0.10:443 */
   url: string;
   apiKey: string;
+  /**
+   * Reads the key again (e.g. from .rampart/secrets.json): on a 401 the request is
+   * sent once more with it when it changed (a rotation ran: the 401 executed nothing).
+   */
+  refreshKey?(): string;
   phase: Phase;
   count: number;
   concurrency: number;
@@ -150,7 +155,15 @@ export async function runPhase(spec: PhaseSpec): Promise<PhaseRun> {
       const start = performance.now();
       let rec: RequestRecord;
       try {
-        const res = await conn.request('POST', '/query', headers, payload, timeoutMs);
+        const sentKey = headers['x-api-key'];
+        let res = await conn.request('POST', '/query', headers, payload, timeoutMs);
+        if (res.status === 401 && spec.refreshKey) {
+          const key = spec.refreshKey();
+          if (key !== sentKey) {
+            headers['x-api-key'] = key; // every worker sends the new key from now on
+            res = await conn.request('POST', '/query', headers, payload, timeoutMs);
+          }
+        }
         const latencyMs = performance.now() - start;
         const { node, error } = checkResponse(res, id, spec.expect);
         rec = { id, phase: spec.phase, startMs: start - t0, latencyMs, status: res.status, node, ok: error === null };

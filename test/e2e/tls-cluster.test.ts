@@ -11,9 +11,9 @@
 //     (checked from the calling node), and answers nothing in plain HTTP
 //   - the DB accounts REQUIRE SSL, the manager counts TLS handshakes, the
 //     worker replicates over TLS with the manager's certificate verified
-//   - npx zx rotate during a steady client loop (8 concurrent, writes and
-//     reads over HTTPS, the key read from .rampart/secrets.json as a client
-//     would): 0 failed requests; then the old API key gets 401, the old hop
+//   - npx zx rotate during a running load (the bench's own load engine: 8
+//     keep-alive HTTPS connections, writes and reads, the key read again from
+//     .rampart/secrets.json on a 401 as `zx bench` does): 0 failed requests; then the old API key gets 401, the old hop
 //     credential 401, the old replication password is refused from the
 //     worker, the old app/monitor passwords are gone on the manager; nothing
 //     secret in its output or logs
@@ -29,6 +29,7 @@ import type { RunReport } from '../../core/types.ts';
 import { nativePasswordHash } from '../../roles/lib/mysql-accounts.ts';
 import { SECRETS } from '../../roles/lib/names.ts';
 import { e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
+import { LoadClient, runPhase } from '../../playbooks/bench/load.ts';
 
 const RUN = e2eAvailable();
 const NAME = 'rptls';
@@ -188,41 +189,44 @@ describe.skipIf(!RUN)(`TLS on every hop (LXC, ${MYSQL ? 'Oracle MySQL' : 'MariaD
     expect(check.code).toBe(0);
     expect(check.json.rotate).toEqual([
       'gatekeeper API key (X-API-Key)', 'gatekeeper -> trustedhost credential', 'trustedhost -> proxy credential',
-      'DB password of rampart_app (1 account, used by proxy)', 'DB password of rampart_monitor (1 account, used by proxy)', 'DB password of rampart_repl (1 account, used by replication)',
+      'DB password of rampart_app (1 account, used by proxy)', 'DB password of rampart_monitor (1 account, used by proxy)',
+      'DB password of rampart_failover (1 account, used by proxy)', 'DB password of rampart_repl (1 account, used by replication)',
     ]);
 
-    // the client: reads the key where clients of the generated key find it, on every request
+    // the bench's own load engine (playbooks/bench/load.ts), as `zx bench` drives it: 8 keep-alive
+    // HTTPS connections verified against the CA, writes and random reads in turns; on a 401 it reads
+    // the key again from .rampart/secrets.json, as the bench does
     let done = false;
     let ok = 0;
     let writes = 0;
     const failed: string[] = [];
     const tag = `ROT${Date.now() % 100000}`;
-    const client = async (id: number): Promise<void> => {
-      for (let i = 0; !done; i++) {
-        const key = (JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, string>)[SECRETS.apiKey];
-        const write = i % 2 === 0;
-        const body = write
-          ? { sql: 'INSERT INTO sakila.actor (first_name, last_name) VALUES (?, ?)', params: [tag, `C${id}`] }
-          : { sql: 'SELECT actor_id FROM sakila.actor ORDER BY actor_id LIMIT 3', mode: 'random' };
-        try {
-          const res = await fetch(`${first.endpoint!.url}/query`, {
-            method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body),
-            signal: AbortSignal.timeout(15_000), tls: { ca },
-          } as RequestInit);
-          const text = await res.text();
-          if (res.status === 200) { ok++; if (write) writes++; } else failed.push(`${res.status} ${text.slice(0, 200)}`);
-        } catch (e) {
-          failed.push(`error ${(e as Error).message}`);
+    const load = new LoadClient(first.endpoint!.url, 8, ca);
+    const readKey = () => (JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, string>)[SECRETS.apiKey]!;
+    const loop = async (): Promise<void> => {
+      for (let round = 0; !done; round++) {
+        const write = round % 2 === 0;
+        const run = await runPhase({
+          url: first.endpoint!.url, apiKey: readKey(), refreshKey: readKey, phase: write ? 'write' : 'random', count: 80, concurrency: 8, client: load,
+          requestId: (i) => `${tag}-${round}-${i}`,
+          body: (i) => (write
+            ? { sql: 'INSERT INTO sakila.actor (first_name, last_name) VALUES (?, ?)', params: [tag, `C${i}`] }
+            : { sql: 'SELECT actor_id FROM sakila.actor ORDER BY actor_id LIMIT 3', mode: 'random' }),
+          expect: write ? { type: 'write' } : { type: 'read', mode: 'random' },
+        });
+        for (const rec of run.records) {
+          if (rec.ok) { ok++; if (write) writes++; } else failed.push(`${rec.status} ${rec.error ?? ''}`);
         }
       }
     };
-    const clients = Array.from({ length: 8 }, (_, i) => client(i));
+    const clients = [loop()];
     await Bun.sleep(1000);
     const before = ok;
     const r = await zx<{ rotated: string[]; durationMs: number; log: string }>('rotate', file, ['--grace', '3']);
     await Bun.sleep(1000);
     done = true;
     await Promise.all(clients);
+    load.close();
     if (r.code !== 0) throw new Error(`rotate failed (${r.code}):\n${r.stdout}\n${r.stderr.slice(-3000)}`);
     process.stderr.write(`rotation: ${r.json.durationMs} ms; client loop: ${ok} ok (${writes} writes, ${ok - before} after the start), ${failed.length} failed\n`);
     expect(failed).toEqual([]);
@@ -230,7 +234,7 @@ describe.skipIf(!RUN)(`TLS on every hop (LXC, ${MYSQL ? 'Oracle MySQL' : 'MariaD
     expect(r.json.rotated).toEqual(check.json.rotate);
 
     const now = JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, string>;
-    const rotated = [SECRETS.apiKey, SECRETS.gatekeeperToTrusted, SECRETS.trustedToProxy, SECRETS.mysqlApp, SECRETS.mysqlMonitor, SECRETS.mysqlRepl];
+    const rotated = [SECRETS.apiKey, SECRETS.gatekeeperToTrusted, SECRETS.trustedToProxy, SECRETS.mysqlApp, SECRETS.mysqlMonitor, SECRETS.mysqlFailover, SECRETS.mysqlRepl];
     for (const k of rotated) expect(now[k]).not.toBe(old[k]);
     expect(existsSync(join(dir, '.rampart', 'rotation.json'))).toBe(false);
     // nothing secret in its output or its logs
@@ -262,8 +266,12 @@ describe.skipIf(!RUN)(`TLS on every hop (LXC, ${MYSQL ? 'Oracle MySQL' : 'MariaD
       expect(extra).toBe('0');
     } else {
       // the proxy's accounts hold the new password's hash, not the old one's
-      const hashes = sh('manager', `mysql -N -B -e "SELECT User, authentication_string FROM mysql.user WHERE User IN ('rampart_app', 'rampart_monitor') ORDER BY User"`).trim().split('\n').map((l) => l.split('\t'));
-      expect(hashes).toEqual([['rampart_app', nativePasswordHash(now[SECRETS.mysqlApp])], ['rampart_monitor', nativePasswordHash(now[SECRETS.mysqlMonitor])]]);
+      const hashes = sh('manager', `mysql -N -B -e "SELECT User, authentication_string FROM mysql.user WHERE User IN ('rampart_app', 'rampart_failover', 'rampart_monitor') ORDER BY User"`).trim().split('\n').map((l) => l.split('\t'));
+      expect(hashes).toEqual([
+        ['rampart_app', nativePasswordHash(now[SECRETS.mysqlApp])],
+        ['rampart_failover', nativePasswordHash(now[SECRETS.mysqlFailover])],
+        ['rampart_monitor', nativePasswordHash(now[SECRETS.mysqlMonitor])],
+      ]);
     }
     // the writes of the loop reached the worker
     expect(Number(sh('worker1', `mysql -N -B -e "SELECT COUNT(*) FROM sakila.actor WHERE first_name='${tag}'"`).trim())).toBeGreaterThan(0);

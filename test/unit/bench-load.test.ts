@@ -133,6 +133,30 @@ describe('runPhase', () => {
     expect(run.records.every((r) => r.status === 401 && r.error?.startsWith('UNAUTHORIZED'))).toBe(true);
   });
 
+  test('a rotated key: after a 401 the key is read again and the request sent once more; an unchanged key is not retried', async () => {
+    reset();
+    const client = new LoadClient(base, 2);
+    let reads = 0;
+    const run = await runPhase({
+      url: base, apiKey: 'old-key', refreshKey: () => (reads++, 'k3y'), phase: 'direct', count: 6, concurrency: 2, client,
+      requestId: (i) => `t-rk-${i}`, body: () => ({ sql: 'SELECT 1', mode: 'direct' }), expect: { type: 'read', mode: 'direct' },
+    });
+    expect(run.records.every((r) => r.ok && r.status === 200)).toBe(true);
+    expect(reads).toBeGreaterThanOrEqual(1);
+    expect(reads).toBeLessThanOrEqual(2); // only the requests that met the old key asked again
+    // 6 requests, each sent with the right key once; at most the two in flight first met the old one
+    expect(seen.ids.length).toBeGreaterThanOrEqual(7);
+    expect(seen.ids.length).toBeLessThanOrEqual(8);
+    reset();
+    const same = await runPhase({
+      url: base, apiKey: 'wrong', refreshKey: () => 'wrong', phase: 'direct', count: 3, concurrency: 1, client,
+      requestId: (i) => `t-rs-${i}`, body: () => ({ sql: 'SELECT 1', mode: 'direct' }), expect: { type: 'read', mode: 'direct' },
+    });
+    client.close();
+    expect(same.records.every((r) => r.status === 401)).toBe(true);
+    expect(seen.ids.length).toBe(3); // no retry when the key did not change
+  });
+
   test('rate cap: 20 requests at 100/s take about 0.19 s or more', async () => {
     const client = new LoadClient(base, 8);
     const run = await runPhase({
