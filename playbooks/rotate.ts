@@ -10,6 +10,7 @@
 // hop chain (roles/service.ts), so a new account joins without new code.
 // An interrupted rotation is resumed by the next run (its old and new values
 // are kept 0600 in .rampart/rotation.json until it completes).
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';

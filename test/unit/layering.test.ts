@@ -3,7 +3,7 @@
 // roles, which register themselves when an entry point imports roles/index.ts.
 import { describe, expect, test } from 'bun:test';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 const CORE = join(import.meta.dir, '../../core');
@@ -28,6 +28,18 @@ describe('layering: core/ does not import roles/', () => {
     expect(files).toContain('spec.ts');
     const bad = files.flatMap((f) => importsOf(readFileSync(join(CORE, f), 'utf8')).filter((i) => FORBIDDEN.test(i)).map((i) => `core/${f} imports ${i}`));
     expect(bad).toEqual([]);
+  });
+
+  test('every command (the extensionless entry files) loads a playbook that registers the built-in roles', () => {
+    const root = join(import.meta.dir, '../..');
+    const entries = readdirSync(root).filter((f) => !f.includes('.') && statSync(join(root, f)).isFile() && readFileSync(join(root, f), 'utf8').startsWith('#!/usr/bin/env zx'));
+    expect(entries).toEqual(expect.arrayContaining(['apply', 'bench', 'teardown', 'exec', 'facts', 'rotate']));
+    const missing = entries.flatMap((e) => {
+      const playbooks = importsOf(readFileSync(join(root, e), 'utf8')).filter((i) => i.startsWith('./playbooks/'));
+      if (playbooks.length === 0) return [`${e}: loads no playbook`];
+      return playbooks.filter((pb) => !importsOf(readFileSync(join(root, pb), 'utf8')).includes('../roles/index.ts')).map((pb) => `${e} -> ${pb} does not import ../roles/index.ts`);
+    });
+    expect(missing).toEqual([]);
   });
 
   test('reading a cluster before any entry point registered the built-in roles is a clear error', () => {
