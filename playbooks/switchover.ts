@@ -23,6 +23,7 @@ import { ensureSshKey, ensureStateDir } from '../core/state.ts';
 import type { Cluster, Connection, Host } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
 import { count, errant, format, minus, parseGtidSet, type GtidSet } from '../services/proxy/gtid.ts';
+import { ACCOUNTS_FACT, parseAccounts, planAccounts } from '../roles/lib/mysql-accounts.ts';
 import { DIALECT_SQL } from '../roles/lib/mysql-dialect.ts';
 import { changeSourceSql, livePrimary, parseReplicaStatus, replicaSource, withLivePrimary, type ReplicaStatus } from '../roles/lib/mysql-replication.ts';
 import { SECRETS } from '../roles/lib/names.ts';
@@ -62,7 +63,7 @@ export interface NodeFacts {
   self: string;
 }
 
-export const STEPS = ['hold writes', 'fence the old primary', 'target caught up', 'promote the target', 're-point the replicas', 'proxy: new primary, release writes', 'verify'] as const;
+export const STEPS = ['hold writes', 'fence the old primary', 'target caught up', 'promote the target', 'accounts for the new primary', 're-point the replicas', 'proxy: new primary, release writes', 'verify'] as const;
 export type StepName = (typeof STEPS)[number];
 
 export type SwitchPlan =
@@ -219,6 +220,14 @@ export async function main(args: string[]): Promise<never> {
         'promote the target': async () => {
           await mysql(next, sql.failover.promote.map((s) => `${s};`).join('\n') + '\n');
           promoted = true;
+        },
+        'accounts for the new primary': async () => {
+          // the mysql role's accounts as apply renders them for the new topology (a replication
+          // account from the old primary's address...), written on the new primary (replicated)
+          const c = await conn(next);
+          const live = parseAccounts((await c.exec(ACCOUNTS_FACT)).stdout);
+          const acc = planAccounts(d, cluster, withLivePrimary(hosts, plan.to), live, (s) => store.get(s));
+          if (acc) await c.exec('mysql', { stdin: acc.sql });
         },
         're-point the replicas': async () => {
           const src = replicaSource(withLivePrimary(hosts, plan.to));

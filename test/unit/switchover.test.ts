@@ -28,7 +28,8 @@ describe('switchoverPlan', () => {
     // hold first, fence before the wait, promotion before re-pointing, release after it
     expect(STEPS.indexOf('hold writes')).toBe(0);
     expect(STEPS.indexOf('fence the old primary')).toBeLessThan(STEPS.indexOf('target caught up'));
-    expect(STEPS.indexOf('promote the target')).toBeLessThan(STEPS.indexOf('re-point the replicas'));
+    expect(STEPS.indexOf('promote the target')).toBeLessThan(STEPS.indexOf('accounts for the new primary'));
+    expect(STEPS.indexOf('accounts for the new primary')).toBeLessThan(STEPS.indexOf('re-point the replicas'));
     expect(STEPS.indexOf('re-point the replicas')).toBeLessThan(STEPS.indexOf('proxy: new primary, release writes'));
   });
 
