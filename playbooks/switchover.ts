@@ -24,6 +24,7 @@ import type { Cluster, Connection, Host } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
 import { count, errant, format, minus, parseGtidSet, type GtidSet } from '../services/proxy/gtid.ts';
 import { ACCOUNTS_FACT, parseAccounts, planAccounts } from '../roles/lib/mysql-accounts.ts';
+import { configPath as mysqlConfigPath, renderConfig, serverSettings } from '../roles/lib/mysql-config.ts';
 import { DIALECT_SQL } from '../roles/lib/mysql-dialect.ts';
 import { changeSourceSql, livePrimary, parseReplicaStatus, replicaSource, withLivePrimary, type ReplicaStatus } from '../roles/lib/mysql-replication.ts';
 import { SECRETS } from '../roles/lib/names.ts';
@@ -63,7 +64,7 @@ export interface NodeFacts {
   self: string;
 }
 
-export const STEPS = ['hold writes', 'fence the old primary', 'target caught up', 'promote the target', 'accounts for the new primary', 're-point the replicas', 'proxy: new primary, release writes', 'verify'] as const;
+export const STEPS = ['hold writes', 'fence the old primary', 'target caught up', 'promote the target', 'accounts for the new primary', 're-point the replicas', 'proxy: new primary, release writes', 'server option files', 'verify'] as const;
 export type StepName = (typeof STEPS)[number];
 
 export type SwitchPlan =
@@ -241,6 +242,14 @@ export async function main(args: string[]): Promise<never> {
         'proxy: new primary, release writes': async () => {
           await proxyConfig(plan.to, false);
           releasedAt = Date.now();
+        },
+        'server option files': async () => {
+          // read_only & co. already set at run time; the mysql role's option file says the same for the next start
+          const view = withLivePrimary(hosts, plan.to);
+          await Promise.all([plan.from, plan.to].map(async (n) => {
+            const h = view.find((x) => x.name === n)!;
+            await (await conn(h)).writeFile(mysqlConfigPath(d), renderConfig(d, serverSettings(d, h, h.node.db!, cluster.database.semiSync)), { mode: '0644', owner: 'root:root' });
+          }));
         },
         verify: async () => {
           const deadline = Date.now() + 20_000;
