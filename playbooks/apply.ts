@@ -181,7 +181,7 @@ export async function main(args: string[]): Promise<never> {
 const PRIMARY_BLIND_ROLES: ReadonlySet<string> = new Set(['base', 'iptables']);
 
 /** read_only and replica status of every running DB node (a node that cannot be read counts as unknown). */
-async function readTopology(dbHosts: Host[], opts: Parameters<typeof connect>[1]): Promise<NodeTopology[]> {
+export async function readTopology(dbHosts: Host[], opts: Parameters<typeof connect>[1]): Promise<NodeTopology[]> {
   return Promise.all(dbHosts.map(async (h) => {
     try {
       const conn = await connect(h, opts);

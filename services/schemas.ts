@@ -141,6 +141,13 @@ export const ProxyConfig = T.Object({
     failCount: T.Integer({ minimum: 1 }),
     downAfterMs: T.Integer({ minimum: 1 }),
   }, { description: 'services.proxy.failover: the primary is dead after failCount failed probes in a row spanning downAfterMs; needs db.admin.', error: 'failover must be { enabled, failCount, downAfterMs }' })),
+  control: T.Optional(T.Object({
+    holdWrites: T.Boolean(),
+    holdMs: T.Integer({ minimum: 1 }),
+  }, {
+    description: 'Written by npx zx switchover only (apply never renders it): hold new writes (queued, at most holdMs, then 503 not executed) and pause the automatic failover while the primary moves; the next config without it releases them.',
+    error: 'control must be { holdWrites, holdMs }',
+  })),
   semiSync: T.Optional(T.Object({
     enabled: T.Boolean(),
     onTimeout: T.Union([T.Literal('async'), T.Literal('refuse')]),

@@ -159,6 +159,10 @@ export interface FailoverSql {
   repoint(host: string, port: number): string[];
   /** A replaced primary never accepts writes again. */
   fence: string[];
+  /** Undo a fence (a switchover that stopped before promoting: the old primary takes writes again). */
+  unfence: string[];
+  /** A demoted primary about to replicate continues from its own history (null where auto-positioning does it). */
+  demotedPosition: string | null;
 }
 
 /** A string literal in either dialect's default sql_mode. */
@@ -199,6 +203,9 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
       promote: ['STOP SLAVE', 'RESET SLAVE ALL', 'SET GLOBAL read_only = OFF'],
       repoint: (host, port) => ['STOP SLAVE', `CHANGE MASTER TO MASTER_HOST=${q(host)}, MASTER_PORT=${port}, MASTER_USE_GTID=slave_pos`, 'START SLAVE'],
       fence: ['SET GLOBAL read_only = ON'],
+      unfence: ['SET GLOBAL read_only = OFF'],
+      // its own writes are in gtid_binlog_pos, not in the gtid_slave_pos it had as a replica before
+      demotedPosition: 'SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos',
     },
     semiSync: {
       plugins: [],
@@ -238,6 +245,8 @@ export const DIALECT_SQL: Record<Dialect, DialectSql> = {
       promote: ['STOP REPLICA', 'RESET REPLICA ALL', 'SET GLOBAL super_read_only = OFF', 'SET GLOBAL read_only = OFF'],
       repoint: (host, port) => ['STOP REPLICA', `CHANGE REPLICATION SOURCE TO SOURCE_HOST=${q(host)}, SOURCE_PORT=${port}, SOURCE_AUTO_POSITION=1`, 'START REPLICA'],
       fence: ['SET GLOBAL read_only = ON', 'SET GLOBAL super_read_only = ON'],
+      unfence: ['SET GLOBAL super_read_only = OFF', 'SET GLOBAL read_only = OFF'],
+      demotedPosition: null,
     },
     semiSync: {
       plugins: ['semisync_source.so', 'semisync_replica.so'],

@@ -12,6 +12,7 @@ import { dbError, notExecuted } from './db-errors.ts';
 import { DbNode, isTimeout, isUnavailable, type QueryResult } from './nodes.ts';
 import { Router } from './router.ts';
 import { Failover } from './failover.ts';
+import { WriteGate, type WriteRunner } from './hold.ts';
 
 export interface ProxyRuntime {
   app: Hop;
@@ -21,7 +22,11 @@ export interface ProxyRuntime {
   stop(): Promise<void>;
 }
 
-export function createProxy(config: ProxyConfig): ProxyRuntime {
+/**
+ * `gate`: the process's write hold, shared by every generation a reload builds
+ * (services/proxy/main.ts); `config.control` holds or releases it once the first probe round is in.
+ */
+export function createProxy(config: ProxyConfig, gate: WriteGate = new WriteGate(true)): ProxyRuntime {
   const queryTimeoutMs = config.db.queryTimeoutMs ?? 5000;
   const probeTimeoutMs = config.probeTimeoutMs ?? Math.min(750, 3 * config.probeIntervalMs);
   const manager = new DbNode(config.db.manager, 'manager', config.db, queryTimeoutMs, probeTimeoutMs);
@@ -31,18 +36,23 @@ export function createProxy(config: ProxyConfig): ProxyRuntime {
   for (const n of [manager, ...workers]) n.watchSemiSync = semiSync;
   const all = [manager, ...workers];
   const endpoints = new Map([config.db.manager, ...config.db.workers].map((e) => [e.name, { host: e.host, port: e.port }]));
-  const failover = new Failover(router, endpoints, config.db, config.failover ?? { enabled: false, failCount: 3, downAfterMs: 3000 }, Math.max(probeTimeoutMs, 1000));
+  const failover = new Failover(router, endpoints, config.db, config.failover ?? { enabled: false, failCount: 3, downAfterMs: 3000 }, Math.max(probeTimeoutMs, 1000), () => gate.held);
   let timer: ReturnType<typeof setInterval> | undefined;
   const probeAll = async (): Promise<void> => {
     await Promise.all(all.map((n) => n.probe(probeTimeoutMs)));
     await failover.tick();
   };
+  const app = buildApp(config, router, failover, gate);
   return {
-    app: buildApp(config, router, failover),
+    app: app.hop,
     router,
     async start() {
       await probeAll();
       timer = setInterval(() => void probeAll(), config.probeIntervalMs);
+      // writes from now on run here (held ones too, once released)
+      gate.current = app.runWrite;
+      if (config.control?.holdWrites) await gate.hold(config.control.holdMs, queryTimeoutMs + 1000);
+      else gate.release();
     },
     async stop() {
       if (timer) clearInterval(timer);
@@ -66,12 +76,18 @@ export function semiSyncReport(config: ProxyConfig, s: DbNode['semiSync']): { wa
   return { wanted, on_timeout: wanted ? config.semiSync!.onTimeout : null, guarantee: wanted && s ? semiSyncHolds(s) : null, clients: s ? s.clients : null };
 }
 
-function buildApp(config: ProxyConfig, router: Router, failover: Failover): Hop {
+function buildApp(config: ProxyConfig, router: Router, failover: Failover, gate: WriteGate): { hop: Hop; runWrite: WriteRunner } {
   const credentialMatches = secretChecker([config.credential, ...(config.previousCredentials ?? [])]);
 
   const refuseUnsynced = config.semiSync?.enabled === true && config.semiSync.onTimeout === 'refuse';
 
+  /** A write goes through the switchover's gate, then runs on the newest generation (the one that knows the primary). */
   async function execute(q: ValidQuery, mode: ProxyMode): Promise<{ node: string; result: QueryResult }> {
+    if (q.type !== 'write') return executeHere(q, mode);
+    return gate.write(() => (gate.current ?? executeHere)(q, mode));
+  }
+
+  async function executeHere(q: ValidQuery, mode: ProxyMode): Promise<{ node: string; result: QueryResult }> {
     let node = router.pick(q.type, mode);
     if (!node) throw notExecuted('no database node is available');
     // a primary the probes lost (failover pending) is not tried: the write could hang and end unknown
@@ -96,7 +112,7 @@ function buildApp(config: ProxyConfig, router: Router, failover: Failover): Hop 
     }
   }
 
-  return buildHop({
+  const hop = buildHop({
     hop: 'proxy',
     maxBodyBytes: config.maxBodyBytes,
     policy: config.policy,
@@ -112,7 +128,7 @@ function buildApp(config: ProxyConfig, router: Router, failover: Failover): Hop 
       const managerUp = nodes[0].healthy;
       const semi = semiSyncReport(config, router.manager.semiSync);
       const status = !managerUp ? 'down' : nodes.every((n) => n.usable) && semi.guarantee !== false ? 'ok' : 'degraded';
-      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, semi_sync: semi, primary: router.manager.name, failover: { enabled: config.failover?.enabled === true && !!config.db.admin, last: failover.last, blocked: failover.blocked }, nodes });
+      return jsonResponse(managerUp ? 200 : 503, { status, service: 'proxy', default_mode: config.defaultMode, max_lag_seconds: router.maxLagSeconds, semi_sync: semi, primary: router.manager.name, failover: { enabled: config.failover?.enabled === true && !!config.db.admin, last: failover.last, blocked: failover.blocked }, writes_held: gate.held, nodes });
     },
     async query(q, { requestId, start, note }) {
       const mode: ProxyMode = q.mode ?? config.defaultMode;
@@ -126,4 +142,5 @@ function buildApp(config: ProxyConfig, router: Router, failover: Failover): Hop 
       return { status: 200, body: JSON.stringify(payload), node, mode, type: q.type };
     },
   });
+  return { hop, runWrite: executeHere };
 }

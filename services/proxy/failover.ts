@@ -66,6 +66,8 @@ export class Failover {
     private readonly db: DbConfig,
     private readonly settings: FailoverSettings,
     private readonly timeoutMs: number,
+    /** A switchover holds the writes: it moves the primary, this waits (one decision-maker). */
+    private readonly paused: () => boolean = () => false,
   ) {}
 
   private pool(node: DbNode): FallbackPool {
@@ -103,7 +105,7 @@ export class Failover {
 
   /** After each probe round: remember the primary's origins, fence returning old primaries, promote when the primary is dead. */
   async tick(now = Date.now()): Promise<void> {
-    if (!this.settings.enabled || !this.db.admin || this.busy) return;
+    if (!this.settings.enabled || !this.db.admin || this.busy || this.paused()) return;
     this.busy = true;
     try {
       const primary = this.router.manager;

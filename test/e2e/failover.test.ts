@@ -35,6 +35,24 @@ let promoted = '';
 
 interface Outcome { kind: 'read' | 'write'; at: number; status: number; code?: string; node?: string; id?: number }
 
+// The gatekeeper's clients: one read or one write (an acknowledged insert has an id).
+async function call(kind: 'read' | 'write'): Promise<Outcome> {
+  const key = (JSON.parse(readFileSync(join(dir, '.rampart', 'secrets.json'), 'utf8')) as Record<string, string>).gatekeeper_api_key;
+  // TLS on every hop: the gatekeeper is HTTPS, verified against the cluster CA
+  const ca = readFileSync(join(dir, '.rampart', 'tls', 'ca.pem'), 'utf8');
+  const body = kind === 'read'
+    ? { sql: 'SELECT COUNT(*) AS n FROM sakila.film', mode: 'random' }
+    : { sql: 'INSERT INTO sakila.actor (first_name, last_name) VALUES (?, ?)', params: [MARK, 'FAILOVER'] };
+  const at = Date.now();
+  try {
+    const r = await fetch(`https://${ADDR.gatekeeper}/query`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body), signal: AbortSignal.timeout(20_000), tls: { ca } } as RequestInit);
+    const v = (await r.json()) as { node?: string; insert_id?: number; error?: { code: string } };
+    return { kind, at, status: r.status, node: v.node, id: v.insert_id, code: v.error?.code };
+  } catch (e) {
+    return { kind, at, status: 0, code: (e as Error).name };
+  }
+}
+
 describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
   beforeAll(async () => {
     file = testClusterFile(dir, NAME, SUBNET, (doc) => {
@@ -62,24 +80,8 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
   });
 
   test('manager stopped hard under writes: a worker is promoted within 30 s, no acknowledged write lost, reads never fail, the old manager fenced', async () => {
-    const key = (JSON.parse(readFileSync(join(dir, '.rampart', 'secrets.json'), 'utf8')) as Record<string, string>).gatekeeper_api_key;
-    // TLS on every hop: the gatekeeper is HTTPS, verified against the cluster CA
-    const ca = readFileSync(join(dir, '.rampart', 'tls', 'ca.pem'), 'utf8');
     const outcomes: Outcome[] = [];
     let running = true;
-    const call = async (kind: 'read' | 'write'): Promise<Outcome> => {
-      const body = kind === 'read'
-        ? { sql: 'SELECT COUNT(*) AS n FROM sakila.film', mode: 'random' }
-        : { sql: 'INSERT INTO sakila.actor (first_name, last_name) VALUES (?, ?)', params: [MARK, 'FAILOVER'] };
-      const at = Date.now();
-      try {
-        const r = await fetch(`https://${ADDR.gatekeeper}/query`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(body), signal: AbortSignal.timeout(20_000), tls: { ca } } as RequestInit);
-        const v = (await r.json()) as { node?: string; insert_id?: number; error?: { code: string } };
-        return { kind, at, status: r.status, node: v.node, id: v.insert_id, code: v.error?.code };
-      } catch (e) {
-        return { kind, at, status: 0, code: (e as Error).name };
-      }
-    };
     const loop = async (kind: 'read' | 'write') => {
       while (running) {
         outcomes.push(await call(kind));
@@ -169,4 +171,65 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
     const changed = again.json.results.filter((x) => x.status === 'changed').map((x) => `${x.host}: ${x.role}/${x.task}: ${x.message}`);
     expect(changed).toEqual([]);
   }, 900_000);
+  test('switchover moves the primary back to the manager under writes: 0 failed writes, none lost; apply changes nothing; a bench passes', async () => {
+    expect(promoted).not.toBe('');
+    const check = await zx<{ action: string; from: string; to: string }>('switchover', file, ['--check']);
+    expect(check.code).toBe(0);
+    expect(check.json).toMatchObject({ action: 'switch', from: promoted, to: 'manager' });
+    const outcomes: Outcome[] = [];
+    let running = true;
+    const loop = async (kind: 'read' | 'write') => {
+      while (running) {
+        outcomes.push(await call(kind));
+        await new Promise((r) => setTimeout(r, kind === 'read' ? 50 : 5));
+      }
+    };
+    const loops = [loop('write'), loop('write'), loop('write'), loop('read')];
+    await new Promise((r) => setTimeout(r, 2000));
+    const r = await zx<{ from: string; to: string; durationMs: number; heldMs: number }>('switchover', file);
+    if (r.code !== 0) process.stderr.write(`${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}\n`);
+    expect(r.code).toBe(0);
+    const doneAt = Date.now();
+    // writes on for 2 s more on the new primary
+    await new Promise((res) => setTimeout(res, 2000));
+    running = false;
+    await Promise.all(loops);
+    const writes = outcomes.filter((o) => o.kind === 'write');
+    const failed = writes.filter((o) => o.status !== 200);
+    process.stderr.write(`switchover: ${r.json.from} -> ${r.json.to} in ${(r.json.durationMs / 1000).toFixed(1)} s, writes held ${(r.json.heldMs / 1000).toFixed(1)} s; ${writes.length} writes, ${failed.length} failed (${JSON.stringify(failed.slice(0, 5))})\n`);
+    expect(r.json).toMatchObject({ from: promoted, to: 'manager' });
+    expect(failed).toEqual([]);
+    expect(outcomes.filter((o) => o.kind === 'read' && o.status !== 200)).toEqual([]);
+    const late = writes.filter((o) => o.at > doneAt);
+    expect(late.length).toBeGreaterThan(0);
+    expect(new Set(late.map((o) => o.node))).toEqual(new Set(['manager']));
+    // every acknowledged write is on the manager and both workers
+    expect(sql('manager', 'SELECT @@read_only')).toBe('0');
+    const pos = sql('manager', 'SELECT @@gtid_binlog_pos');
+    for (const w of ['worker1', 'worker2']) {
+      expect(sql(w, `SELECT MASTER_GTID_WAIT('${pos}', 30)`)).toBe('0');
+      expect(sql(w, 'SELECT @@read_only')).toBe('1');
+      const st = onNode(file, ADDR[w], 'mysql -E -e "SHOW REPLICA STATUS"').stdout;
+      expect(st).toContain(`Master_Host: ${ADDR.manager}`);
+      expect(st).toContain('Slave_SQL_Running: Yes');
+    }
+    const ids = writes.map((o) => o.id!);
+    for (const n of DB) {
+      const have = new Set(sql(n, `SELECT actor_id FROM sakila.actor WHERE first_name = '${MARK}'`).split('\n').filter(Boolean).map(Number));
+      expect({ node: n, lost: ids.filter((id) => !have.has(id)) }).toEqual({ node: n, lost: [] });
+    }
+    const again = await zx<RunReport>('apply', file);
+    expect(again.code).toBe(0);
+    expect(again.json.primary).toEqual({ live: 'manager', preferred: 'manager', moved: false });
+    expect(again.json.results.filter((x) => x.status === 'changed').map((x) => `${x.host}: ${x.role}/${x.task}: ${x.message}`)).toEqual([]);
+    // nothing to do the second time
+    const none = await zx<{ action: string }>('switchover', file);
+    expect(none.code).toBe(0);
+    expect(none.json.action).toBe('none');
+    const bench = await zx<{ writes: { acknowledged: number; lost: number } }>('bench', file, ['--writes', '100', '--reads', '100', '--no-sysbench']);
+    if (bench.code !== 0) process.stderr.write(`${bench.stderr.slice(-3000)}\n`);
+    expect(bench.code).toBe(0);
+    expect(bench.json.writes.lost).toBe(0);
+    expect(bench.json.writes.acknowledged).toBeGreaterThan(0);
+  }, 600_000);
 });

@@ -23,7 +23,7 @@ export interface CommandResult<T = unknown> {
 }
 
 /** Run `zx <command> -f <file> --json ...args` from the repo root; parse stdout as JSON. */
-export async function zx<T = unknown>(command: 'apply' | 'teardown' | 'bench' | 'exec' | 'facts' | 'rotate', file: string, args: string[] = [], opts: { signalAfterMs?: number; env?: Record<string, string> } = {}): Promise<CommandResult<T>> {
+export async function zx<T = unknown>(command: 'apply' | 'teardown' | 'bench' | 'exec' | 'facts' | 'rotate' | 'switchover', file: string, args: string[] = [], opts: { signalAfterMs?: number; env?: Record<string, string> } = {}): Promise<CommandResult<T>> {
   return new Promise((resolveP) => {
     const child = spawn(join(ROOT, 'node_modules/.bin/zx'), [command, '-f', file, '--json', ...args], {
       cwd: ROOT,
