@@ -11,6 +11,7 @@
 // writes run there. Anything failing before the promotion is undone (the old
 // primary writable again, the writes released to it): nothing is lost.
 // A second `npx zx apply` reports changed=0: it follows the live primary.
+import '../roles/index.ts'; // registers the built-in roles (core/ never imports roles/)
 import { Listr } from 'listr2';
 import { clusterFile, EXIT, parseFlags, runMain, UsageError } from '../core/cli.ts';
 import { RampartError } from '../core/errors.ts';

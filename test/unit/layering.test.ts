@@ -33,7 +33,7 @@ describe('layering: core/ does not import roles/', () => {
   test('every command (the extensionless entry files) loads a playbook that registers the built-in roles', () => {
     const root = join(import.meta.dir, '../..');
     const entries = readdirSync(root).filter((f) => !f.includes('.') && statSync(join(root, f)).isFile() && readFileSync(join(root, f), 'utf8').startsWith('#!/usr/bin/env zx'));
-    expect(entries).toEqual(expect.arrayContaining(['apply', 'bench', 'teardown', 'exec', 'facts', 'rotate']));
+    expect(entries).toEqual(expect.arrayContaining(['apply', 'bench', 'teardown', 'exec', 'facts', 'rotate', 'switchover']));
     const missing = entries.flatMap((e) => {
       const playbooks = importsOf(readFileSync(join(root, e), 'utf8')).filter((i) => i.startsWith('./playbooks/'));
       if (playbooks.length === 0) return [`${e}: loads no playbook`];
