@@ -3,17 +3,19 @@
 // gatekeeper -> trustedhost -> proxy chain): semi-sync on, then the manager's
 // container is stopped hard (lxc-stop -k) under a write-heavy load. Writes
 // resume on a promoted worker, no acknowledged write is lost, reads never fail,
-// and the old manager, started again, is fenced (read_only).
+// and the old manager, started again, is fenced (read_only); apply rejoins it,
+// `zx switchover` moves the primary back under writes, and `zx bench` runs
+// through a second hard stop (summary.json: the failover, lost = 0).
 // Needs Linux + root; skips elsewhere, but fails when CI=true.
 // Traffic: only to the cluster's nodes on 10.88.0.0/24 (HTTP to the
 // gatekeeper, SSH to the nodes).
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunReport } from '../../core/types.ts';
-import { e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
+import { e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
 
 const NAME = 'rpfail';
 const SUBNET = '10.88.0.0/24';
@@ -231,5 +233,37 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
     expect(bench.code).toBe(0);
     expect(bench.json.writes.lost).toBe(0);
     expect(bench.json.writes.acknowledged).toBeGreaterThan(0);
+  }, 600_000);
+
+  test('zx bench through a failover: the manager stopped hard in its write phase; summary.json shows the failover and lost = 0', async () => {
+    const count = () => Number(sql('manager', 'SELECT COUNT(*) FROM sakila.actor'));
+    const before = count();
+    // paced (about 25 s of writes) so writes go on well past the failover
+    const child = spawn(join(ROOT, 'node_modules/.bin/zx'), ['bench', '-f', file, '--json', '--writes', '3000', '--reads', '0', '--rate', '120', '--concurrency', '8', '--no-sysbench'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const done = new Promise<number>((r) => child.on('close', (code) => r(code ?? -1)));
+    // the write phase has begun: the bench's rows arrive on the manager
+    const deadline = Date.now() + 120_000;
+    while (count() < before + 100 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 300));
+    expect(count()).toBeGreaterThanOrEqual(before + 100);
+    expect(spawnSync('lxc-stop', ['-k', '-n', `${NAME}-manager`]).status).toBe(0);
+    const code = await done;
+    let s: { writes: { acknowledged: number; lost: number; unknown: number; refused: number }; failover: { from: string; to: string; seconds: number } | null };
+    try {
+      s = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+    } catch {
+      throw new Error(`no summary (exit ${code}): ${stderr.slice(-3000)}`);
+    }
+    process.stderr.write(`bench through a failover: exit ${code}, writes ${JSON.stringify(s.writes)}, failover ${JSON.stringify(s.failover)}\n`);
+    expect(s.failover).not.toBeNull();
+    expect(s.failover!.from).toBe('manager');
+    expect(['worker1', 'worker2']).toContain(s.failover!.to);
+    expect(s.failover!.seconds).toBeLessThan(30);
+    expect(s.writes.lost).toBe(0);
+    expect(s.writes.acknowledged).toBeGreaterThan(1000);
+    expect(s.writes.acknowledged + s.writes.refused + s.writes.unknown).toBe(3000);
   }, 600_000);
 });
