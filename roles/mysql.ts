@@ -13,7 +13,7 @@ import {
   assertUniqueServerIds, configPath, DB_TLS_PATHS, dbService, explainOverrides, LEGACY_CONFIG_PATHS, LIVE_VARIABLES_FACT, liveDrift, overridesFact, parseVariables,
   renderConfig, serverSettings, type ServerSetting,
 } from './lib/mysql-config.ts';
-import { DIALECT_SQL, parseServerVersion, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
+import { DIALECT_SQL, INSTALL_GTIDS_ONLY_SQL, parseServerVersion, resetInstallGtidsSql, SERVER_VERSION_FACT, unsupportedVersion, versionText } from './lib/mysql-dialect.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from './lib/os.ts';
 import { files, staleFiles, unitRunning } from './lib/ops.ts';
 import { nodeTls } from './lib/tls.ts';
@@ -197,7 +197,7 @@ async function verifyRunning(ctx: TaskContext, settings: ServerSetting[]): Promi
 // written (otherwise users created on a fresh manager would never replicate).
 // After the restart the live variables are read again: a setting another option
 // file overrides fails here, naming that file, instead of restarting on every run.
-const running: TaskWith<{ unsupported?: string }> = {
+const running: TaskWith<{ unsupported?: string; firstBinlog?: boolean }> = {
   name: 'server runs the config',
   when: notDb,
   facts: () => ({ os: OS_ID_FACT, vars: LIVE_VARIABLES_FACT, version: SERVER_VERSION_FACT }),
@@ -208,7 +208,9 @@ const running: TaskWith<{ unsupported?: string }> = {
     if (bad) return { message: `unsupported server: ${bad}`, data: { unsupported: bad } };
     if (ctx.facts.vars.code !== 0) return { message: 'server not answering: restart', data: {} };
     const drift = liveDrift(serverSettings(d, ctx.host, ctx.host.node.db!, ctx.cluster.database.semiSync), parseVariables(ctx.facts.vars.stdout));
-    return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})`, data: {}, detail: () => drift.map((x) => `${x}\n`).join('') } : null;
+    // the server's first config (its package's server_id and binary log name): see resetInstallGtidsSql
+    const firstBinlog = d === 'mysql' && drift.some((x) => x.startsWith('server_id:') || x.startsWith('log_bin:'));
+    return drift.length ? { message: `restart ${dbService(d)} (${drift.join(', ')})`, data: { firstBinlog }, detail: () => drift.map((x) => `${x}\n`).join('') } : null;
   },
   apply: async (ctx, diff) => {
     const bad = diff.data.unsupported;
@@ -217,7 +219,15 @@ const running: TaskWith<{ unsupported?: string }> = {
     await ctx.conn.exec(`systemctl restart ${dbService(d)}`);
     await verifyRunning(ctx, serverSettings(d, ctx.host, ctx.host.node.db!, ctx.cluster.database.semiSync));
     const version = parseServerVersion(ctx.facts.version.stdout);
-    return `restarted${version ? ` ${versionText(version)}` : ''}; live variables as configured`;
+    let reset = '';
+    if (diff.data.firstBinlog) {
+      const only = await ctx.conn.exec('mysql -N -B', { stdin: `${INSTALL_GTIDS_ONLY_SQL};\n` });
+      if (only.stdout.trim() === '1') {
+        await ctx.conn.exec('mysql', { stdin: resetInstallGtidsSql(version) });
+        reset = '; the install-time GTIDs no binary log holds any more were reset';
+      }
+    }
+    return `restarted${version ? ` ${versionText(version)}` : ''}; live variables as configured${reset}`;
   },
 };
 

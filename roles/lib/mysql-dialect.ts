@@ -34,6 +34,24 @@ export const versionText = (v: ServerVersion) => `${v.dialect === 'mariadb' ? 'M
 
 const cmp = (v: ServerVersion, w: [number, number, number]) => v.major - w[0] || v.minor - w[1] || v.patch - w[2];
 
+/**
+ * MySQL only: forget the GTIDs of a freshly installed server that no binary log
+ * holds any more. Debian's mysql-server postinst (9.7.4-2) runs an ALTER USER with
+ * GTIDs on; rampart's first config renames the binary log (log_bin = mysql-bin), so
+ * that transaction stays in gtid_executed but in no log rampart's replicas can read
+ * (gtid_purged), and every replica fails with error 1236. Runs only right after the
+ * restart that first turned rampart's binary log on, and only when everything the
+ * server executed is purged (nothing a replica could fetch is forgotten) and it
+ * has no replication channel: INSTALL_GTIDS_ONLY_SQL says 1 then.
+ */
+export const INSTALL_GTIDS_ONLY_SQL = "SELECT @@GLOBAL.gtid_executed <> '' AND GTID_SUBSET(@@GLOBAL.gtid_executed, @@GLOBAL.gtid_purged) AND (SELECT COUNT(*) FROM performance_schema.replication_connection_configuration) = 0";
+
+/** The reset itself (super_read_only lifted for it on a replica, then put back). */
+export function resetInstallGtidsSql(v: ServerVersion | null): string {
+  const reset = v && cmp(v, [8, 2, 0]) < 0 ? 'RESET MASTER' : 'RESET BINARY LOGS AND GTIDS';
+  return `SET @ro = @@GLOBAL.super_read_only;\nSET GLOBAL super_read_only = 0;\n${reset};\nSET GLOBAL super_read_only = @ro;\n`;
+}
+
 /** Why this server cannot run rampart's statements (null = supported). */
 export function unsupportedVersion(v: ServerVersion, want: Dialect): string | null {
   if (v.dialect !== want) return `the node runs ${versionText(v)}, cluster.yaml wants ${want} (database.engine)`;

@@ -5,7 +5,7 @@ import { describe, expect, test } from 'bun:test';
 import { REPLICA_STATUS_SQL } from '../../services/proxy/nodes.ts';
 import { ACCOUNTS_FACT, accountStatements, desiredAccounts, parseAccounts, planAccounts } from '../../roles/lib/mysql-accounts.ts';
 import { LIVE_VARIABLES_FACT, renderConfig, serverSettings } from '../../roles/lib/mysql-config.ts';
-import { DIALECT_SQL, parseServerVersion, REMOVED, unsupportedVersion, type ServerVersion } from '../../roles/lib/mysql-dialect.ts';
+import { DIALECT_SQL, INSTALL_GTIDS_ONLY_SQL, parseServerVersion, REMOVED, resetInstallGtidsSql, unsupportedVersion, type ServerVersion } from '../../roles/lib/mysql-dialect.ts';
 import { sakilaLoadScript, SYSBENCH_DONE_QUERY, sysbenchPrepareScript, SYSBENCH_TABLES_FACT } from '../../roles/lib/mysql-meta.ts';
 import {
   catchUpScript, changeSourceSql, gtidWaitSql, REPLICA_STATUS_FACT, sourcePositionSql, startReplicaSql,
@@ -84,5 +84,23 @@ describe('server versions', () => {
     expect(unsupportedVersion({ dialect: 'mysql', major: 8, minor: 0, patch: 25 }, 'mysql')).toMatch(/older than/);
     expect(unsupportedVersion({ dialect: 'mariadb', major: 10, minor: 4, patch: 0 }, 'mariadb')).toMatch(/older than/);
     expect(unsupportedVersion({ dialect: 'mariadb', major: 10, minor: 11, patch: 6 }, 'mysql')).toMatch(/wants mysql/);
+  });
+});
+
+describe('install-time GTIDs of a fresh MySQL server', () => {
+  test('the reset uses the statement the version has, and puts super_read_only back', () => {
+    expect(resetInstallGtidsSql({ dialect: 'mysql', major: 8, minor: 0, patch: 36 })).toContain('\nRESET MASTER;\n');
+    for (const v of [{ major: 8, minor: 4, patch: 3 }, { major: 9, minor: 7, patch: 4 }]) {
+      const sql = resetInstallGtidsSql({ dialect: 'mysql', ...v });
+      expect(sql).toContain('\nRESET BINARY LOGS AND GTIDS;\n');
+      expect(sql).not.toContain('RESET MASTER');
+      expect(sql.indexOf('SET @ro = @@GLOBAL.super_read_only')).toBe(0);
+      expect(sql.trim().endsWith('SET GLOBAL super_read_only = @ro;')).toBe(true);
+    }
+  });
+  test('it resets only when every executed GTID is purged and no replication channel exists', () => {
+    expect(INSTALL_GTIDS_ONLY_SQL).toContain('GTID_SUBSET(@@GLOBAL.gtid_executed, @@GLOBAL.gtid_purged)');
+    expect(INSTALL_GTIDS_ONLY_SQL).toContain("@@GLOBAL.gtid_executed <> ''");
+    expect(INSTALL_GTIDS_ONLY_SQL).toContain('replication_connection_configuration) = 0');
   });
 });
