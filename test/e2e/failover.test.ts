@@ -55,6 +55,20 @@ async function call(kind: 'read' | 'write'): Promise<Outcome> {
   }
 }
 
+/** 3 writers and 1 reader through the gatekeeper until `stop()`; every answer recorded. */
+function startLoad(): { outcomes: Outcome[]; stop: () => Promise<void> } {
+  const outcomes: Outcome[] = [];
+  let running = true;
+  const loop = async (kind: 'read' | 'write') => {
+    while (running) {
+      outcomes.push(await call(kind));
+      await new Promise((r) => setTimeout(r, kind === 'read' ? 50 : 5));
+    }
+  };
+  const loops = [loop('write'), loop('write'), loop('write'), loop('read')];
+  return { outcomes, stop: async () => { running = false; await Promise.all(loops); } };
+}
+
 describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
   beforeAll(async () => {
     file = testClusterFile(dir, NAME, SUBNET, (doc) => {
@@ -82,15 +96,7 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
   });
 
   test('manager stopped hard under writes: a worker is promoted within 30 s, no acknowledged write lost, reads never fail, the old manager fenced', async () => {
-    const outcomes: Outcome[] = [];
-    let running = true;
-    const loop = async (kind: 'read' | 'write') => {
-      while (running) {
-        outcomes.push(await call(kind));
-        await new Promise((r) => setTimeout(r, kind === 'read' ? 50 : 5));
-      }
-    };
-    const loops = [loop('write'), loop('write'), loop('write'), loop('read')];
+    const { outcomes, stop } = startLoad();
     await new Promise((r) => setTimeout(r, 3000));
     const killedAt = Date.now();
     expect(spawnSync('lxc-stop', ['-k', '-n', `${NAME}-manager`]).status).toBe(0);
@@ -101,8 +107,7 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
       if (promoted.length && Date.now() - promoted[0].at > 5000) break;
       await new Promise((r) => setTimeout(r, 500));
     }
-    running = false;
-    await Promise.all(loops);
+    await stop();
 
     const writes = outcomes.filter((o) => o.kind === 'write');
     const acked = writes.filter((o) => o.status === 200);
@@ -178,15 +183,7 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
     const check = await zx<{ action: string; from: string; to: string }>('switchover', file, ['--check']);
     expect(check.code).toBe(0);
     expect(check.json).toMatchObject({ action: 'switch', from: promoted, to: 'manager' });
-    const outcomes: Outcome[] = [];
-    let running = true;
-    const loop = async (kind: 'read' | 'write') => {
-      while (running) {
-        outcomes.push(await call(kind));
-        await new Promise((r) => setTimeout(r, kind === 'read' ? 50 : 5));
-      }
-    };
-    const loops = [loop('write'), loop('write'), loop('write'), loop('read')];
+    const { outcomes, stop } = startLoad();
     await new Promise((r) => setTimeout(r, 2000));
     const r = await zx<{ from: string; to: string; durationMs: number; heldMs: number }>('switchover', file);
     if (r.code !== 0) process.stderr.write(`${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}\n`);
@@ -194,8 +191,7 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
     const doneAt = Date.now();
     // writes on for 2 s more on the new primary
     await new Promise((res) => setTimeout(res, 2000));
-    running = false;
-    await Promise.all(loops);
+    await stop();
     const writes = outcomes.filter((o) => o.kind === 'write');
     const failed = writes.filter((o) => o.status !== 200);
     process.stderr.write(`switchover: ${r.json.from} -> ${r.json.to} in ${(r.json.durationMs / 1000).toFixed(1)} s, writes held ${(r.json.heldMs / 1000).toFixed(1)} s; ${writes.length} writes, ${failed.length} failed (${JSON.stringify(failed.slice(0, 5))})\n`);
