@@ -79,25 +79,26 @@ export async function gatherFacts(conn: Connection, commands: Map<string, string
   const t0 = Date.now();
   const nonce = randomBytes(6).toString('hex');
   const ids = [...commands.keys()];
-  const script = ids
+  // several tasks often ask the same thing (the OS id, the pending upgrades): each distinct command runs once
+  const distinct = [...new Set(commands.values())];
+  const script = distinct
     // eval: a fact with a shell syntax error fails alone (exit 2) instead of ending the script for every fact after it
-    .map((id, i) => `printf '@@${nonce}:B:${i}\\n'; ( eval ${shq(commands.get(id)!)} ) 2>/dev/null </dev/null; printf '\\n@@${nonce}:E:${i}:%s\\n' "$?"`)
+    .map((cmd, i) => `printf '@@${nonce}:B:${i}\\n'; ( eval ${shq(cmd)} ) 2>/dev/null </dev/null; printf '\\n@@${nonce}:E:${i}:%s\\n' "$?"`)
     .join('\n');
   const res = await conn.exec(script, { check: false, log: false });
   const text = res.stdout;
-  ids.forEach((id, i) => {
+  const read = (i: number): Fact => {
     const begin = `@@${nonce}:B:${i}\n`;
     const b = text.indexOf(begin);
     const e = text.indexOf(`\n@@${nonce}:E:${i}:`, b);
-    if (b < 0 || e < 0) {
-      out.set(id, { stdout: '', code: 255 });
-      return;
-    }
+    if (b < 0 || e < 0) return { stdout: '', code: 255 };
     const codeStr = text.slice(e + `\n@@${nonce}:E:${i}:`.length).split('\n', 1)[0];
-    out.set(id, { stdout: text.slice(b + begin.length, e), code: Number(codeStr) });
-  });
+    return { stdout: text.slice(b + begin.length, e), code: Number(codeStr) };
+  };
+  const byCommand = new Map(distinct.map((cmd, i) => [cmd, read(i)]));
+  for (const id of ids) out.set(id, { ...byCommand.get(commands.get(id)!)! });
   log?.({
-    host: conn.host.name, kind: 'facts', command: `${ids.length} fact commands in one round trip`, code: res.code, durationMs: Date.now() - t0,
+    host: conn.host.name, kind: 'facts', command: `${ids.length} fact commands (${distinct.length} distinct) in one round trip`, code: res.code, durationMs: Date.now() - t0,
     facts: Object.fromEntries(ids.map((id) => [id.split('\u0000').join(' | '), out.get(id)!])),
   });
   return out;

@@ -239,11 +239,11 @@ export class LocalProvider implements Provider {
         resource: 'base image',
         check: async () => (imageExists(this.suite)
           ? { action: 'ok', detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)} (nodes refresh its package lists once older than apt.cacheValidSeconds)` }
-          : { action: 'create', detail: `debootstrap ${this.suite} -> ${imagePath(this.suite)} (about 70 s)`, data: undefined }),
+          : { action: 'create', detail: `debootstrap ${this.suite} and its updates -> ${imagePath(this.suite)} (about 90 s)`, data: undefined }),
         apply: async () => {
           // with the cache, debootstrap fetches through it on loopback (a rebuilt image downloads nothing cached)
           const root = this.spec.packageCache ? cacheRoot('127.0.0.1', this.spec.mirror) : undefined;
-          await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil, root);
+          await ensureBaseImage(this.spec.mirror, this.suite, events, this.spec.checkValidUntil, root, this.aptConf);
           return { detail: `${imagePath(this.suite)}, ${await imageAge(this.suite)}` };
         },
       }),

@@ -2,13 +2,14 @@
 // debootstrap from the cluster's mirror and cached as a .tar.zst. Built in a
 // temp dir and renamed into place, so an interrupted build never leaves a
 // broken cache; a lock file keeps two concurrent runs from building twice.
-import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
 import { LISTS_STAMP } from '../../roles/lib/apt.ts';
 import { pidAlive, run, unmountUnder } from './exec.ts';
+import type { AptConf } from './lxc.ts';
 
 /** How old the cached image is, for the plan: "built 3 h ago" (nodes refresh older package lists). */
 export async function imageAge(suite: string): Promise<string> {
@@ -19,8 +20,8 @@ export async function imageAge(suite: string): Promise<string> {
 }
 
 /**
- * When the image's package lists (made by debootstrap right before the image was
- * packed, stamped in it at LISTS_STAMP) are older than `maxAgeS`
+ * When the image's package lists (refreshed right before the image was packed,
+ * stamped in it at LISTS_STAMP) are older than `maxAgeS`
  * (apt.cacheValidSeconds): what that means, for plan and apply to say; else null.
  */
 export async function staleImageNote(suite: string, maxAgeS: number): Promise<string | null> {
@@ -109,9 +110,10 @@ async function lock(lockPath: string, suite: string, events?: ProviderEvents): P
  * Build the base image if it is not cached; returns true when it built one.
  * `root`: where debootstrap fetches from (default the mirror itself; the package
  * cache on loopback, cacheRoot('127.0.0.1', mirror), when it is on: a rebuilt
- * image then downloads nothing already cached).
+ * image then downloads nothing already cached). `aptConf`: the nodes' apt
+ * options (the cache's, when it is on), used by the image's update too.
  */
-export async function ensureBaseImage(mirror: string, suite: string, events?: ProviderEvents, checkValidUntil = true, root = `http://${mirror}`): Promise<boolean> {
+export async function ensureBaseImage(mirror: string, suite: string, events?: ProviderEvents, checkValidUntil = true, root = `http://${mirror}`, aptConf?: AptConf): Promise<boolean> {
   if (imageExists(suite)) return false;
   await mkdir(CACHE_DIR, { recursive: true, mode: 0o755 });
   const lockPath = join(CACHE_DIR, `${suite}-base.lock`);
@@ -125,7 +127,7 @@ export async function ensureBaseImage(mirror: string, suite: string, events?: Pr
     await mkdir(rootfs, { recursive: true });
     // mktemp-like dirs are 0700: _apt and mysql then fail inside the node.
     await chmod(rootfs, 0o755);
-    events?.progress?.(`building the ${suite} base image with debootstrap from ${root} (once, about 70 s)`);
+    events?.progress?.(`building the ${suite} base image with debootstrap from ${root} (once, about 90 s)`);
     const t0 = Date.now();
     await run('debootstrap', ['--variant=minbase', `--include=${IMAGE_PACKAGES.join(',')}`, suite, rootfs, `${root}/debian`], {
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C' },
@@ -135,8 +137,9 @@ export async function ensureBaseImage(mirror: string, suite: string, events?: Pr
     if (!existsSync(join(rootfs, 'usr/bin/systemctl')) || !existsSync(join(rootfs, 'usr/sbin/sshd'))) {
       throw new ProviderError(`debootstrap of ${suite} finished without systemd or sshd in ${rootfs}`, 'check the mirror and the suite name (provider.local.suite)');
     }
+    await upgradeImage(rootfs, mirror, suite, checkValidUntil, root, aptConf, events);
     await configureImage(rootfs, mirror, suite, checkValidUntil);
-    events?.progress?.(`packing the base image (debootstrap took ${Math.round((Date.now() - t0) / 1000)} s)`);
+    events?.progress?.(`packing the base image (debootstrap and updates took ${Math.round((Date.now() - t0) / 1000)} s)`);
     const tmp = join(work, 'image.tar.zst');
     await run('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-I', 'zstd -T0 -3', '-cpf', tmp, '-C', rootfs, '.']);
     await chmod(tmp, 0o644);
@@ -145,6 +148,53 @@ export async function ensureBaseImage(mirror: string, suite: string, events?: Pr
   } finally {
     await removeTree(work).catch(() => undefined);
     await unlink(lockPath).catch(() => undefined);
+  }
+}
+
+/**
+ * Bring the fresh rootfs up to date: debootstrap installs the suite's release
+ * versions only, so every new node would otherwise download and install the
+ * -updates and -security versions at its first apply (a dozen packages, 20-30 s
+ * of each fresh converge on this kind of machine, on every node). Done once here,
+ * in a chroot with nothing allowed to start (policy-rc.d), through `root` (the
+ * mirror, or the package cache). The package lists stay in the image when they
+ * name the mirror the nodes use: a node made within apt.cacheValidSeconds then
+ * installs without refreshing them.
+ */
+async function upgradeImage(rootfs: string, mirror: string, suite: string, checkValidUntil: boolean, root: string, aptConf: AptConf | undefined, events?: ProviderEvents): Promise<void> {
+  events?.progress?.(`bringing the ${suite} base image up to date (apt-get dist-upgrade in it)`);
+  await writeFile(join(rootfs, 'etc/apt/sources.list'), aptSources(mirror, suite, checkValidUntil, root));
+  // the build resolves the mirror as the host does (configureImage then leaves the image without DNS)
+  await rm(join(rootfs, 'etc/resolv.conf'), { force: true });
+  await copyFile('/etc/resolv.conf', join(rootfs, 'etc/resolv.conf')).catch(() => undefined);
+  const policy = join(rootfs, 'usr/sbin/policy-rc.d');
+  await writeFile(policy, '#!/bin/sh\n# rampart image build: nothing starts in the chroot\nexit 101\n', { mode: 0o755 });
+  // the nodes' own apt options (through the cache: no pipelining, see cache.ts), for the build only
+  const viaCache = root !== `http://${mirror}`;
+  const conf = aptConf?.text ? join(rootfs, aptConf.path) : null;
+  if (conf) await writeFile(conf, aptConf!.text);
+  const proc = join(rootfs, 'proc');
+  await run('mount', ['-t', 'proc', 'proc', proc]);
+  const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C', HOME: '/root' };
+  const apt = (args: string[]) => run('chroot', [rootfs, 'apt-get', '-q', '-y', ...args], {
+    env,
+    timeoutMs: 15 * 60_000,
+    hint: `the base image's update needs the Debian mirror ${mirror} (provider.local.mirror)${viaCache ? `, through the package cache (${root})` : ''}`,
+  });
+  try {
+    await apt(['update']);
+    await apt(['-o', 'Dpkg::Options::=--force-confold', '-o', 'Dpkg::Options::=--force-unsafe-io', 'dist-upgrade']);
+    await apt(['clean']);
+  } finally {
+    await run('umount', [proc]).catch(() => run('umount', ['-l', proc]).catch(() => undefined));
+    await rm(policy, { force: true });
+    if (conf) await rm(conf, { force: true });
+  }
+  // lists fetched through the cache name its URL, not the mirror's: the nodes refresh their own
+  if (viaCache) {
+    for (const f of await readdir(join(rootfs, 'var/lib/apt/lists')).catch(() => [] as string[])) {
+      if (f !== 'partial' && f !== 'lock') await rm(join(rootfs, 'var/lib/apt/lists', f), { recursive: true, force: true });
+    }
   }
 }
 

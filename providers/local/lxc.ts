@@ -66,9 +66,10 @@ export async function listContainers(cluster: string, names: string[]): Promise<
 // ------------------------------------------------------------------ files inside a rootfs
 
 /** Refuse to follow a symlink planted inside a node's rootfs. */
-async function safeWrite(path: string, content: string, mode: number): Promise<void> {
+async function safeWrite(path: string, content: string, mode: number, opts: { keepSame?: boolean } = {}): Promise<void> {
   const st = await lstat(path).catch(() => null);
   if (st?.isSymbolicLink()) await rm(path);
+  else if (opts.keepSame && st?.isFile() && (st.mode & 0o7777) === mode && (await readFile(path, 'utf8').catch(() => null)) === content) return;
   const tmp = `${path}.rampart-tmp`;
   await rm(tmp, { force: true });
   await writeFile(tmp, content, { mode, flag: 'wx' }); // never through a planted link
@@ -267,7 +268,9 @@ export async function createContainer(o: CreateOptions): Promise<void> {
     await safeWrite(join(etc, 'machine-id'), `${randomBytes(16).toString('hex')}\n`, 0o444);
     const hosts = `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${o.address} ${o.hostname}\n`;
     await safeWrite(join(etc, 'hosts'), hostsWithMirror(hosts, o.mirror, o.mirrorAddrs), 0o644);
-    await safeWrite(join(etc, 'apt/sources.list'), o.aptSources, 0o644);
+    // the image's own when the same: its mtime then stays older than the image's package-list
+    // stamp, and the node installs from the lists the image came with (no apt-get update first)
+    await safeWrite(join(etc, 'apt/sources.list'), o.aptSources, 0o644, { keepSame: true });
     if (o.aptConf?.text) await safeWrite(join(rootfs, o.aptConf.path), o.aptConf.text, 0o644);
 
     // The node's SSH host key comes from the controller's state folder: made

@@ -203,6 +203,17 @@ describe.skipIf(!run)('local provider on LXC (cluster rpt, 2 nodes)', () => {
     expect(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim()).toBe('1');
   }, 60_000);
 
+  test('a new node starts current: its image holds the -updates/-security lists with nothing pending, and its apt sources stay older than their stamp', () => {
+    const n1 = hostOf('n1').address;
+    expect(ssh(n1, 'ls /var/lib/apt/lists').stdout).toMatch(/bookworm-security_.*_Packages/);
+    const pending = ssh(n1, "LC_ALL=C apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep -c '^Inst '");
+    expect(pending.stdout.trim()).toBe('0');
+    // sources.list newer than the stamp would make the first apply refresh the lists (roles/lib/apt.ts)
+    const times = ssh(n1, 'stat -c %Y /etc/apt/sources.list /var/lib/rampart/apt-lists.stamp').stdout.trim().split('\n').map(Number);
+    expect(times).toHaveLength(2);
+    expect(times[0]).toBeLessThanOrEqual(times[1]);
+  }, 60_000);
+
   test('apt-get update works inside a node (mirror reachable through the fence)', () => {
     const r = ssh(hostOf('n2').address, 'sudo -n apt-get -q update 2>&1');
     expect(r.stdout).toMatch(/bookworm-security/);

@@ -55,6 +55,16 @@ describe('gatherFacts', () => {
     expect(facts.get('quote')!.code).not.toBe(0);
     expect(facts.get('next')).toEqual({ stdout: 'still here\n', code: 0 });
   });
+
+  test('a command several tasks ask for runs once; each of them gets its output', async () => {
+    const conn = new LocalConnection(hostsFor(['manager'])[0]);
+    const counter = join(mkdtempSync(join(tmpdir(), 'facts-')), 'runs');
+    const counted = `echo x >> ${shq(counter)}; echo os-id`;
+    const facts = await gatherFacts(conn, new Map([['base|os', counted], ['mysql|os', counted], ['other', 'echo other'], ['sysbench|os', counted]]));
+    expect(readFileSync(counter, 'utf8')).toBe('x\n');
+    for (const id of ['base|os', 'mysql|os', 'sysbench|os']) expect(facts.get(id)).toEqual({ stdout: 'os-id\n', code: 0 });
+    expect(facts.get('other')).toEqual({ stdout: 'other\n', code: 0 });
+  });
 });
 
 describe('run', () => {
