@@ -27,6 +27,15 @@ export function clusterFile(flag: string | undefined): string {
   return resolve(flag ?? process.env.RAMPART_CLUSTER ?? 'cluster.yaml');
 }
 
+/** The exit code of a command that ended with `e` (README: "Exit codes"). */
+export function exitCodeFor(e: unknown, detailedExitcode = false): number {
+  if (detailedExitcode) return EXIT.failed;
+  if (e instanceof UsageError) return EXIT.usage;
+  if (e instanceof SpecError) return EXIT.spec;
+  if (e instanceof RampartError) return e.exitCode ?? EXIT.provider;
+  return EXIT.failed;
+}
+
 /**
  * Run a command's main: typed errors become a clear message (or JSON) and an exit code; never a stack trace.
  * With `detailedExitcode` (Terraform's convention) every error exits 1, so 2 means only "changes".
@@ -36,8 +45,7 @@ export async function runMain(json: () => boolean, main: () => Promise<number>, 
   try {
     code = await main();
   } catch (e) {
-    code = opts.detailedExitcode ? EXIT.failed
-      : e instanceof UsageError ? EXIT.usage : e instanceof SpecError ? EXIT.spec : e instanceof RampartError ? EXIT.provider : EXIT.failed;
+    code = exitCodeFor(e, opts.detailedExitcode);
     const err = e as Error & { hint?: string; problems?: string[] };
     if (json()) {
       process.stdout.write(JSON.stringify({ error: { type: err.name, message: err.message, hint: err.hint, problems: err.problems } }) + '\n');

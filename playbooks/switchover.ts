@@ -49,7 +49,10 @@ replicating, caught-up replica of the live primary or has errant transactions.
 Exit: 0 done (or nothing to do), 1 refused or failed, 2 usage, 3 invalid cluster.yaml, 4 provider error.
 `;
 
-export class SwitchoverError extends RampartError {}
+/** A refused or failed switchover exits 1, like a failed task (README). */
+export class SwitchoverError extends RampartError {
+  override readonly exitCode = 1;
+}
 
 /** What the switchover reads on each DB node. */
 export interface NodeFacts {
