@@ -8,9 +8,13 @@ export class FileSecretStore implements SecretStore {
   private readonly path: string;
   private cache: Record<string, string>;
 
-  constructor(clusterDir: string) {
+  private readonly persist: boolean;
+
+  /** `persist: false` (apply --check, facts): a missing secret is made for this run only, never stored. */
+  constructor(clusterDir: string, opts: { persist?: boolean } = {}) {
     this.path = ensureStateDir(clusterDir).secrets;
     this.cache = readJson<Record<string, string>>(this.path, {});
+    this.persist = opts.persist ?? true;
   }
 
   /** Every stored secret's value (to mask them in logs; never to print). */
@@ -23,8 +27,8 @@ export class FileSecretStore implements SecretStore {
     if (!value) {
       // base64url: no quoting problems in option files, env files or SQL literals
       value = randomBytes(24).toString('base64url');
-      this.cache = { ...readJson<Record<string, string>>(this.path, {}), [name]: value };
-      writeFileAtomic(this.path, JSON.stringify(this.cache, null, 2) + '\n', 0o600);
+      this.cache = { ...readJson<Record<string, string>>(this.path, {}), ...this.cache, [name]: value };
+      if (this.persist) writeFileAtomic(this.path, JSON.stringify(this.cache, null, 2) + '\n', 0o600);
     }
     return value;
   }

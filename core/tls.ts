@@ -9,7 +9,8 @@
 // address changed) or it nears its end.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { ensureStateDir } from './state.ts';
@@ -26,11 +27,41 @@ const CERT_DAYS = 825;
 /** Issue again when a certificate ends within this many seconds (30 days). */
 const RENEW_BEFORE_S = 30 * 86400;
 
+/** Where the cluster's TLS material is kept (.rampart/tls). */
+function storedTlsDir(clusterDir: string): string {
+  return join(ensureStateDir(clusterDir).dir, 'tls');
+}
+
+/** --check: per cluster folder, the scratch copy of .rampart/tls that certificates are issued into. */
+const scratch = new Map<string, string>();
+
+/**
+ * For a dry run (apply --check): from now on this process reads and issues the
+ * cluster's certificates in a private scratch copy of .rampart/tls (removed at
+ * exit), so a check compares the nodes with what apply would deploy (a
+ * certificate apply would issue again shows as a change) and stores nothing.
+ */
+export function dryRunTls(clusterDir: string): void {
+  if (scratch.has(clusterDir)) return;
+  const dir = mkdtempSync(join(tmpdir(), 'rampart-check-tls-')); // 0700
+  const stored = storedTlsDir(clusterDir);
+  if (existsSync(stored)) cpSync(stored, dir, { recursive: true });
+  scratch.set(clusterDir, dir);
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+}
+
 export function tlsDir(clusterDir: string): string {
-  const dir = join(ensureStateDir(clusterDir).dir, 'tls');
+  const dry = scratch.get(clusterDir);
+  if (dry) return dry;
+  const dir = storedTlsDir(clusterDir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   return dir;
+}
+
+/** The CA file clients trust (`endpoint.ca`), whether or not it is made yet. */
+export function caCertPath(clusterDir: string): string {
+  return join(storedTlsDir(clusterDir), 'ca.pem');
 }
 
 function openssl(args: string[], cwd: string): void {

@@ -11,6 +11,7 @@ import { loadClusterWithRoles } from '../core/spec.ts';
 import { HostError } from '../core/errors.ts';
 import { connect, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
+import { dryRunTls } from '../core/tls.ts';
 import type { Host, PlanItem, RunReport } from '../core/types.ts';
 import { providerFor } from '../providers/index.ts';
 import { gatekeeperEndpoint } from '../roles/lib/tls.ts';
@@ -77,7 +78,9 @@ export async function main(args: string[]): Promise<never> {
     const roles = cluster.roles.inOrder(only ? new Set([...used].filter((r) => only.includes(r))) : used);
 
     const paths = ensureStateDir(cluster.dir);
-    const secrets = new FileSecretStore(cluster.dir);
+    // a dry run stores no secret and issues no certificate: both only for this run, compared, then dropped
+    const secrets = new FileSecretStore(cluster.dir, { persist: !check });
+    if (check) dryRunTls(cluster.dir);
     // the team's own API key is a secret too: masked like the generated ones
     const ownKey = [teamApiKey(cluster.services.gatekeeper) ?? ''].filter(Boolean);
     const runLog = new RunLog(paths.dir, 'apply', [...secrets.values(), ...ownKey], json ? 0 : verbosity);

@@ -35,7 +35,7 @@ export async function main(args: string[]): Promise<never> {
     const node = cluster.nodes.find((n) => n.name === name);
     if (!node) throw new UsageError(`no node named ${name}`, `nodes: ${cluster.nodes.map((n) => n.name).join(', ')}`);
     const paths = ensureStateDir(cluster.dir);
-    const secrets = new FileSecretStore(cluster.dir);
+    const secrets = new FileSecretStore(cluster.dir, { persist: false }); // facts reads; it makes nothing
     const runLog = new RunLog(paths.dir, 'facts', secrets.values());
     const provider = await providerFor(cluster);
     const hosts = await provider.describe();

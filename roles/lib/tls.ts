@@ -6,7 +6,7 @@
 // changed) is written and the service restarted, and nothing else.
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ensureCa, ensureServerCert, sanText, type TlsFiles } from '../../core/tls.ts';
+import { caCertPath, ensureServerCert, sanText, type TlsFiles } from '../../core/tls.ts';
 import type { Cluster, Host } from '../../core/types.ts';
 
 /** The names a node's certificate carries: its private address, its public address and DNS name (if reachable directly), its name. */
@@ -45,5 +45,5 @@ export interface Endpoint {
 
 export function gatekeeperEndpoint(cluster: Cluster, host: Host): Endpoint {
   const { port, tls } = cluster.services.gatekeeper;
-  return { url: `https://${host.address}${port === 443 ? '' : `:${port}`}`, ca: tls ? null : ensureCa(cluster.dir).certPath };
+  return { url: `https://${host.address}${port === 443 ? '' : `:${port}`}`, ca: tls ? null : caCertPath(cluster.dir) };
 }

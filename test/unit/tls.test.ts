@@ -2,16 +2,70 @@
 // it (roles/lib/tls.ts): real openssl, in a temp folder.
 import { afterAll, describe, expect, test } from 'bun:test';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureCa, ensureServerCert, sanText } from '../../core/tls.ts';
-import { teamApiKey } from '../../core/secrets.ts';
+import { dryRunTls, ensureCa, ensureServerCert, sanText } from '../../core/tls.ts';
+import { FileSecretStore, teamApiKey } from '../../core/secrets.ts';
 import { parseCluster } from '../../core/spec.ts';
 import { certificateNames, publicKeyPin } from '../../roles/lib/tls.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'rampart-tls-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Every file of a folder with its content (what a dry run must leave as it was). */
+function snapshot(folder: string): Record<string, string> {
+  return Object.fromEntries(readdirSync(folder).sort().map((f) => [f, readFileSync(join(folder, f), 'utf8')]));
+}
+
+/** Runs `f` in a new temp folder, removed after. */
+function inTempDir(prefix: string, f: (d: string) => void): void {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    f(d);
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+}
+
+describe('apply --check stores nothing: certificates in a scratch copy, secrets for the run only', () => {
+  test('a converged cluster: the same certificate when nothing changed, a new one where apply would issue one; .rampart/tls untouched', () => {
+    inTempDir('rampart-tls-dry-', (d) => {
+      const stored = ensureServerCert(d, 'gatekeeper', ['10.77.0.10', 'gatekeeper']);
+      const before = snapshot(join(d, '.rampart', 'tls'));
+      dryRunTls(d);
+      expect(ensureServerCert(d, 'gatekeeper', ['10.77.0.10', 'gatekeeper'])).toEqual(stored);
+      const moved = ensureServerCert(d, 'gatekeeper', ['10.77.0.20', 'gatekeeper']);
+      expect(moved.cert).not.toBe(stored.cert);
+      expect(moved.ca).toBe(stored.ca);
+      expect(new X509Certificate(moved.cert).checkIP('10.77.0.20')).toBe('10.77.0.20');
+      ensureServerCert(d, 'proxy', ['10.77.0.12', 'proxy']);
+      expect(snapshot(join(d, '.rampart', 'tls'))).toEqual(before);
+    });
+  });
+
+  test('a fresh folder: certificates are issued for the comparison, no CA or key is stored', () => {
+    inTempDir('rampart-tls-dry-', (d) => {
+      dryRunTls(d);
+      const f = ensureServerCert(d, 'proxy', ['10.77.0.12', 'proxy']);
+      expect(new X509Certificate(f.cert).verify(new X509Certificate(f.ca).publicKey)).toBe(true);
+      expect(existsSync(join(d, '.rampart', 'tls'))).toBe(false);
+    });
+  });
+
+  test('secrets: made once for the run, the same on every read, never written', () => {
+    inTempDir('rampart-secrets-dry-', (d) => {
+      const kept = new FileSecretStore(d);
+      const old = kept.get('existing');
+      const dry = new FileSecretStore(d, { persist: false });
+      expect(dry.get('existing')).toBe(old);
+      const fresh = dry.get('gatekeeper_api_key');
+      expect(dry.get('gatekeeper_api_key')).toBe(fresh);
+      expect(dry.values()).toContain(fresh); // masked in the run log like a stored one
+      expect(Object.keys(JSON.parse(readFileSync(join(d, '.rampart', 'secrets.json'), 'utf8')))).toEqual(['existing']);
+    });
+  });
+});
 
 describe('cluster CA', () => {
   test('CA and a server certificate: keys 0600, SANs as asked, issued by the CA, not a CA itself', () => {
