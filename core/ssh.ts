@@ -237,3 +237,36 @@ export async function connect(host: Host, opts: ConnectOptions): Promise<Connect
     }
   }
 }
+
+/**
+ * One SSH connection per host, opened on first use and kept for the command
+ * (rotate, switchover: many steps on the same nodes). `reset` closes them and
+ * opens later ones with new options (a run log that masks more values).
+ */
+export class Connections {
+  private readonly open = new Map<string, Connection>();
+  constructor(private opts: ConnectOptions) {}
+
+  get options(): ConnectOptions {
+    return this.opts;
+  }
+
+  async get(host: Host): Promise<Connection> {
+    let c = this.open.get(host.name);
+    if (!c) {
+      c = await connect(host, this.opts);
+      this.open.set(host.name, c);
+    }
+    return c;
+  }
+
+  reset(opts: ConnectOptions): void {
+    this.close();
+    this.opts = opts;
+  }
+
+  close(): void {
+    for (const c of this.open.values()) c.close();
+    this.open.clear();
+  }
+}

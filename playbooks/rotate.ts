@@ -21,10 +21,9 @@ import { listrOptions } from '../core/output.ts';
 import { RunLog } from '../core/runlog.ts';
 import { FileSecretStore, secretsWith, teamApiKey } from '../core/secrets.ts';
 import { loadClusterWithRoles } from '../core/spec.ts';
-import { connect, KnownHosts, shq } from '../core/ssh.ts';
-import { ensureSshKey, ensureStateDir, readJson, writeFileAtomic } from '../core/state.ts';
+import { shq } from '../core/ssh.ts';
+import { ensureStateDir, readJson, writeFileAtomic } from '../core/state.ts';
 import type { Cluster, Connection, Host, ServiceName } from '../core/types.ts';
-import { providerFor } from '../providers/index.ts';
 import { callerOf, SERVICE_NAMES } from '../services/contract.ts';
 import { RELOAD_FAILED, RELOADED } from '../services/config.ts';
 import { type Account, desiredAccounts, managerHost, passwordChangeSql, passwordDiscardSql, workerHosts } from '../roles/lib/mysql-accounts.ts';
@@ -34,6 +33,7 @@ import { catchUpScript, changeSourceSql, replicaSource } from '../roles/lib/mysq
 import { SECRETS } from '../roles/lib/names.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from '../roles/lib/os.ts';
 import { configPath, configText, INBOUND_SECRET, SERVICE_USER, unitName, type Overlap } from '../roles/service.ts';
+import { runningCluster } from './running.ts';
 
 const HELP = `usage: npx zx rotate [--only api-key,hops,db] [--check] [--grace SECONDS] [--json] [-f cluster.yaml]
 
@@ -188,21 +188,8 @@ export async function main(args: string[]): Promise<never> {
     const pendingPath = join(paths.dir, 'rotation.json');
     const resumed = existsSync(pendingPath) ? readJson<Pending | null>(pendingPath, null) : null;
     const runLog = new RunLog(paths.dir, 'rotate', [...store.values(), ...Object.values(resumed?.next ?? {}), teamApiKey(cluster.services.gatekeeper) ?? ''].filter(Boolean));
-    const provider = await providerFor(cluster);
-    const hosts = await provider.describe();
-    const missing = cluster.nodes.filter((n) => !hosts.some((h) => h.name === n.name)).map((n) => n.name);
-    if (missing.length) throw new RotateError(`not running: ${missing.join(', ')}`, 'npx zx apply first; a rotation needs every node');
-    const key = ensureSshKey(cluster.dir);
-    const knownHosts = new KnownHosts(paths.knownHosts);
-    const conns = new Map<string, Connection>();
-    const conn = async (h: Host): Promise<Connection> => {
-      let c = conns.get(h.name);
-      if (!c) {
-        c = await connect(h, { privateKey: key.privateKey, knownHosts, retryForMs: 10_000, log: runLog.record });
-        conns.set(h.name, c);
-      }
-      return c;
-    };
+    const { hosts, conns } = await runningCluster(cluster, runLog, (missing) => new RotateError(`not running: ${missing.join(', ')}`, 'npx zx apply first; a rotation needs every node'));
+    const conn = (h: Host): Promise<Connection> => conns.get(h);
     try {
       const manager = managerHost(hosts);
       const d: Dialect = manager ? dialectFor(cluster, (await (await conn(manager)).exec(OS_ID_FACT)).stdout) : 'mariadb';
@@ -225,29 +212,19 @@ export async function main(args: string[]): Promise<never> {
       }
       writeFileAtomic(pendingPath, JSON.stringify(pending) + '\n', 0o600);
       const masked = new RunLog(paths.dir, 'rotate', [...store.values(), ...Object.values(pending.next), ...Object.values(pending.old)]);
-      const log = masked.record;
       // reconnect with the log that masks the new values too
-      for (const c of conns.values()) c.close();
-      conns.clear();
-      const logConn = async (h: Host): Promise<Connection> => {
-        let c = conns.get(h.name);
-        if (!c) {
-          c = await connect(h, { privateKey: key.privateKey, knownHosts, retryForMs: 10_000, log });
-          conns.set(h.name, c);
-        }
-        return c;
-      };
+      conns.reset({ ...conns.options, log: masked.record });
       const next = secretsWith(store, pending.next);
       const services = hosts.filter((h) => h.node.service);
       const dbAccounts = plan.items.filter((i) => i.group === 'db').flatMap((i) => i.accounts);
-      const mysql = async (h: Host, sql: string): Promise<string> => (await (await logConn(h)).exec('mysql -N -B', { stdin: sql })).stdout.trim();
+      const mysql = async (h: Host, sql: string): Promise<string> => (await (await conn(h)).exec('mysql -N -B', { stdin: sql })).stdout.trim();
       const run: Record<Step['kind'], (s: Step, set: (m: string) => void) => Promise<void>> = {
         configs: async (s, set) => {
           const phase = (s as Extract<Step, { kind: 'configs' }>).phase;
           const overlap = phaseOverlap(phase, pending.old);
           await Promise.all(services.map(async (h) => {
             const svc = h.node.service as ServiceName;
-            const c = await logConn(h);
+            const c = await conn(h);
             await c.writeFile(configPath(svc), configText(cluster, h, hosts, next, overlap), { mode: '0600', owner: `${SERVICE_USER}:${SERVICE_USER}` });
             const r = await c.exec(reloadScript(svc), { check: false });
             if (r.code !== 0) throw new RotateError(`${h.name}: ${r.stdout.trim() || r.stderr.trim()}`, 'rerun npx zx rotate to resume (the old secrets still work)');
@@ -269,7 +246,7 @@ export async function main(args: string[]): Promise<never> {
           const pw = pending.next[SECRETS.mysqlRepl] ?? store.get(SECRETS.mysqlRepl);
           // one replica at a time: the proxy keeps reads on the others (a stopped replica gets none)
           for (const w of workerHosts(hosts)) {
-            const c = await logConn(w);
+            const c = await conn(w);
             await c.exec('mysql', { stdin: changeSourceSql(d, src, pw) });
             // logs in to the manager with the new password and waits until caught up
             await c.exec(catchUpScript(d, src), { stdin: `${pw}\n` });
@@ -280,7 +257,7 @@ export async function main(args: string[]): Promise<never> {
           const pw = pending.next[SECRETS.mysqlSysbench];
           if (!pw) return;
           await Promise.all(hosts.filter((h) => h.node.db && h.node.roles.includes('sysbench')).map(async (h) => {
-            await (await logConn(h)).writeFile(SYSBENCH_OPTIONS_PATH, sysbenchOptions(cluster.database.sysbench, pw), { mode: '0600', owner: 'root:root' });
+            await (await conn(h)).writeFile(SYSBENCH_OPTIONS_PATH, sysbenchOptions(cluster.database.sysbench, pw), { mode: '0600', owner: 'root:root' });
           }));
         },
         store: async () => {
@@ -312,7 +289,7 @@ export async function main(args: string[]): Promise<never> {
       }
       return EXIT.ok;
     } finally {
-      for (const c of conns.values()) c.close();
+      conns.close();
     }
   });
 }

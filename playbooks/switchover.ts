@@ -19,10 +19,8 @@ import { listrOptions } from '../core/output.ts';
 import { RunLog } from '../core/runlog.ts';
 import { FileSecretStore } from '../core/secrets.ts';
 import { loadClusterWithRoles } from '../core/spec.ts';
-import { connect, KnownHosts } from '../core/ssh.ts';
-import { ensureSshKey, ensureStateDir } from '../core/state.ts';
-import type { Cluster, Connection, Host } from '../core/types.ts';
-import { providerFor } from '../providers/index.ts';
+import { ensureStateDir } from '../core/state.ts';
+import type { Connection, Host } from '../core/types.ts';
 import { count, errant, format, minus, parseGtidSet, type GtidSet } from '../services/proxy/gtid.ts';
 import { ACCOUNTS_FACT, parseAccounts, planAccounts } from '../roles/lib/mysql-accounts.ts';
 import { configPath as mysqlConfigPath, renderConfig, serverSettings } from '../roles/lib/mysql-config.ts';
@@ -33,6 +31,7 @@ import { dialectFor, OS_ID_FACT, type Dialect } from '../roles/lib/os.ts';
 import { configPath, configText, SERVICE_USER } from '../roles/service.ts';
 import { readTopology } from './apply.ts';
 import { reloadScript } from './rotate.ts';
+import { runningCluster } from './running.ts';
 
 const HELP = `usage: npx zx switchover [--to NODE] [--check] [--hold-ms MS] [--json] [-f cluster.yaml]
 
@@ -136,29 +135,15 @@ export async function main(args: string[]): Promise<never> {
     const paths = ensureStateDir(cluster.dir);
     const store = new FileSecretStore(cluster.dir);
     const runLog = new RunLog(paths.dir, 'switchover', store.values());
-    const provider = await providerFor(cluster);
-    const hosts = await provider.describe();
-    const missing = cluster.nodes.filter((n) => !hosts.some((h) => h.name === n.name)).map((n) => n.name);
-    if (missing.length) throw new SwitchoverError(`not running: ${missing.join(', ')}`, 'npx zx apply first');
-    const key = ensureSshKey(cluster.dir);
-    const knownHosts = new KnownHosts(paths.knownHosts);
-    const sshOpts = { privateKey: key.privateKey, knownHosts, retryForMs: 10_000, log: runLog.record };
-    const conns = new Map<string, Connection>();
-    const conn = async (h: Host): Promise<Connection> => {
-      let c = conns.get(h.name);
-      if (!c) {
-        c = await connect(h, sshOpts);
-        conns.set(h.name, c);
-      }
-      return c;
-    };
+    const { hosts, conns } = await runningCluster(cluster, runLog, (missing) => new SwitchoverError(`not running: ${missing.join(', ')}`, 'npx zx apply first'));
+    const conn = (h: Host): Promise<Connection> => conns.get(h);
     const byName = (n: string) => hosts.find((h) => h.name === n)!;
     const mysql = async (h: Host, sql: string): Promise<string> => (await (await conn(h)).exec('mysql -N -B', { stdin: sql })).stdout.trim();
     try {
       const dbHosts = hosts.filter((h) => h.node.db);
       const d: Dialect = dialectFor(cluster, (await (await conn(dbHosts[0])).exec(OS_ID_FACT)).stdout);
       const sql = DIALECT_SQL[d];
-      const topo = await readTopology(dbHosts, sshOpts);
+      const topo = await readTopology(dbHosts, conns.options);
       const live = livePrimary(preferred, topo);
       if (!live.ok) throw new SwitchoverError(live.reason, 'make every other DB node read-only (SET GLOBAL read_only = ON), then try again');
       const primary = live.primary;
@@ -259,7 +244,7 @@ export async function main(args: string[]): Promise<never> {
           const deadline = Date.now() + 20_000;
           let why = '';
           for (;;) {
-            const t = await readTopology(dbHosts, sshOpts);
+            const t = await readTopology(dbHosts, conns.options);
             const np = livePrimary(plan.to, t);
             const lagging: string[] = [];
             for (const n of plan.replicas) {
@@ -304,7 +289,7 @@ export async function main(args: string[]): Promise<never> {
       else process.stderr.write(`primary: ${plan.from} -> ${plan.to} in ${(durationMs / 1000).toFixed(1)} s (writes held ${(heldMs / 1000).toFixed(1)} s)\n`);
       return EXIT.ok;
     } finally {
-      for (const c of conns.values()) c.close();
+      conns.close();
     }
   });
 }
