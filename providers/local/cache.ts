@@ -7,13 +7,13 @@
 // image cache folder and outlives the clusters, so a rebuilt cluster fetches
 // no .deb again; the daemon stops when the last registered cluster goes down.
 import { createHash } from 'node:crypto';
-import { chown, mkdir, open, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import { CACHE_DIR } from './image.ts';
-import { pidAlive, run } from './exec.ts';
+import { acquireLock, run } from './exec.ts';
 
 export const CACHE_PACKAGE = 'apt-cacher-ng';
 export const CACHE_PORT = 3142;
@@ -172,20 +172,10 @@ async function startDaemon(config: string, gateways: string[]): Promise<void> {
 async function locked<T>(fn: () => Promise<T>): Promise<T> {
   await mkdir(CONF_DIR, { recursive: true, mode: 0o755 });
   const path = join(CONF_DIR, 'lock');
-  for (let i = 0; ; i++) {
-    try {
-      const fh = await open(path, 'wx', 0o600);
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-    if (!pid || !pidAlive(pid)) await unlink(path).catch(() => undefined);
-    else if (i > 600) throw new ProviderError(`the package cache is locked by process ${pid} for over a minute`, `remove ${path} if that process is gone`);
-    else await new Promise((r) => setTimeout(r, 100));
-  }
+  await acquireLock(path, 100, (pid, attempt) => {
+    if (attempt > 600) throw new ProviderError(`the package cache is locked by process ${pid} for over a minute`, `remove ${path} if that process is gone`);
+    return false;
+  });
   try {
     return await fn();
   } finally {

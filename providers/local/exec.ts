@@ -2,7 +2,7 @@
 // any) goes through stdin, so user values are never parsed by a shell and
 // nothing secret shows up in `ps`.
 import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { open, readFile, unlink } from 'node:fs/promises';
 import { ProviderError } from '../../core/errors.ts';
 
 export interface RunResult {
@@ -78,5 +78,32 @@ export function pidAlive(pid: number): boolean {
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes the lock file `path` (created exclusively, holding this process's pid;
+ * the lock of a process that is gone is taken over). While a live process
+ * holds it, `busy(pid, attempt)` decides: true stops waiting (returns false:
+ * what the caller waited for is there), a throw fails, else it tries again
+ * `intervalMs` later. Release with `unlink(path)`.
+ */
+export async function acquireLock(path: string, intervalMs: number, busy: (pid: number, attempt: number) => boolean | Promise<boolean> = () => false): Promise<boolean> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const fh = await open(path, 'wx', 0o600);
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    if (!pid || !pidAlive(pid)) {
+      await unlink(path).catch(() => undefined);
+      continue;
+    }
+    if (await busy(pid, attempt)) return false;
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

@@ -2,13 +2,13 @@
 // debootstrap from the cluster's mirror and cached as a .tar.zst. Built in a
 // temp dir and renamed into place, so an interrupted build never leaves a
 // broken cache; a lock file keeps two concurrent runs from building twice.
-import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
 import { LISTS_STAMP } from '../../roles/lib/apt.ts';
-import { pidAlive, run, unmountUnder } from './exec.ts';
+import { acquireLock, pidAlive, run, unmountUnder } from './exec.ts';
 import type { AptConf } from './lxc.ts';
 
 /** How old the cached image is, for the plan: "built 3 h ago" (nodes refresh older package lists). */
@@ -84,26 +84,10 @@ const UDEV_UNITS = [
 
 /** Take the build lock, or wait for the other builder to finish. Returns false when the image appeared meanwhile. */
 async function lock(lockPath: string, suite: string, events?: ProviderEvents): Promise<boolean> {
-  let told = false;
-  for (;;) {
-    try {
-      const fh = await open(lockPath, 'wx', 0o600);
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
-    if (!pid || !pidAlive(pid)) {
-      await unlink(lockPath).catch(() => undefined);
-      continue;
-    }
-    if (!told) events?.progress?.(`waiting for another run (pid ${pid}) building the base image`);
-    told = true;
-    await new Promise((r) => setTimeout(r, 1000));
-    if (imageExists(suite)) return false;
-  }
+  return acquireLock(lockPath, 1000, (pid, attempt) => {
+    if (attempt === 0) events?.progress?.(`waiting for another run (pid ${pid}) building the base image`);
+    return imageExists(suite);
+  });
 }
 
 /**
