@@ -76,15 +76,29 @@ mysql -e ${shq(mark)}`;
 }
 
 /**
+ * What moves while a replica receives and applies (either dialect: SHOW
+ * REPLICA STATUS's file positions, under their MariaDB or MySQL names).
+ */
+export const REPLICA_PROGRESS = `mysql -E -e 'SHOW REPLICA STATUS' 2>/dev/null | grep -E '^ *(Relay_Log_File|Relay_Log_Pos|Read_(Master|Source)_Log_Pos|Exec_(Master|Source)_Log_Pos):'`;
+
+/** The longest a worker waits for the manager's marker, however steadily replication moves. */
+export const WAIT_CAP_S = 1800;
+
+/**
  * Script for a worker: wait until `query` prints `expected` here, i.e. the
  * manager's completion marker (and what it vouches for) has been replicated.
  * Replication applies in order, so once the marker is here, everything written
- * before it is too. Polls the local server only.
+ * before it is too. Polls the local server only. It gives up when replication
+ * made no progress for `stallS` seconds (a loaded machine only makes the wait
+ * longer), or after WAIT_CAP_S.
  */
-export function waitForScript(what: string, query: string, expected: string, timeoutS: number): string {
-  return `end=$((SECONDS + ${timeoutS}))
+export function waitForScript(what: string, query: string, expected: string, stallS: number, capS = WAIT_CAP_S): string {
+  return `last=; stall=$((SECONDS + ${stallS})); cap=$((SECONDS + ${capS}))
 until [ "$(mysql -N -B -e ${shq(query)} 2>/dev/null)" = ${shq(expected)} ]; do
-  if [ $SECONDS -ge $end ]; then echo "${what} did not arrive from the manager within ${timeoutS} s: is replication running?" >&2; exit 1; fi
+  now=$(${REPLICA_PROGRESS})
+  if [ "$now" != "$last" ]; then last=$now; stall=$((SECONDS + ${stallS})); fi
+  if [ $SECONDS -ge $stall ]; then echo "${what} did not arrive from the manager: replication made no progress for ${stallS} s (is it running?)" >&2; exit 1; fi
+  if [ $SECONDS -ge $cap ]; then echo "${what} did not arrive from the manager within ${capS} s" >&2; exit 1; fi
   sleep 0.25
 done`;
 }

@@ -1,7 +1,11 @@
 // Replication per dialect: CHANGE MASTER (MariaDB) vs CHANGE REPLICATION SOURCE
 // (MySQL 8), status parsing of both dialects' SHOW ... STATUS\G, the "what is
 // wrong" decision, GTID waits, and no password in any argv.
-import { describe, expect, test } from 'bun:test';
+import { afterAll, describe, expect, test } from 'bun:test';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ACCOUNTS_FACT } from '../../roles/lib/mysql-accounts.ts';
 import { LIVE_VARIABLES_FACT } from '../../roles/lib/mysql-config.ts';
 import {
@@ -199,5 +203,60 @@ describe('no password in any argv', () => {
     expect(s).toContain('IFS= read -r pw');
     expect(s).toContain('--defaults-extra-file=<(opts)');
     expect(s).not.toMatch(/-p\s*"?\$pw|--password/);
+  });
+});
+
+describe('waitForScript: a worker waits while replication moves, not for a fixed time', () => {
+  // a fake `mysql` on PATH: the marker query prints ./done, SHOW REPLICA STATUS prints ./pos (as \G lines)
+  const bin = mkdtempSync(join(tmpdir(), 'rampart-wait-'));
+  writeFileSync(join(bin, 'mysql'), `#!/bin/sh
+case "$*" in
+  *"SHOW REPLICA STATUS"*) printf '      Relay_Log_Pos: %s\\n Exec_Master_Log_Pos: %s\\n' "$(cat ${bin}/pos)" "$(cat ${bin}/pos)";;
+  *) cat ${bin}/done 2>/dev/null;;
+esac
+`, { mode: 0o755 });
+  afterAll(() => rmSync(bin, { recursive: true, force: true }));
+  const wait = (stallS: number, capS?: number) => spawn('bash', ['-c', waitForScript('the sakila load', 'SELECT v FROM m', 'ok', stallS, capS)], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+  const exit = (p: ReturnType<typeof spawn>) => new Promise<{ code: number; stderr: string; ms: number }>((resolve) => {
+    const t0 = Date.now();
+    let stderr = '';
+    p.stderr!.on('data', (b: Buffer) => (stderr += b));
+    p.once('exit', (code) => resolve({ code: code ?? -1, stderr, ms: Date.now() - t0 }));
+  });
+
+  test('replication moving for longer than the stall limit: it keeps waiting and succeeds once the marker is there', async () => {
+    rmSync(join(bin, 'done'), { force: true });
+    writeFileSync(join(bin, 'pos'), '0');
+    const done = exit(wait(2));
+    for (let i = 1; i <= 14; i++) {
+      await Bun.sleep(300);
+      writeFileSync(join(bin, 'pos'), String(i * 1000));
+    }
+    writeFileSync(join(bin, 'done'), 'ok\n');
+    const r = await done;
+    expect(r).toMatchObject({ code: 0, stderr: '' });
+    expect(r.ms).toBeGreaterThan(4000); // twice the stall limit: a fixed 2 s timeout would have failed
+  });
+
+  test('no progress: it gives up after the stall limit and says why', async () => {
+    rmSync(join(bin, 'done'), { force: true });
+    writeFileSync(join(bin, 'pos'), '7');
+    const r = await exit(wait(1));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('the sakila load did not arrive from the manager: replication made no progress for 1 s');
+    expect(r.ms).toBeLessThan(4000);
+  });
+
+  test('moving but never done: the cap ends it', async () => {
+    rmSync(join(bin, 'done'), { force: true });
+    let i = 0;
+    const mover = setInterval(() => writeFileSync(join(bin, 'pos'), String(++i)), 200);
+    try {
+      const r = await exit(wait(2, 2));
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('did not arrive from the manager within 2 s');
+    } finally {
+      clearInterval(mover);
+    }
   });
 });
