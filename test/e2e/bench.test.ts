@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunReport } from '../../core/types.ts';
 import type { BenchSummary } from '../../playbooks/bench/types.ts';
-import { e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
+import { applyOrThrow, teardownSuite, e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
 
 const NAME = 'rpbench';
 const SUBNET = '10.82.0.0/24';
@@ -69,16 +69,10 @@ function benchChild(args: string[]): { done: Promise<{ code: number; json: Bench
 describe.skipIf(!available)('zx bench on LXC (rpbench)', () => {
   beforeAll(async () => {
     if (!keep || !existsSync(file)) testClusterFile(dir, NAME, SUBNET);
-    const r = await zx('apply', file);
-    if (r.code !== 0) throw new Error(`apply failed (${r.code}):\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
+    await applyOrThrow(file);
   }, 1_500_000);
 
-  afterAll(async () => {
-    if (keep) return;
-    const r = await zx('teardown', file);
-    if (r.code !== 0) process.stderr.write(`teardown failed (${r.code}): ${r.stderr.slice(-2000)}\n`);
-    rmSync(dir, { recursive: true, force: true });
-  }, 600_000);
+  afterAll(() => teardownSuite(file, { keep: Boolean(keep), dir }), 600_000);
 
   test('50 writes + 50 reads per mode: report, exact rows, identical dumps, distribution, logs, sysbench', async () => {
     const before = Object.fromEntries(DB.map((n) => [n, actorTable(n)]));

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { loadCluster } from '../../core/spec.ts';
 import type { Host, RunReport } from '../../core/types.ts';
 import { LocalProvider } from '../../providers/local.ts';
-import { e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
+import { teardownSuite, e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
 
 const NAME = 'rpdb';
 const SUBNET = '10.80.0.0/24';
@@ -71,9 +71,7 @@ describe.skipIf(!available)('DB roles on LXC', () => {
     await zx('teardown', file);
   }, 300_000);
 
-  afterAll(async () => {
-    if (process.env.RAMPART_E2E_KEEP !== '1') await zx('teardown', file);
-  }, 300_000);
+  afterAll(() => teardownSuite(file), 300_000);
 
   test('an apply killed during the install, between replication steps and during the Sakila load is completed by the next apply', async () => {
     const points: [string, number][] = [

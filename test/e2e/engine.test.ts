@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunReport } from '../../core/types.ts';
-import { e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
+import { teardownSuite, e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
 
 const RUN = e2eAvailable();
 const NAME = 'rpeng';
@@ -35,9 +35,7 @@ describe.skipIf(!RUN)('engine + local provider + base role (6 LXC nodes)', () =>
     ipForwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
   }, 300_000);
 
-  afterAll(async () => {
-    if (file) await zx('teardown', file);
-  }, 300_000);
+  afterAll(() => teardownSuite(file), 300_000);
 
   test('apply from nothing creates 6 nodes and converges base', async () => {
     const r = await zx<RunReport>('apply', file, ['--roles', 'base']);

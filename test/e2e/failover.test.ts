@@ -11,11 +11,11 @@
 // gatekeeper, SSH to the nodes).
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunReport } from '../../core/types.ts';
-import { e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
+import { applyOrThrow, teardownSuite, e2eAvailable, onNode, ROOT, testClusterFile, zx } from '../support/cluster.ts';
 
 const NAME = 'rpfail';
 const SUBNET = '10.88.0.0/24';
@@ -77,16 +77,10 @@ describe.skipIf(!available)('automatic failover on LXC (rpfail)', () => {
       const flows = doc.getIn(['security', 'flows']) as { items: unknown[] };
       flows.items.splice(4, 1, doc.createNode({ from: DB, to: DB, port: 3306 }));
     });
-    const r = await zx('apply', file);
-    if (r.code !== 0) throw new Error(`apply failed (${r.code}):\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
+    await applyOrThrow(file);
   }, 1_500_000);
 
-  afterAll(async () => {
-    if (keep) return;
-    const r = await zx('teardown', file);
-    if (r.code !== 0) process.stderr.write(`teardown failed (${r.code}): ${r.stderr.slice(-2000)}\n`);
-    rmSync(dir, { recursive: true, force: true });
-  }, 600_000);
+  afterAll(() => teardownSuite(file, { keep: Boolean(keep), dir }), 600_000);
 
   test('semi-sync is on: the manager waits for its two workers', () => {
     const status = sql('manager', "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status','Rpl_semi_sync_master_clients')");

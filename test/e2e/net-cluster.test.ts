@@ -19,7 +19,7 @@ import { shq } from '../../core/ssh.ts';
 import type { Cluster, RunReport } from '../../core/types.ts';
 import { egressOf, normaliseRuleset } from '../../roles/lib/firewall.ts';
 import { SECRETS } from '../../roles/lib/names.ts';
-import { e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
+import { teardownSuite, e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
 
 const RUN = e2eAvailable();
 const DIR = process.env.RAMPART_E2E_NET_DIR ?? '/tmp/rpnet';
@@ -124,9 +124,7 @@ describe.skipIf(!RUN)('full cluster: firewall and services (LXC)', () => {
     process.stderr.write(`first apply: ${Date.now() - t0} ms (engine ${first.durationMs} ms)\n`);
   }, 900_000);
 
-  afterAll(async () => {
-    if (RUN && file && process.env.RAMPART_E2E_KEEP !== '1') await zx('teardown', file);
-  }, 300_000);
+  afterAll(() => teardownSuite(RUN ? file : undefined), 300_000);
 
   test('the first apply converges every role on every host', () => {
     expect(failures(first)).toEqual([]);

@@ -28,7 +28,7 @@ import { ensureCa } from '../../core/tls.ts';
 import type { RunReport } from '../../core/types.ts';
 import { nativePasswordHash } from '../../roles/lib/mysql-accounts.ts';
 import { SECRETS } from '../../roles/lib/names.ts';
-import { e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
+import { applyOrThrow, teardownSuite, e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
 import { LoadClient, runPhase } from '../../playbooks/bench/load.ts';
 
 const RUN = e2eAvailable();
@@ -84,18 +84,11 @@ describe.skipIf(!RUN)(`TLS on every hop (LXC, ${MYSQL ? 'Oracle MySQL' : 'MariaD
         }
       });
     }
-    const r = await zx<RunReport>('apply', file, ['--json']);
-    if (r.code !== 0 || !r.json) throw new Error(`apply failed (${r.code}):\n${r.stderr.slice(-3000)}`);
-    first = r.json;
+    first = (await applyOrThrow<RunReport>(file)).json;
     apiKey = (JSON.parse(readFileSync(join(dir, '.rampart', 'secrets.json'), 'utf8')) as Record<string, string>)[SECRETS.apiKey];
   }, 1_500_000);
 
-  afterAll(async () => {
-    if (keep) return;
-    const r = await zx('teardown', file);
-    if (r.code !== 0) process.stderr.write(`teardown failed (${r.code}): ${r.stderr.slice(-2000)}\n`);
-    rmSync(dir, { recursive: true, force: true });
-  }, 600_000);
+  afterAll(() => teardownSuite(file, { keep: Boolean(keep), dir }), 600_000);
 
   test('apply reports the endpoint: the gatekeeper over https and the CA file (key 0600 beside it)', () => {
     expect(first.endpoint).toEqual({ url: `https://${ADDR.gatekeeper}`, ca: join(dir, '.rampart', 'tls', 'ca.pem') });

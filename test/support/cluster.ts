@@ -1,7 +1,7 @@
 // e2e helpers: run the real commands (`zx apply|teardown|bench`) on a cluster
 // file, and run shell commands on its nodes over SSH with the project's key.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { shq } from '../../core/ssh.ts';
@@ -49,6 +49,24 @@ export async function zx<T = unknown>(command: 'apply' | 'teardown' | 'bench' | 
 }
 
 /** The reference cluster the e2e tests derive theirs from (a fixture: never the user's cluster.yaml). */
+/** A suite's first apply: its result, or an error carrying the command's last output. */
+export async function applyOrThrow<T = unknown>(file: string, args: string[] = []): Promise<CommandResult<T>> {
+  const r = await zx<T>('apply', file, args);
+  if (r.code !== 0 || r.json === undefined) throw new Error(`apply failed (${r.code}):\n${r.stderr.slice(-3000)}\n${r.stdout.slice(-2000)}`);
+  return r;
+}
+
+/**
+ * A suite's afterAll: tear its cluster down (not when the suite keeps it: `keep`,
+ * or RAMPART_E2E_KEEP=1), say why when that failed, remove the suite's folder.
+ */
+export async function teardownSuite(file: string | undefined, opts: { keep?: boolean; dir?: string } = {}): Promise<void> {
+  if (!file || opts.keep || process.env.RAMPART_E2E_KEEP === '1') return;
+  const r = await zx('teardown', file);
+  if (r.code !== 0) process.stderr.write(`teardown failed (${r.code}): ${r.stderr.slice(-2000)}\n`);
+  if (opts.dir) rmSync(opts.dir, { recursive: true, force: true });
+}
+
 export const FIXTURE_CLUSTER = join(ROOT, 'test/fixtures/cluster.yaml');
 
 /**
