@@ -23,6 +23,16 @@ export function statePaths(clusterDir: string): StatePaths {
   };
 }
 
+/** Is a process (a lock holder, the owner of a scratch folder) still running? EPERM: it is, as another user's. */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export function ensureStateDir(clusterDir: string): StatePaths {
   const p = statePaths(clusterDir);
   mkdirSync(p.dir, { recursive: true, mode: 0o700 });

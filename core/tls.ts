@@ -9,11 +9,10 @@
 // address changed) or it nears its end.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import { ensureStateDir } from './state.ts';
+import { ensureStateDir, pidAlive } from './state.ts';
 
 export interface TlsFiles {
   /** PEM texts. */
@@ -37,13 +36,22 @@ const scratch = new Map<string, string>();
 
 /**
  * For a dry run (apply --check): from now on this process reads and issues the
- * cluster's certificates in a private scratch copy of .rampart/tls (removed at
- * exit), so a check compares the nodes with what apply would deploy (a
- * certificate apply would issue again shows as a change) and stores nothing.
+ * cluster's certificates in a scratch copy of .rampart/tls (.rampart/.check-tls-<pid>,
+ * beside the real one, 0700: the CA key is never copied anywhere else; removed
+ * at exit, or by the next check when its process is gone), so a check compares
+ * the nodes with what apply would deploy (a certificate apply would issue again
+ * shows as a change) and stores nothing.
  */
 export function dryRunTls(clusterDir: string): void {
   if (scratch.has(clusterDir)) return;
-  const dir = mkdtempSync(join(tmpdir(), 'rampart-check-tls-')); // 0700
+  const state = ensureStateDir(clusterDir).dir;
+  for (const n of readdirSync(state)) {
+    const m = /^\.check-tls-(\d+)$/.exec(n);
+    if (m && !pidAlive(Number(m[1]))) rmSync(join(state, n), { recursive: true, force: true });
+  }
+  const dir = join(state, `.check-tls-${process.pid}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { mode: 0o700 });
   const stored = storedTlsDir(clusterDir);
   if (existsSync(stored)) cpSync(stored, dir, { recursive: true });
   scratch.set(clusterDir, dir);

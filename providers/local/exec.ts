@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { open, readFile, unlink } from 'node:fs/promises';
 import { ProviderError } from '../../core/errors.ts';
+import { pidAlive } from '../../core/state.ts';
 
 export interface RunResult {
   stdout: string;
@@ -71,15 +72,7 @@ export async function unmountUnder(path: string): Promise<void> {
   for (const m of mounts) await run('umount', ['-l', m], { check: false });
 }
 
-/** Is a process (a lock holder) still running? EPERM: it is, as another user's. */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+export { pidAlive } from '../../core/state.ts';
 
 /**
  * Takes the lock file `path` (created exclusively, holding this process's pid;

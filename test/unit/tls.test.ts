@@ -2,7 +2,8 @@
 // it (roles/lib/tls.ts): real openssl, in a temp folder.
 import { afterAll, describe, expect, test } from 'bun:test';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dryRunTls, ensureCa, ensureServerCert, sanText } from '../../core/tls.ts';
@@ -50,6 +51,21 @@ describe('apply --check stores nothing: certificates in a scratch copy, secrets 
       const f = ensureServerCert(d, 'proxy', ['10.77.0.12', 'proxy']);
       expect(new X509Certificate(f.cert).verify(new X509Certificate(f.ca).publicKey)).toBe(true);
       expect(existsSync(join(d, '.rampart', 'tls'))).toBe(false);
+    });
+  });
+
+  test("the scratch copy is private and beside the real folder; one left by a check that was killed is removed by the next", () => {
+    inTempDir('rampart-tls-dry-', (d) => {
+      const gone = spawnSync('true').pid!;
+      const stale = join(d, '.rampart', `.check-tls-${gone}`);
+      mkdirSync(stale, { recursive: true });
+      writeFileSync(join(stale, 'ca.key'), 'left behind');
+      dryRunTls(d);
+      ensureServerCert(d, 'proxy', ['10.77.0.12', 'proxy']);
+      expect(existsSync(stale)).toBe(false);
+      const mine = join(d, '.rampart', `.check-tls-${process.pid}`);
+      expect(statSync(mine).mode & 0o777).toBe(0o700);
+      expect(statSync(join(mine, 'ca.key')).mode & 0o777).toBe(0o600);
     });
   });
 
