@@ -240,7 +240,8 @@ export async function connect(host: Host, opts: ConnectOptions): Promise<Connect
 
 /**
  * One SSH connection per host, opened on first use and kept for the command
- * (rotate, switchover: many steps on the same nodes). `reset` closes them and
+ * (apply: the topology read, then the roles; rotate, switchover: many steps
+ * on the same nodes). `reset` closes them and
  * opens later ones with new options (a run log that masks more values).
  */
 export class Connections {
@@ -251,10 +252,11 @@ export class Connections {
     return this.opts;
   }
 
-  async get(host: Host): Promise<Connection> {
+  /** The host's connection, opened now if it is not yet (`retryForMs`: this attempt's own patience). */
+  async get(host: Host, retryForMs?: number): Promise<Connection> {
     let c = this.open.get(host.name);
     if (!c) {
-      c = await connect(host, this.opts);
+      c = await connect(host, retryForMs === undefined ? this.opts : { ...this.opts, retryForMs });
       this.open.set(host.name, c);
     }
     return c;

@@ -9,7 +9,7 @@ import { plannedResults, recapOf, run } from '../core/run.ts';
 import { FileSecretStore, teamApiKey } from '../core/secrets.ts';
 import { loadClusterWithRoles } from '../core/spec.ts';
 import { HostError } from '../core/errors.ts';
-import { connect, KnownHosts } from '../core/ssh.ts';
+import { Connections, KnownHosts } from '../core/ssh.ts';
 import { ensureSshKey, ensureStateDir } from '../core/state.ts';
 import { dryRunTls } from '../core/tls.ts';
 import type { Host, PlanItem, RunReport } from '../core/types.ts';
@@ -123,8 +123,11 @@ export async function main(args: string[]): Promise<never> {
     const preferred = cluster.nodes.find((n) => n.db === 'manager')?.name;
     let primary: RunReport['primary'];
     // only roles that place the primary need it: `--roles base --limit workers` contacts the workers alone
+    // one SSH connection per host for the whole run: the topology read's, then the roles'
+    // (a dry run does not wait for booting nodes: it says which ones it could not inspect)
+    const conns = new Connections({ privateKey: key.privateKey, knownHosts, log: runLog.record, ...(check ? { retryForMs: CHECK_CONNECT_RETRY_MS } : {}) });
     if (preferred && roles.some((r) => !PRIMARY_BLIND_ROLES.has(r.name))) {
-      const topo = await readTopology(hosts.filter((h) => h.node.db), { privateKey: key.privateKey, knownHosts, log: runLog.record, retryForMs: check ? CHECK_CONNECT_RETRY_MS : 5_000 });
+      const topo = await readTopology(hosts.filter((h) => h.node.db), conns, check ? CHECK_CONNECT_RETRY_MS : 5_000);
       const live = livePrimary(preferred, topo);
       if (!live.ok) throw new HostError(live.reason, 'make every other DB node read-only (SET GLOBAL read_only = ON), then apply again');
       primary = { live: live.primary, preferred, moved: live.moved };
@@ -137,9 +140,8 @@ export async function main(args: string[]): Promise<never> {
     const report = await run({
       cluster, hosts, limit, roles, check,
       privateKey: key.privateKey, knownHosts, secrets, progress: !json && verbosity === 0, log: runLog.record, diff: Boolean(flags.diff), serial,
-      // A dry run does not wait for booting nodes: it says which ones it could not inspect.
-      ...(check ? { connectRetryMs: CHECK_CONNECT_RETRY_MS } : {}),
-    });
+      connect: (h) => conns.get(h),
+    }).finally(() => conns.close());
     report.provider = changes;
     report.providerMs = providerMs;
     if (primary) report.primary = primary;
@@ -183,17 +185,16 @@ export async function main(args: string[]): Promise<never> {
  */
 const PRIMARY_BLIND_ROLES: ReadonlySet<string> = new Set(['base', 'iptables']);
 
-/** read_only and replica status of every running DB node (a node that cannot be read counts as unknown). */
-export async function readTopology(dbHosts: Host[], opts: Parameters<typeof connect>[1]): Promise<NodeTopology[]> {
+/**
+ * read_only and replica status of every running DB node (a node that cannot be
+ * read counts as unknown), over the command's kept connections (the roles then
+ * use the same ones: one SSH handshake per node).
+ */
+export async function readTopology(dbHosts: Host[], conns: Connections, retryForMs?: number): Promise<NodeTopology[]> {
   return Promise.all(dbHosts.map(async (h) => {
     try {
-      const conn = await connect(h, opts);
-      try {
-        const r = await conn.exec(TOPOLOGY_FACT, { sudo: true, check: false });
-        return parseTopology(h.name, h.privateAddress, r.code, r.stdout);
-      } finally {
-        conn.close();
-      }
+      const r = await (await conns.get(h, retryForMs)).exec(TOPOLOGY_FACT, { sudo: true, check: false });
+      return parseTopology(h.name, h.privateAddress, r.code, r.stdout);
     } catch {
       return parseTopology(h.name, h.privateAddress, 255, '');
     }

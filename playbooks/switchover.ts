@@ -143,7 +143,7 @@ export async function main(args: string[]): Promise<never> {
       const dbHosts = hosts.filter((h) => h.node.db);
       const d: Dialect = dialectFor(cluster, (await (await conn(dbHosts[0])).exec(OS_ID_FACT)).stdout);
       const sql = DIALECT_SQL[d];
-      const topo = await readTopology(dbHosts, conns.options);
+      const topo = await readTopology(dbHosts, conns);
       const live = livePrimary(preferred, topo);
       if (!live.ok) throw new SwitchoverError(live.reason, 'make every other DB node read-only (SET GLOBAL read_only = ON), then try again');
       const primary = live.primary;
@@ -244,7 +244,7 @@ export async function main(args: string[]): Promise<never> {
           const deadline = Date.now() + 20_000;
           let why = '';
           for (;;) {
-            const t = await readTopology(dbHosts, conns.options);
+            const t = await readTopology(dbHosts, conns);
             const np = livePrimary(plan.to, t);
             const lagging: string[] = [];
             for (const n of plan.replicas) {
