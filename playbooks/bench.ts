@@ -19,7 +19,7 @@ import { gatekeeperEndpoint } from '../roles/lib/tls.ts';
 import { clientApiKey } from '../roles/service.ts';
 import { collectLogs, makeResultsDir, resultsDir, writeArtifacts, type ServiceLog } from './bench/collect.ts';
 import { dbAlive, scalar, sql } from './bench/db.ts';
-import { health, keepAliveAgent, LoadClient, queryOnce, runPhase, type Expectation } from './bench/load.ts';
+import { health, keepAliveAgent, LoadClient, queryOnce, rateUnderLimit, runPhase, type Expectation } from './bench/load.ts';
 import { judge } from './bench/judge.ts';
 import { countRows, proveReplication, syncWorkers, type DbNodes } from './bench/replication.ts';
 import { accountWrites, benchLastName, cleanupSql, failoverSeen } from './bench/writes.ts';
@@ -77,9 +77,8 @@ export function benchOptions(flags: Record<string, unknown>, cluster: Cluster): 
   const modes = flags.modes === undefined ? enabled : String(flags.modes).split(',').map((m) => m.trim()).filter(Boolean);
   const bad = modes.filter((m) => !enabled.includes(m as ProxyMode));
   if (bad.length || modes.length === 0) throw new UsageError(`--modes: ${bad.join(', ') || 'empty'} not among the proxy's modes (${enabled.join(', ')})`);
-  // Stay under the gatekeeper's per-client rate limit unless told otherwise (0 = no cap): a 429 is not a measurement.
-  const limit = cluster.services.gatekeeper.rateLimit;
-  const rate = flags.rate === undefined ? Math.floor((0.9 * limit.requests) / limit.perSeconds) : Number(flags.rate);
+  // Stay under the gatekeeper's per-client rate limit unless told otherwise (0 = no cap).
+  const rate = flags.rate === undefined ? rateUnderLimit(cluster.services.gatekeeper.rateLimit) : Number(flags.rate);
   if (!(rate >= 0)) throw new UsageError(`--rate must be a number >= 0 (got ${String(flags.rate)})`);
   return {
     writes: intFlag(flags.writes, 'writes', cluster.bench.writes, 0),

@@ -128,6 +128,15 @@ export function checkResponse(res: RawResponse, id: string, expect: Expectation)
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * The load's default pace: 90% of the gatekeeper's per-client rate limit
+ * (requests per second), so a client sending as fast as it can gets no 429: a
+ * 429 is not a measurement.
+ */
+export function rateUnderLimit(limit: { requests: number; perSeconds: number }): number {
+  return Math.floor((0.9 * limit.requests) / limit.perSeconds);
+}
+
 /** Run one phase: `count` requests, at most `concurrency` in flight; never throws for a failed request. */
 export async function runPhase(spec: PhaseSpec): Promise<PhaseRun> {
   const headers = { 'content-type': 'application/json', 'x-api-key': spec.apiKey };

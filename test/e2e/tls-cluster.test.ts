@@ -26,10 +26,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCa } from '../../core/tls.ts';
 import type { RunReport } from '../../core/types.ts';
+import { loadCluster } from '../../core/spec.ts';
 import { nativePasswordHash } from '../../roles/lib/mysql-accounts.ts';
 import { SECRETS } from '../../roles/lib/names.ts';
 import { applyOrThrow, teardownSuite, e2eAvailable, onNode, testClusterFile, zx } from '../support/cluster.ts';
-import { LoadClient, runPhase } from '../../playbooks/bench/load.ts';
+import { LoadClient, rateUnderLimit, runPhase } from '../../playbooks/bench/load.ts';
 
 const RUN = e2eAvailable();
 const NAME = 'rptls';
@@ -187,20 +188,22 @@ describe.skipIf(!RUN)(`TLS on every hop (LXC, ${MYSQL ? 'Oracle MySQL' : 'MariaD
     ]);
 
     // the bench's own load engine (playbooks/bench/load.ts), as `zx bench` drives it: 8 keep-alive
-    // HTTPS connections verified against the CA, writes and random reads in turns; on a 401 it reads
-    // the key again from .rampart/secrets.json, as the bench does
+    // HTTPS connections verified against the CA, writes and random reads in turns, paced under the
+    // gatekeeper's rate limit (unpaced, a quiet machine exceeds it: 429s); on a 401 it reads the key
+    // again from .rampart/secrets.json, as the bench does
     let done = false;
     let ok = 0;
     let writes = 0;
     const failed: string[] = [];
     const tag = `ROT${Date.now() % 100000}`;
     const load = new LoadClient(first.endpoint!.url, 8, ca);
+    const rate = rateUnderLimit(loadCluster(file).services.gatekeeper.rateLimit);
     const readKey = () => (JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, string>)[SECRETS.apiKey]!;
     const loop = async (): Promise<void> => {
       for (let round = 0; !done; round++) {
         const write = round % 2 === 0;
         const run = await runPhase({
-          url: first.endpoint!.url, apiKey: readKey(), refreshKey: readKey, phase: write ? 'write' : 'random', count: 80, concurrency: 8, client: load,
+          url: first.endpoint!.url, apiKey: readKey(), refreshKey: readKey, phase: write ? 'write' : 'random', count: 80, concurrency: 8, client: load, rate,
           requestId: (i) => `${tag}-${round}-${i}`,
           body: (i) => (write
             ? { sql: 'INSERT INTO sakila.actor (first_name, last_name) VALUES (?, ?)', params: [tag, `C${i}`] }
