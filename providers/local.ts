@@ -13,7 +13,7 @@ import { ensureSshKey, ensureStateDir, readJson, statePaths, writeFileAtomic } f
 import type { Cluster, Host, NodeSpec, PlanItem, Provider, ProviderEvents } from '../core/types.ts';
 import { APT_CACHE_CONF, APT_CACHE_CONF_PATH, cacheRoot, cacheState, CACHE_PORT, ensurePackageCache, releasePackageCache } from './local/cache.ts';
 import { checkPlatform, ensureHostLimits, ensureHostPackages, hostPackages, lowHostLimits, missingHostPackages } from './local/host.ts';
-import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath, staleImageNote } from './local/image.ts';
+import { aptSources, ensureBaseImage, ensureBaseRootfs, imageAge, imageExists, imagePath, pruneBaseLayers, staleImageNote } from './local/image.ts';
 import {
   applyFence, bridgeExists, bridgeState, deleteBridge, deleteFence, enableIpForward, ensureBridge, fenceRuleset, fenceState,
   fenceTable, ipForward, parseSubnet, resolveMirror, restoreIpForward, type BridgeState, type Subnet,
@@ -171,7 +171,11 @@ export class LocalProvider implements Provider {
     let mirror: Promise<string[]> | undefined;
     const mirrorAddrs = () => (mirror ??= resolveMirror(this.spec.mirror));
     let base: Promise<{ path: string }> | undefined;
-    const baseRootfs = () => (base ??= ensureBaseRootfs(this.suite, events));
+    // a new layer (the image was rebuilt): the earlier images' layers no node uses go
+    const baseRootfs = () => (base ??= ensureBaseRootfs(this.suite, events).then(async (b) => {
+      if (b.created) await pruneBaseLayers(this.suite, events);
+      return b;
+    }));
     const stateOf = (action: 'missing' | 'incomplete' | 'differs' | 'ok') => (action === 'ok' ? 'ok' : action === 'missing' ? 'create' : 'change');
 
     return [
@@ -408,6 +412,8 @@ export class LocalProvider implements Provider {
       items.push({ action: 'delete', resource: `container ${name}` });
     }));
     items.sort((a, b) => a.resource.localeCompare(b.resource));
+    // the image kept; a layer of an earlier image that these nodes were the last to use goes
+    for (const p of await pruneBaseLayers(this.suite, events)) items.push({ action: 'delete', resource: 'base layer', detail: p });
 
     if (installed && (await deleteFence(this.table))) items.push({ action: 'delete', resource: `fence inet ${this.table}` });
     if (await bridgeExists(this.spec.bridge)) {

@@ -2,14 +2,14 @@
 // debootstrap from the cluster's mirror and cached as a .tar.zst. Built in a
 // temp dir and renamed into place, so an interrupted build never leaves a
 // broken cache; a lock file keeps two concurrent runs from building twice.
-import { chmod, copyFile, mkdir, readdir, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
 import { LISTS_STAMP } from '../../roles/lib/apt.ts';
 import { acquireLock, pidAlive, run, unmountUnder } from './exec.ts';
-import type { AptConf } from './lxc.ts';
+import { lxcPath, type AptConf } from './lxc.ts';
 
 /** How old the cached image is, for the plan: "built 3 h ago" (nodes refresh older package lists). */
 export async function imageAge(suite: string): Promise<string> {
@@ -233,6 +233,37 @@ async function configureImage(rootfs: string, mirror: string, suite: string, che
   if ((st.mode & 0o777) !== 0o755) await chmod(rootfs, 0o755);
 }
 
+/** The node layer of the current image of `suite` (named after the image file's mtime). */
+async function layerPath(suite: string, cacheDir = CACHE_DIR): Promise<string> {
+  const image = join(cacheDir, `${suite}-base.tar.zst`);
+  return join(cacheDir, `${suite}-base.rootfs.${Math.floor((await stat(image)).mtimeMs)}`);
+}
+
+/**
+ * Removes the layers of earlier images of `suite` that no container is built
+ * on (of any cluster: every container config under the LXC path is read). A
+ * rebuilt image leaves its predecessor's layer (hundreds of MB) in use until
+ * the last node on it is gone; after that, the next teardown or new layer
+ * removes it. Returns the paths removed.
+ */
+export async function pruneBaseLayers(suite: string, events?: ProviderEvents, where: { cacheDir?: string; lxcDir?: string } = {}): Promise<string[]> {
+  const cacheDir = where.cacheDir ?? CACHE_DIR;
+  const current = await layerPath(suite, cacheDir).catch(() => null);
+  const layers = (await readdir(cacheDir).catch(() => [] as string[]))
+    .filter((n) => n.startsWith(`${suite}-base.rootfs.`)).map((n) => join(cacheDir, n)).filter((p) => p !== current);
+  if (layers.length === 0) return [];
+  const dir = where.lxcDir ?? (await lxcPath());
+  const configs = await Promise.all((await readdir(dir).catch(() => [] as string[])).map((n) => readFile(join(dir, n, 'config'), 'utf8').catch(() => '')));
+  const removed: string[] = [];
+  for (const p of layers) {
+    if (configs.some((c) => c.includes(`overlay:${p}:`))) continue;
+    events?.progress?.(`removing the unused base layer of an earlier image: ${p}`);
+    await removeTree(p);
+    removed.push(p);
+  }
+  return removed;
+}
+
 /**
  * The image unpacked once, read-only by convention: the shared lower layer of
  * every node's overlay rootfs (a node is then created in milliseconds and
@@ -240,8 +271,7 @@ async function configureImage(rootfs: string, mirror: string, suite: string, che
  * image never changes the layer under existing nodes.
  */
 export async function ensureBaseRootfs(suite: string, events?: ProviderEvents): Promise<{ path: string; created: boolean }> {
-  const st = await stat(imagePath(suite));
-  const path = join(CACHE_DIR, `${suite}-base.rootfs.${Math.floor(st.mtimeMs)}`);
+  const path = await layerPath(suite);
   if (existsSync(join(path, 'sbin/init')) || existsSync(join(path, 'usr/sbin/init'))) return { path, created: false };
   const tmp = join(CACHE_DIR, `.unpack-${suite}-${process.pid}-${Date.now()}`);
   await removeStaleWork();
