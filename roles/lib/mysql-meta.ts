@@ -4,6 +4,7 @@
 import { shq } from '../../core/ssh.ts';
 import { META_TABLE, SYSBENCH_SCHEMA } from './mysql-accounts.ts';
 import { sqlString } from './mysql-dialect.ts';
+import { REPLICA_STATUS_FACT } from './mysql-replication.ts';
 
 export const SAKILA_MARKER = 'sakila';
 export const SYSBENCH_MARKER = 'sysbench';
@@ -79,7 +80,7 @@ mysql -e ${shq(mark)}`;
  * What moves while a replica receives and applies (either dialect: SHOW
  * REPLICA STATUS's file positions, under their MariaDB or MySQL names).
  */
-export const REPLICA_PROGRESS = `mysql -E -e 'SHOW REPLICA STATUS' 2>/dev/null | grep -E '^ *(Relay_Log_File|Relay_Log_Pos|Read_(Master|Source)_Log_Pos|Exec_(Master|Source)_Log_Pos):'`;
+export const REPLICA_PROGRESS = `${REPLICA_STATUS_FACT} 2>/dev/null | grep -E '^ *(Relay_Log_File|Relay_Log_Pos|Read_(Master|Source)_Log_Pos|Exec_(Master|Source)_Log_Pos):'`;
 
 /** The longest a worker waits for the manager's marker, however steadily replication moves. */
 export const WAIT_CAP_S = 1800;
