@@ -186,17 +186,22 @@ export async function main(args: string[]): Promise<never> {
 const PRIMARY_BLIND_ROLES: ReadonlySet<string> = new Set(['base', 'iptables']);
 
 /**
- * read_only and replica status of every running DB node (a node that cannot be
- * read counts as unknown), over the command's kept connections (the roles then
- * use the same ones: one SSH handshake per node).
+ * What TOPOLOGY_FACT prints on every running DB node (code 255 and no output:
+ * not reachable), over the command's kept connections (the roles then use the
+ * same ones: one SSH handshake per node).
  */
-export async function readTopology(dbHosts: Host[], conns: Connections, retryForMs?: number): Promise<NodeTopology[]> {
-  return Promise.all(dbHosts.map(async (h) => {
+export async function readTopologyOutput(dbHosts: Host[], conns: Connections, retryForMs?: number): Promise<{ host: Host; code: number; stdout: string }[]> {
+  return Promise.all(dbHosts.map(async (host) => {
     try {
-      const r = await (await conns.get(h, retryForMs)).exec(TOPOLOGY_FACT, { sudo: true, check: false });
-      return parseTopology(h.name, h.privateAddress, r.code, r.stdout);
+      const r = await (await conns.get(host, retryForMs)).exec(TOPOLOGY_FACT, { sudo: true, check: false });
+      return { host, code: r.code, stdout: r.stdout };
     } catch {
-      return parseTopology(h.name, h.privateAddress, 255, '');
+      return { host, code: 255, stdout: '' };
     }
   }));
+}
+
+/** read_only and the replication source of every running DB node (a node that cannot be read counts as unknown). */
+export async function readTopology(dbHosts: Host[], conns: Connections, retryForMs?: number): Promise<NodeTopology[]> {
+  return (await readTopologyOutput(dbHosts, conns, retryForMs)).map((o) => parseTopology(o.host.name, o.host.privateAddress, o.code, o.stdout));
 }

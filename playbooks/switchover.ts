@@ -25,11 +25,11 @@ import { count, errant, format, minus, parseGtidSet, type GtidSet } from '../ser
 import { ACCOUNTS_FACT, parseAccounts, planAccounts } from '../roles/lib/mysql-accounts.ts';
 import { configPath as mysqlConfigPath, renderConfig, serverSettings } from '../roles/lib/mysql-config.ts';
 import { DIALECT_SQL } from '../roles/lib/mysql-dialect.ts';
-import { changeSourceSql, livePrimary, parseReplicaStatus, replicaSource, withLivePrimary, type ReplicaStatus } from '../roles/lib/mysql-replication.ts';
+import { changeSourceSql, livePrimary, parseReplicaStatus, parseTopology, replicaSource, withLivePrimary, type ReplicaStatus } from '../roles/lib/mysql-replication.ts';
 import { SECRETS } from '../roles/lib/names.ts';
 import { dialectFor, OS_ID_FACT, type Dialect } from '../roles/lib/os.ts';
 import { configPath, configText, SERVICE_USER } from '../roles/service.ts';
-import { readTopology } from './apply.ts';
+import { readTopologyOutput } from './apply.ts';
 import { reloadScript } from './rotate.ts';
 import { runningCluster } from './running.ts';
 
@@ -143,7 +143,9 @@ export async function main(args: string[]): Promise<never> {
       const dbHosts = hosts.filter((h) => h.node.db);
       const d: Dialect = dialectFor(cluster, (await (await conn(dbHosts[0])).exec(OS_ID_FACT)).stdout);
       const sql = DIALECT_SQL[d];
-      const topo = await readTopology(dbHosts, conns);
+      // one round trip per node gives the topology and each replica's status (and lag)
+      const outputs = await readTopologyOutput(dbHosts, conns);
+      const topo = outputs.map((o) => parseTopology(o.host.name, o.host.privateAddress, o.code, o.stdout));
       const live = livePrimary(preferred, topo);
       if (!live.ok) throw new SwitchoverError(live.reason, 'make every other DB node read-only (SET GLOBAL read_only = ON), then try again');
       const primary = live.primary;
@@ -153,11 +155,10 @@ export async function main(args: string[]): Promise<never> {
       for (const name of order) {
         const h = byName(name);
         const tp = topo.find((x) => x.name === name)!;
-        const c = await conn(h);
-        const st = await c.exec(`mysql -E -e ${JSON.stringify(sql.failover.state)}`, { check: false });
-        const rs = await c.exec(`mysql -E -e ${JSON.stringify(sql.replicaStatus)}`, { check: false });
+        const out = outputs.find((o) => o.host.name === name)!;
+        const st = await (await conn(h)).exec(`mysql -E -e ${JSON.stringify(sql.failover.state)}`, { check: false });
         const get = (k: string) => new RegExp(`^\\s*${k}:\\s*(.*)$`, 'm').exec(st.stdout)?.[1]?.trim() ?? '';
-        facts.push({ name, address: h.privateAddress, readOnly: st.code === 0 ? tp.readOnly : null, replica: rs.code === 0 ? parseReplicaStatus(rs.stdout) : null, lagSeconds: lagOf(rs.stdout), executed: get('executed'), self: get('self') });
+        facts.push({ name, address: h.privateAddress, readOnly: st.code === 0 ? tp.readOnly : null, replica: out.code === 0 ? parseReplicaStatus(out.stdout) : null, lagSeconds: lagOf(out.stdout), executed: get('executed'), self: get('self') });
       }
       const plan = switchoverPlan(d, primary, target, facts, cluster.services.proxy.maxLagSeconds);
       if (plan.action !== 'switch') {
@@ -244,11 +245,13 @@ export async function main(args: string[]): Promise<never> {
           const deadline = Date.now() + 20_000;
           let why = '';
           for (;;) {
-            const t = await readTopology(dbHosts, conns);
+            const outs = await readTopologyOutput(dbHosts, conns);
+            const t = outs.map((o) => parseTopology(o.host.name, o.host.privateAddress, o.code, o.stdout));
             const np = livePrimary(plan.to, t);
             const lagging: string[] = [];
             for (const n of plan.replicas) {
-              const s = parseReplicaStatus((await (await conn(byName(n))).exec(`mysql -E -e ${JSON.stringify(sql.replicaStatus)}`, { check: false })).stdout);
+              const o = outs.find((x) => x.host.name === n)!;
+              const s = o.code === 0 ? parseReplicaStatus(o.stdout) : null;
               if (!s || s.sourceHost !== next.privateAddress || s.ioRunning !== 'Yes' || s.sqlRunning !== 'Yes') lagging.push(`${n} (${s ? `IO=${s.ioRunning} SQL=${s.sqlRunning} from ${s.sourceHost}${s.ioError ? `: ${s.ioError}` : ''}` : 'not a replica'})`);
             }
             const nt = t.find((x) => x.name === plan.to);

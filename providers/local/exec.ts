@@ -72,8 +72,6 @@ export async function unmountUnder(path: string): Promise<void> {
   for (const m of mounts) await run('umount', ['-l', m], { check: false });
 }
 
-export { pidAlive } from '../../core/state.ts';
-
 /**
  * Takes the lock file `path` (created exclusively, holding this process's pid;
  * the lock of a process that is gone is taken over). While a live process

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { ProviderError } from '../../core/errors.ts';
 import type { ProviderEvents } from '../../core/types.ts';
 import { LISTS_STAMP } from '../../roles/lib/apt.ts';
-import { acquireLock, pidAlive, run, unmountUnder } from './exec.ts';
+import { pidAlive } from '../../core/state.ts';
+import { acquireLock, run, unmountUnder } from './exec.ts';
 import { lxcPath, type AptConf } from './lxc.ts';
 
 /** How old the cached image is, for the plan: "built 3 h ago" (nodes refresh older package lists). */
